@@ -1,0 +1,390 @@
+/* rnn.c: rnnkit's hand-written tanh-RNN language-model kernel.
+ *
+ * Purpose: forward, fused softmax + cross-entropy, backward through time, a one-step
+ * inference function and the optimizer updates for the Elman RNN of rnn.h, on
+ * caller-owned float32 buffers. Matrix products go to BLAS sgemm; the recurrence,
+ * the activations, the softmax, BPTT and the optimizers are ours.
+ *
+ * Non-goals: allocation, threading of our own (BLAS threads only), I/O, other cell
+ * types (LSTM/GRU), mixed precision. Never built with -ffast-math: the softmax relies
+ * on IEEE exp/log behaviour.
+ */
+#include "rnn.h"
+
+#include <math.h>
+#include <string.h>
+#include <limits.h>
+
+#include "cblas.h"
+
+/* scipy-openblas32 exports every symbol with a `scipy_` prefix; keep that detail here. */
+#ifndef RNN_BLAS_PREFIX_NONE
+#define RNN_BLAS(name) scipy_##name
+#else
+#define RNN_BLAS(name) name
+#endif
+
+/* Rows of logits computed at once when no (T, B, V) dlogits buffer is given. */
+#define RNN_CHUNK_ROWS 64
+
+/* ------------------------------------------------------------------------------------
+ * status, sizes, threads
+ * ---------------------------------------------------------------------------------- */
+
+int rnn_abi_version(void) { return RNN_ABI_VERSION; }
+
+const char *rnn_strerror(int status) {
+    switch (status) {
+    case RNN_OK: return "ok";
+    case RNN_E_SIZE: return "invalid size (each of T, B, H, V must be >= 1 and T*B, V*H must fit the kernel's limits)";
+    case RNN_E_TOKEN: return "input token id out of range [0, V)";
+    case RNN_E_TARGET: return "target token id out of range [-1, V)";
+    case RNN_E_RESET: return "reset flag other than 0 or 1";
+    case RNN_E_ACTIVATION: return "unknown activation (0 = tanh, 1 = logistic, 2 = identity)";
+    case RNN_E_WORKSPACE: return "work buffer smaller than rnn_workspace_size()";
+    case RNN_E_NULL: return "a required buffer is NULL";
+    case RNN_E_ALIAS: return "an output buffer aliases an input buffer";
+    case RNN_E_ARGUMENT: return "a scalar argument is out of range";
+    case RNN_E_NONFINITE: return "non-finite value (NaN or infinity) encountered";
+    default: return "unknown rnnkit kernel error";
+    }
+}
+
+int64_t rnn_num_params(int V, int H) {
+    if (V < 1 || H < 1) return -1;
+    return 2 * (int64_t)V * H + (int64_t)H * H + H + V;
+}
+
+static int check_sizes(int T, int B, int H, int V) {
+    if (T < 1 || B < 1 || H < 1 || V < 1) return RNN_E_SIZE;
+    if ((int64_t)T * B > INT_MAX) return RNN_E_SIZE;          /* BLAS dimensions are int */
+    if ((int64_t)V * H > ((int64_t)1 << 40)) return RNN_E_SIZE;
+    return RNN_OK;
+}
+
+int64_t rnn_workspace_size(int T, int B, int H, int V) {
+    if (check_sizes(T, B, H, V) != RNN_OK) return -1;
+    int64_t N = (int64_t)T * B;
+    int64_t chunk = N < RNN_CHUNK_ROWS ? N : RNN_CHUNK_ROWS;
+    int64_t fwd = chunk * V;                       /* logits of one chunk of rows */
+    int64_t bwd = 2 * N * H + (int64_t)B * H;      /* dz, masked dz, dh_next */
+    return fwd > bwd ? fwd : bwd;
+}
+
+int rnn_set_num_threads(int n) {
+    if (n < 1) return RNN_E_ARGUMENT;
+    RNN_BLAS(openblas_set_num_threads)(n);
+    return RNN_OK;
+}
+
+int rnn_get_num_threads(void) { return RNN_BLAS(openblas_get_num_threads)(); }
+
+/* ------------------------------------------------------------------------------------
+ * helpers
+ * ---------------------------------------------------------------------------------- */
+
+/* C (M, N) = alpha * op(A) op(B) + beta * C, row-major. */
+static void gemm(int transA, int transB, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *Bm, int ldb, float beta,
+                 float *C, int ldc) {
+    RNN_BLAS(cblas_sgemm)(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                          transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                          Bm, ldb, beta, C, ldc);
+}
+
+static int check_ids(const int32_t *ids, int64_t n, int32_t lo, int32_t hi) {
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < lo || ids[i] >= hi) return 1;
+    return 0;
+}
+
+static int check_activation(int activation) {
+    return activation == RNN_ACT_TANH || activation == RNN_ACT_LOGISTIC ||
+           activation == RNN_ACT_IDENTITY;
+}
+
+/* h[j] = act(z[j]) in place */
+static void activate(float *h, int H, int activation) {
+    switch (activation) {
+    case RNN_ACT_TANH:
+        for (int j = 0; j < H; j++) h[j] = tanhf(h[j]);
+        break;
+    case RNN_ACT_LOGISTIC:
+        for (int j = 0; j < H; j++) h[j] = 1.0f / (1.0f + expf(-h[j]));
+        break;
+    default:
+        break;
+    }
+}
+
+/* dz[j] = dh[j] * act'(z[j]), with act' written in terms of the output h = act(z). */
+static void activation_backward(float *dz, const float *dh, const float *h, int H,
+                                int activation) {
+    switch (activation) {
+    case RNN_ACT_TANH:
+        for (int j = 0; j < H; j++) dz[j] = dh[j] * (1.0f - h[j] * h[j]);
+        break;
+    case RNN_ACT_LOGISTIC:
+        for (int j = 0; j < H; j++) dz[j] = dh[j] * h[j] * (1.0f - h[j]);
+        break;
+    default:
+        for (int j = 0; j < H; j++) dz[j] = dh[j];
+        break;
+    }
+}
+
+/* Fused bias + log-softmax + cross-entropy for one row of logits.
+ * Returns log P(target) (0 when target < 0). With want_grad, the row is overwritten
+ * by softmax - onehot(target) (zeros when target < 0); otherwise, with logp_row set,
+ * the row becomes the log-distribution. Max-subtracted, summed in double. */
+static float softmax_row(float *row, const float *b_y, int V, int target, int want_grad,
+                         int logp_row) {
+    if (want_grad && target < 0) {
+        memset(row, 0, (size_t)V * sizeof(float));
+        return 0.0f;
+    }
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        row[i] += b_y[i];
+        if (row[i] > mx) mx = row[i];
+    }
+    double sum = 0.0;
+    if (want_grad) {
+        float target_logit = row[target];
+        for (int i = 0; i < V; i++) {
+            float e = expf(row[i] - mx);
+            row[i] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < V; i++) row[i] *= inv;
+        row[target] -= 1.0f;
+        return (float)((double)(target_logit - mx) - log(sum));
+    }
+    for (int i = 0; i < V; i++) sum += expf(row[i] - mx);
+    float lse = (float)((double)mx + log(sum));
+    float result = target >= 0 ? row[target] - lse : 0.0f;
+    if (logp_row)
+        for (int i = 0; i < V; i++) row[i] -= lse;
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------
+ * forward
+ * ---------------------------------------------------------------------------------- */
+
+int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
+                float *work, int64_t work_size,
+                const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                const float *h0, const float *params,
+                int activation, int T, int B, int H, int V) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    if (!loss || !logprobs || !hs || !inputs || !targets || !resets || !h0 || !params)
+        return RNN_E_NULL;
+    if (!check_activation(activation)) return RNN_E_ACTIVATION;
+    const int64_t N = (int64_t)T * B;
+    if (!dlogits) {
+        if (!work) return RNN_E_NULL;
+        if (work_size < rnn_workspace_size(T, B, H, V)) return RNN_E_WORKSPACE;
+    }
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+
+    const float *W_xh = params;                       /* (V, H) */
+    const float *W_hh = W_xh + (size_t)V * H;         /* (H, H) */
+    const float *b_h = W_hh + (size_t)H * H;          /* (H)    */
+    const float *W_hy = b_h + H;                      /* (V, H) */
+    const float *b_y = W_hy + (size_t)V * H;          /* (V)    */
+
+    /* recurrence: hs[t] = act(W_xh[x_t] + (reset ? 0 : h_{t-1} W_hh^T) + b_h) */
+    for (int t = 0; t < T; t++) {
+        const float *h_prev = t == 0 ? h0 : hs + (size_t)(t - 1) * B * H;
+        float *h_t = hs + (size_t)t * B * H;
+        gemm(0, 1, B, H, H, 1.0f, h_prev, H, W_hh, H, 0.0f, h_t, H);
+        for (int b = 0; b < B; b++) {
+            float *row = h_t + (size_t)b * H;
+            const float *x = W_xh + (size_t)inputs[(size_t)t * B + b] * H;
+            if (resets[(size_t)t * B + b])
+                for (int j = 0; j < H; j++) row[j] = x[j] + b_h[j];
+            else
+                for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
+            activate(row, H, activation);
+        }
+    }
+
+    /* output layer + fused softmax / cross-entropy */
+    double total = 0.0;
+    if (dlogits) {
+        gemm(0, 1, (int)N, V, H, 1.0f, hs, H, W_hy, H, 0.0f, dlogits, V);
+        for (int64_t n = 0; n < N; n++) {
+            float lp = softmax_row(dlogits + (size_t)n * V, b_y, V, targets[n], 1, 0);
+            logprobs[n] = lp;
+            total -= lp;
+        }
+    } else {
+        for (int64_t start = 0; start < N; start += RNN_CHUNK_ROWS) {
+            int rows = (int)(N - start < RNN_CHUNK_ROWS ? N - start : RNN_CHUNK_ROWS);
+            gemm(0, 1, rows, V, H, 1.0f, hs + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
+            for (int r = 0; r < rows; r++) {
+                float lp = softmax_row(work + (size_t)r * V, b_y, V, targets[start + r], 0, 0);
+                logprobs[start + r] = lp;
+                total -= lp;
+            }
+        }
+    }
+    *loss = (float)total;
+    return RNN_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * backward
+ * ---------------------------------------------------------------------------------- */
+
+int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
+                 const float *dlogits, const float *hs,
+                 const int32_t *inputs, const int32_t *resets,
+                 const float *h0, const float *params, float loss_scale,
+                 int activation, int T, int B, int H, int V) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    if (!grads || !dh0 || !work || !dlogits || !hs || !inputs || !resets || !h0 || !params)
+        return RNN_E_NULL;
+    if (!check_activation(activation)) return RNN_E_ACTIVATION;
+    if (!isfinite(loss_scale)) return RNN_E_ARGUMENT;
+    if (work_size < rnn_workspace_size(T, B, H, V)) return RNN_E_WORKSPACE;
+    if (grads == params) return RNN_E_ALIAS;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+
+    const float *W_hh = params + (size_t)V * H;
+    const float *W_hy = W_hh + (size_t)H * H + H;
+    float *dW_xh = grads;
+    float *dW_hh = dW_xh + (size_t)V * H;
+    float *db_h = dW_hh + (size_t)H * H;
+    float *dW_hy = db_h + H;
+    float *db_y = dW_hy + (size_t)V * H;
+
+    float *dz = work;                         /* (N, H): dL/dh, then dL/dz in place */
+    float *dz_kept = dz + (size_t)N * H;      /* (N, H): dz where h_{t-1} was used, else 0 */
+    float *dh_next = dz_kept + (size_t)N * H; /* (B, H): gradient flowing into h_{t-1} */
+
+    /* output layer: dh = s * dlogits W_hy;  dW_hy += s * dlogits^T hs;  db_y += s * sum */
+    gemm(0, 0, (int)N, H, V, loss_scale, dlogits, V, W_hy, H, 0.0f, dz, H);
+    gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, hs, H, 1.0f, dW_hy, H);
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = dlogits + (size_t)n * V;
+        for (int i = 0; i < V; i++) db_y[i] += loss_scale * row[i];
+    }
+
+    /* BPTT, last step first */
+    memset(dh_next, 0, (size_t)B * H * sizeof(float));
+    for (int t = T - 1; t >= 0; t--) {
+        for (int b = 0; b < B; b++) {
+            size_t pos = (size_t)t * B + b;
+            float *g = dz + pos * H;
+            const float *h = hs + pos * H;
+            const float *carry = dh_next + (size_t)b * H;
+            for (int j = 0; j < H; j++) g[j] += carry[j];      /* dh_t from above and from t+1 */
+            activation_backward(g, g, h, H, activation);       /* dz_t = dh_t * act'(z_t) */
+            float *dx = dW_xh + (size_t)inputs[pos] * H;
+            float *kept = dz_kept + pos * H;
+            int reset = resets[pos];
+            for (int j = 0; j < H; j++) {
+                db_h[j] += g[j];
+                dx[j] += g[j];                                 /* embedding row of x_t */
+                kept[j] = reset ? 0.0f : g[j];                 /* h_{t-1} was zero at a reset */
+            }
+        }
+        /* dh_{t-1} = dz_t W_hh (rows that reset pass nothing back) */
+        gemm(0, 0, B, H, H, 1.0f, dz_kept + (size_t)t * B * H, H, W_hh, H, 0.0f, dh_next, H);
+    }
+    for (int64_t i = 0; i < (int64_t)B * H; i++) dh0[i] += dh_next[i];
+
+    /* dW_hh += sum_t dz_t^T h_{t-1}: one GEMM over steps 1..T-1, one for step 0 (h0) */
+    if (T > 1)
+        gemm(1, 0, H, H, (T - 1) * B, 1.0f, dz_kept + (size_t)B * H, H, hs, H, 1.0f, dW_hh, H);
+    gemm(1, 0, H, H, B, 1.0f, dz_kept, H, h0, H, 1.0f, dW_hh, H);
+    return RNN_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * one inference step
+ * ---------------------------------------------------------------------------------- */
+
+int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *h_in,
+             const float *params, int activation, int B, int H, int V) {
+    int rc = check_sizes(1, B, H, V);
+    if (rc) return rc;
+    if (!h_out || !logprobs || !tokens || !h_in || !params) return RNN_E_NULL;
+    if (!check_activation(activation)) return RNN_E_ACTIVATION;
+    if (h_out == h_in) return RNN_E_ALIAS;
+    if (check_ids(tokens, B, 0, V)) return RNN_E_TOKEN;
+    const float *W_xh = params;
+    const float *W_hh = W_xh + (size_t)V * H;
+    const float *b_h = W_hh + (size_t)H * H;
+    const float *W_hy = b_h + H;
+    const float *b_y = W_hy + (size_t)V * H;
+
+    gemm(0, 1, B, H, H, 1.0f, h_in, H, W_hh, H, 0.0f, h_out, H);
+    for (int b = 0; b < B; b++) {
+        float *row = h_out + (size_t)b * H;
+        const float *x = W_xh + (size_t)tokens[b] * H;
+        for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
+        activate(row, H, activation);
+    }
+    gemm(0, 1, B, V, H, 1.0f, h_out, H, W_hy, H, 0.0f, logprobs, V);
+    for (int b = 0; b < B; b++) softmax_row(logprobs + (size_t)b * V, b_y, V, -1, 0, 1);
+    return RNN_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * optimizers
+ * ---------------------------------------------------------------------------------- */
+
+int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
+    if (!params || !grads) return RNN_E_NULL;
+    if (n < 0) return RNN_E_SIZE;
+    if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
+    for (int64_t i = 0; i < n; i++) params[i] -= lr * grads[i];
+    return RNN_OK;
+}
+
+int rnn_adam_update(float *params, float *m, float *v, const float *grads,
+                    float lr, float beta1, float beta2, float eps, int64_t step, int64_t n) {
+    if (!params || !m || !v || !grads) return RNN_E_NULL;
+    if (n < 0) return RNN_E_SIZE;
+    if (!isfinite(lr) || lr < 0.0f || !(beta1 >= 0.0f && beta1 < 1.0f) ||
+        !(beta2 >= 0.0f && beta2 < 1.0f) || !(eps > 0.0f) || !isfinite(eps) || step < 1)
+        return RNN_E_ARGUMENT;
+    /* PyTorch's arrangement: p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps) */
+    double bc1 = 1.0 - pow((double)beta1, (double)step);
+    double bc2 = 1.0 - pow((double)beta2, (double)step);
+    float step_size = (float)(lr / bc1);
+    float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    for (int64_t i = 0; i < n; i++) {
+        float g = grads[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        params[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    }
+    return RNN_OK;
+}
+
+int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
+    if (!norm || !grads) return RNN_E_NULL;
+    if (n < 0) return RNN_E_SIZE;
+    if (isnan(max_norm)) return RNN_E_ARGUMENT;
+    double sq = 0.0;
+    for (int64_t i = 0; i < n; i++) sq += (double)grads[i] * grads[i];
+    double total = sqrt(sq);
+    *norm = (float)total;
+    if (!isfinite(total)) return RNN_E_NONFINITE;
+    if (max_norm > 0.0f && total > max_norm) {
+        float scale = (float)(max_norm / (total + 1e-6));
+        for (int64_t i = 0; i < n; i++) grads[i] *= scale;
+    }
+    return RNN_OK;
+}

@@ -1,0 +1,111 @@
+/* rnn.h: the C API of rnnkit's tanh-RNN language-model kernel.
+ *
+ * Dimension legend: T = steps, B = batch, H = hidden, V = vocab, N = T*B positions,
+ * P = rnn_num_params(V, H).
+ *
+ * Model (row vectors, one row per batch element):
+ *   h_t = act(W_xh[x_t] + h_{t-1} W_hh^T + b_h)      (h_{t-1} = 0 where reset[t] = 1)
+ *   y_t = h_t W_hy^T + b_y,   P(w | ...) = softmax(y_t)[w]
+ * Parameters are one flat float32 buffer in this order:
+ *   W_xh (V, H)  W_hh (H, H)  b_h (H)  W_hy (V, H)  b_y (V)
+ * Gradients use a second buffer of the same layout. Backward ACCUMULATES (+=) into
+ * the gradient buffers: the caller zeroes them between steps.
+ *
+ * Every function returns RNN_OK (0) or an rnn_status code; rnn_strerror() names it.
+ * The kernel never allocates, prints, exits or aborts. All buffers are caller-owned,
+ * C-contiguous; scratch space is passed as `work` of rnn_workspace_size() floats.
+ *
+ * This header holds only typedefs, enums and prototypes, so that rnnkit/_build_ffi.py
+ * can pass it to cffi's cdef() after dropping the preprocessor lines.
+ */
+#ifndef RNNKIT_RNN_H
+#define RNNKIT_RNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum rnn_abi { RNN_ABI_VERSION = 1 };
+
+enum rnn_status {
+    RNN_OK = 0,
+    RNN_E_SIZE = 1,         /* a size is < 1 or too large */
+    RNN_E_TOKEN = 2,        /* an input token id is outside [0, V) */
+    RNN_E_TARGET = 3,       /* a target id is outside [-1, V) */
+    RNN_E_RESET = 4,        /* a reset flag is not 0 or 1 */
+    RNN_E_ACTIVATION = 5,   /* unknown activation code */
+    RNN_E_WORKSPACE = 6,    /* the work buffer is smaller than rnn_workspace_size() */
+    RNN_E_NULL = 7,         /* a required pointer is NULL */
+    RNN_E_ALIAS = 8,        /* an output buffer aliases an input buffer */
+    RNN_E_ARGUMENT = 9,     /* a scalar argument is out of range (lr, betas, norm, ...) */
+    RNN_E_NONFINITE = 10    /* a non-finite value where a finite one is required */
+};
+
+enum rnn_activation {
+    RNN_ACT_TANH = 0,       /* language models */
+    RNN_ACT_LOGISTIC = 1,   /* the lecture's hand-set threshold units */
+    RNN_ACT_IDENTITY = 2    /* the lecture's running-sum network */
+};
+
+int rnn_abi_version(void);
+const char *rnn_strerror(int status);
+
+/* Number of floats in the flat parameter buffer: 2*V*H + H*H + H + V. */
+int64_t rnn_num_params(int V, int H);
+
+/* Floats of scratch space rnn_forward / rnn_backward need for these sizes. */
+int64_t rnn_workspace_size(int T, int B, int H, int V);
+
+/* BLAS threads (OpenBLAS). */
+int rnn_set_num_threads(int n);
+int rnn_get_num_threads(void);
+
+/* Forward over a T x B batch.
+ * loss:     (1,) summed cross-entropy (natural log) over positions with target >= 0
+ * logprobs: (T, B) natural-log probability of each target; 0 where target = -1
+ * hs:       (T, B, H) hidden states h_1..h_T, saved for backward
+ * dlogits:  (T, B, V) or NULL. When given, receives softmax - onehot(target) for
+ *           rnn_backward (rows with target = -1 are zero). When NULL, the output
+ *           layer is computed in chunks in `work` and nothing V-sized is kept.
+ * work:     (work_size,) scratch
+ * inputs:   (T, B) token ids in [0, V)
+ * targets:  (T, B) token ids in [0, V), or -1 = ignored
+ * resets:   (T, B) 1 where a sequence starts (h_{t-1} taken as zero), else 0
+ * h0:       (B, H) state before step 0
+ * params:   (P,) */
+int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
+                float *work, int64_t work_size,
+                const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                const float *h0, const float *params,
+                int activation, int T, int B, int H, int V);
+
+/* Backward (BPTT over the T steps) of loss_scale * (summed loss of rnn_forward).
+ * grads:    (P,) accumulated (+=)
+ * dh0:      (B, H) gradient with respect to h0, accumulated (+=)
+ * work:     (work_size,) scratch
+ * dlogits:  (T, B, V) as written by rnn_forward (not modified)
+ * hs, inputs, resets, h0, params: exactly as passed to / written by rnn_forward */
+int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
+                 const float *dlogits, const float *hs,
+                 const int32_t *inputs, const int32_t *resets,
+                 const float *h0, const float *params, float loss_scale,
+                 int activation, int T, int B, int H, int V);
+
+/* One inference step for B rows (sampling, incremental scoring).
+ * h_out:    (B, H) new state; must not alias h_in
+ * logprobs: (B, V) natural-log next-token distribution after h_out
+ * tokens:   (B,) token ids in [0, V)
+ * h_in:     (B, H) previous state (zeros for a fresh sequence) */
+int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *h_in,
+             const float *params, int activation, int B, int H, int V);
+
+/* Optimizers over flat buffers of n floats. */
+/* params -= lr * grads */
+int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n);
+/* Adam (Kingma & Ba) with bias correction; step counts from 1; m, v start at zero. */
+int rnn_adam_update(float *params, float *m, float *v, const float *grads,
+                    float lr, float beta1, float beta2, float eps, int64_t step, int64_t n);
+/* Global-norm clipping: norm receives ||grads||_2 before clipping; when it exceeds
+ * max_norm the gradients are scaled by max_norm / norm. max_norm <= 0 only measures. */
+int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);
+
+#endif /* RNNKIT_RNN_H */

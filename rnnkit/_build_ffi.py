@@ -1,0 +1,42 @@
+"""cffi build script for the C kernel (out-of-line API mode). Never imported at run time.
+
+setup.py names `ffibuilder` in `cffi_modules`; `python rnnkit/_build_ffi.py` builds the
+module in place for development. The cdef is read from csrc/rnn.h itself (minus its
+preprocessor lines) so the header and the binding cannot drift apart.
+"""
+
+import sys
+from pathlib import Path
+
+import cffi
+import scipy_openblas32
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+
+def header_cdef() -> str:
+    lines = (CSRC / "rnn.h").read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def compile_args() -> list:
+    if sys.platform == "win32":
+        return ["/O2"]
+    # -O3 and nothing that relaxes IEEE semantics (no -ffast-math): the softmax needs it.
+    return ["-O3", "-std=c99", "-Wall", "-Wextra"]
+
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(header_cdef())
+ffibuilder.set_source(
+    "rnnkit._rnn_cffi",
+    '#include "rnn.h"',
+    sources=[str(CSRC / "rnn.c")],
+    include_dirs=[str(CSRC), scipy_openblas32.get_include_dir()],
+    library_dirs=[scipy_openblas32.get_lib_dir()],
+    libraries=[scipy_openblas32.get_library()],
+    extra_compile_args=compile_args(),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
