@@ -5,6 +5,7 @@ module in place for development. The cdef is read from csrc/rnn.h itself (minus 
 preprocessor lines) so the header and the binding cannot drift apart.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ ffibuilder.cdef(header_cdef())
 ffibuilder.set_source(
     "rnnkit._rnn_cffi",
     '#include "rnn.h"',
-    sources=[str(CSRC / "rnn.c")],
+    # setuptools rejects absolute source paths; relative to the cwd it builds from.
+    sources=[os.path.relpath(CSRC / "rnn.c")],
     include_dirs=[str(CSRC), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
