@@ -38,6 +38,9 @@ def write_atomic(path, write_to) -> None:
     except OSError as exc:
         raise ModelFileError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
         with os.fdopen(fd, "wb") as handle:
             write_to(handle)
             handle.flush()

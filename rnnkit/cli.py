@@ -1,0 +1,537 @@
+"""The `rnnkit` command line: train, score, eval, rank, sample, info (and demo).
+
+Parsing, validation and printing only; the modelling lives in the library. Heavy
+modules (NumPy, the C kernel) are imported inside the commands so `rnnkit --help`
+and `rnnkit score` start fast. Results go to stdout (`--json`: one JSON document),
+progress and notes to stderr. Library errors become one-line `Error: ...` messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_MODEL = "rnnkit.model"
+MODEL_ENV = "RNNKIT_MODEL"
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def default_model_path() -> str:
+    return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+
+
+def library_errors(func):
+    """Turn rnnkit's own exceptions (and Ctrl-C) into one-line click errors."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from .errors import RnnkitError
+        try:
+            return func(*args, **kwargs)
+        except RnnkitError as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"input is not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return wrapper
+
+
+def model_option(func):
+    return click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
+                        default=default_model_path, show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}",
+                        help="Model file: rnnkit model or any ARPA file.")(func)
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
+
+
+def emit_json(document) -> None:
+    click.echo(json.dumps(document, ensure_ascii=False, indent=1))
+
+
+def load_model(model_path: str):
+    from . import lm
+    if not Path(model_path).exists():
+        hint = " (train one with `rnnkit train`, or pass -m)" if model_path == default_model_path() else ""
+        raise click.ClickException(f"model file not found: {model_path}{hint}")
+    return lm.load(model_path)
+
+
+def gather_sentences(sentences: tuple[str, ...], file_path: str | None) -> list[str]:
+    """Sentences from arguments, from --file, or from stdin when the only argument is '-'."""
+    from .tokenize import read_lines, read_text_lines
+    if file_path is not None:
+        if sentences:
+            raise click.UsageError("give sentences as arguments or with --file, not both")
+        return [line for line in read_lines(file_path) if line.strip()]
+    if sentences == ("-",):
+        lines = read_text_lines([click.get_binary_stream("stdin").read()], name="standard input")
+        return [line for line in lines if line.strip()]
+    if not sentences:
+        raise click.UsageError("no sentences: give them as arguments, with --file, or '-' for stdin")
+    return read_text_lines(sentences, name="arguments")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="rnnkit")
+def cli():
+    """rnnkit: n-gram and tanh-RNN language models, Korean first.
+
+    \b
+    Example:
+      rnnkit train                       # train on the bundled Korean sample
+      rnnkit score "나는 버스를 탔다"
+      rnnkit rank "나는 버스를 탔다" "나는 버스를 태운다"
+    """
+
+
+# ----------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("corpus", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=default_model_path,
+              show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}", help="Model file to write.")
+@click.option("--type", "model_type", type=click.Choice(["rnn", "ngram"]), default="rnn", show_default=True,
+              help="Model family.")
+@click.option("--unit", type=click.Choice(["char", "word", "jamo"]), default=None,
+              help="Modelling unit [default: char for rnn, word for ngram].")
+@click.option("--order", type=click.IntRange(1), default=3, show_default=True, help="n-gram order.")
+@click.option("--smoothing", type=click.Choice(["kn", "wb", "addk", "mle"]), default="kn", show_default=True,
+              help="n-gram smoothing.")
+@click.option("--k", "addk", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Add-k constant (k=1 is Laplace).")
+@click.option("--prune", type=str, default=None, help="n-gram count cut-offs per order, e.g. 0,1,1.")
+@click.option("--arpa", type=click.Path(dir_okay=False), default=None, help="Also write an n-gram model as ARPA.")
+@click.option("--hidden", type=click.IntRange(1), default=128, show_default=True, help="RNN hidden size.")
+@click.option("--bptt", type=click.IntRange(1), default=32, show_default=True, help="Steps of truncated BPTT.")
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Sequences per batch.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True, help="Maximum epochs.")
+@click.option("--time-budget", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop training after this many seconds.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+              help="adam, or sgd with the RNNLM halving schedule.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Learning rate [default: 0.002 adam, 0.5 sgd].")
+@click.option("--clip", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Gradient clipping by global norm (0: off).")
+@click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
+              help="Rarer units become <unk>.")
+@click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
+@click.option("--valid", "valid_path", type=click.Path(dir_okay=False), default=None,
+              help="Validation text [default: every 20th line of the corpus].")
+@click.option("--stream", is_flag=True, help="Carry the RNN state across lines (one text stream).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="BLAS threads.")
+@click.option("--resume", is_flag=True, help="Continue training the model in --output.")
+@library_errors
+def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
+          epochs, time_budget, optimizer, lr, clip, min_count, max_vocab, valid_path, stream, seed,
+          threads, resume):
+    """Train a language model on a text file (one sentence per line).
+
+    \b
+    Example:
+      rnnkit train                                  # bundled Korean sample, RNN
+      rnnkit train corpus.txt -o ko.model --hidden 256 --epochs 5
+      rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
+    """
+    from .tokenize import read_lines
+    check_writable(output)
+    if arpa:
+        if model_type != "ngram":
+            raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
+        check_writable(arpa)
+    if corpus is None:
+        corpus = bundled_corpus()
+        click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
+                   "NSMC reviews, CC0).", err=True)
+    lines = read_lines(corpus)
+    unit = unit or ("char" if model_type == "rnn" else "word")
+    if model_type == "ngram":
+        train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
+    else:
+        valid = read_lines(valid_path) if valid_path else None
+        train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
+                  clip, min_count, max_vocab, stream, seed, threads, resume)
+
+
+def bundled_corpus() -> Path:
+    return Path(__file__).resolve().parent / "data" / "nsmc_sample.txt"
+
+
+def check_writable(path: str) -> None:
+    directory = Path(path).resolve().parent
+    if not directory.is_dir():
+        raise click.BadParameter(f"directory does not exist: {directory}", param_hint="output path")
+    if not os.access(directory, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise click.BadParameter(f"cannot write to {path}", param_hint="output path")
+
+
+def parse_prune(prune: str | None, order: int) -> list[int] | None:
+    if prune is None:
+        return None
+    try:
+        values = [int(v) for v in prune.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {prune!r}", param_hint="--prune") from None
+    if any(v < 0 for v in values) or len(values) > order:
+        raise click.BadParameter(f"need at most {order} non-negative counts", param_hint="--prune")
+    return values
+
+
+def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
+    import time
+    from .ngram import NgramModel
+    started = time.perf_counter()
+    model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=unit, k=addk,
+                             prune=parse_prune(prune, order))
+    model.save(output)
+    click.echo(f"Wrote {output}: {unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
+               f"{time.perf_counter() - started:.1f} s.", err=True)
+    if arpa:
+        model.write_arpa(arpa)
+        click.echo(f"Wrote {arpa} (ARPA).", err=True)
+
+
+def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
+              min_count, max_vocab, stream, seed, threads, resume):
+    from .rnnlm import RNNModel
+    from .train import TrainConfig, train as run_training
+    config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
+                         time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
+                         min_count=min_count, max_vocab=max_vocab, seed=seed, threads=threads,
+                         stream=stream)
+    resume_from = None
+    if resume:
+        if not Path(output).exists():
+            raise click.BadParameter(f"nothing to resume: {output} does not exist", param_hint="--resume")
+        resume_from = RNNModel.load(output)
+        saved = dict(resume_from.hyper)
+        for key in ("hidden", "unit", "stream"):
+            if key in saved and saved[key] != getattr(config, key) and key != "unit":
+                click.echo(f"Note: resuming keeps the model's {key}={saved[key]}.", err=True)
+        config.unit, config.hidden, config.stream = resume_from.unit, resume_from.hidden, resume_from.stream
+    epoch_bar = {}
+
+    def progress(tokens, stats):
+        bar = epoch_bar.get("bar")
+        if bar is not None:
+            bar.label = f"loss {stats['loss']:.3f} {stats['tokens_per_s']:,.0f} tok/s"
+            bar.update(tokens)
+
+    def notify(text):
+        bar = epoch_bar.pop("bar", None)
+        if bar is not None:
+            bar.render_finish()
+        click.echo(text, err=True)
+
+    class EpochBars:
+        """Opens a fresh click progress bar (on stderr) for every epoch."""
+        def __init__(self, total):
+            self.total = total
+
+        def __call__(self, tokens, stats):
+            if not sys.stderr.isatty():
+                return   # a bar redrawn into a log file is noise; epochs are still reported
+            if "bar" not in epoch_bar:
+                epoch_bar["bar"] = click.progressbar(length=self.total, file=sys.stderr, show_eta=True,
+                                                     show_percent=True, width=24)
+                epoch_bar["bar"].__enter__()
+            progress(tokens, stats)
+
+    from .vocab import Vocab  # noqa: F401  (fail early on a broken install)
+    approx_tokens = sum(len(line) + 1 for line in lines) if unit != "word" else sum(len(l.split()) + 1 for l in lines)
+    model = run_training(lines, valid, config, output_path=output, resume_from=resume_from,
+                         progress=EpochBars(int(approx_tokens * 0.95)), notify=notify)
+    last = model.record["epochs"][-1] if model.record.get("epochs") else None
+    summary = f"Wrote {output}: RNN, {unit} unit, {model.V:,} units, hidden {model.hidden}"
+    if last:
+        best = min(e["valid_bpc"] for e in model.record["epochs"])
+        summary += f", {len(model.record['epochs'])} epochs, best valid {best:.4f} bits/char"
+    click.echo(summary + ".", err=True)
+
+
+# ----------------------------------------------------------------------------------
+# score / eval / rank
+# ----------------------------------------------------------------------------------
+
+def surprisal_color(log10p: float):
+    if log10p > -1.0:
+        return "green"
+    if log10p > -2.0:
+        return "yellow"
+    return "red"
+
+
+def token_rows(model, sentence: str) -> list[dict]:
+    """Per token: the unit, its log10 probability, OOV flag and (n-grams) n-gram length."""
+    if hasattr(model, "full_scores"):
+        rows = []
+        tokens = model.tokenizer.split(sentence) + ["</s>"]
+        for token, entry in zip(tokens, model.full_scores(sentence)):
+            log10p, ngram_length, oov = entry[0], entry[1], entry[2]
+            rows.append({"token": token, "log10": float(log10p), "ngram": int(ngram_length), "oov": bool(oov)})
+        return rows
+    tokens = model.tokenizer.split(sentence) + ["</s>"]
+    ids = model.encode(sentence)[1:]
+    return [{"token": t, "log10": float(lp), "oov": i == 0 and t != "</s>"}
+            for t, lp, i in zip(tokens, model.token_logprobs(sentence), ids)]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("sentences", nargs=-1)
+@click.option("--file", "file_path", type=click.Path(dir_okay=False), default=None, help="One sentence per line.")
+@click.option("--per-token", is_flag=True, help="Show each token's log10 probability; OOVs marked.")
+@model_option
+@json_option
+@library_errors
+def score(sentences, file_path, per_token, model_path, as_json):
+    """Log10 probability of each sentence (<s> context, </s> predicted).
+
+    \b
+    Example:
+      rnnkit score "나는 버스를 탔다" "나는 버스를 태운다"
+      rnnkit score -m ko.model --per-token "선생님이 교실로 부리나케 달려갔다"
+      cat sentences.txt | rnnkit score -
+    """
+    lines = gather_sentences(sentences, file_path)
+    model = load_model(model_path)
+    if per_token:
+        results = [{"sentence": s, "log10": float(sum(r["log10"] for r in rows)), "tokens": rows}
+                   for s in lines for rows in [token_rows(model, s)]]
+    else:
+        scores = model.score_many(lines) if hasattr(model, "score_many") else [model.score(s) for s in lines]
+        results = [{"sentence": s, "log10": float(v)} for s, v in zip(lines, scores)]
+    if as_json:
+        emit_json(results)
+        return
+    for result in results:
+        click.echo(f"{result['log10']:.4f}\t{result['sentence']}")
+        for row in result.get("tokens", []):
+            extra = f"\t{row['ngram']}-gram" if "ngram" in row else ""
+            oov = "\tOOV" if row["oov"] else ""
+            shown = row["token"] if row["token"] != " " else "␣"
+            click.echo("  " + click.style(f"{row['log10']:9.4f}  {shown}", fg=surprisal_color(row["log10"]))
+                       + extra + oov)
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("file_path", metavar="FILE", type=click.Path(dir_okay=False))
+@model_option
+@json_option
+@library_errors
+def eval_command(file_path, model_path, as_json):
+    """Perplexity and bits per character of a text file.
+
+    Perplexity follows KenLM and SRILM: 10^(-log10 total / (tokens + sentences)), each
+    sentence scored as <s> w1 .. wn </s> with </s> counted; OOVs are scored as <unk>
+    and counted. Bits per character divide the total by the NFC characters of the
+    text, one newline per line included, so models with different units compare.
+
+    \b
+    Example:
+      rnnkit eval test.txt -m ko.model
+    """
+    from .tokenize import read_lines
+    lines = read_lines(file_path)
+    model = load_model(model_path)
+    stats = model.evaluate(lines)
+    if as_json:
+        emit_json(stats)
+        return
+    for key in ("sentences", "tokens", "oov", "log10_total", "perplexity", "bits_per_char"):
+        value = stats[key]
+        text = f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+        click.echo(f"{key.replace('_', ' '):<14}{text}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("candidates", nargs=-1)
+@click.option("--context", default=None, help="Rank continuations of this text.")
+@click.option("--nbest", type=click.Path(dir_okay=False), default=None,
+              help="Rescore an n-best list: lines id<TAB>score<TAB>sentence.")
+@click.option("--lm-weight", type=float, default=1.0, show_default=True,
+              help="n-best: combined = score + weight * LM log10.")
+@model_option
+@json_option
+@library_errors
+def rank(candidates, context, nbest, lm_weight, model_path, as_json):
+    """Rank candidate sentences, best first.
+
+    \b
+    Example:
+      rnnkit rank "나는 버스를 탔다" "나는 버스를 태운다"
+      rnnkit rank --context "선생님이 교실로 부리나케" 달려갔다 잘려갔다
+      rnnkit rank --nbest asr.nbest --lm-weight 0.5
+    """
+    from .tokenize import nfc
+    if nbest:
+        if candidates or context:
+            raise click.UsageError("--nbest takes no candidates or --context")
+        return rescore_nbest(nbest, lm_weight, load_model(model_path), as_json)
+    if len(candidates) < 1:
+        raise click.UsageError("give at least one candidate")
+    model = load_model(model_path)
+    candidates = [nfc(c) for c in candidates]
+    rows = []
+    if context:
+        context = nfc(context)
+        joiner = "" if model.unit == "word" else " "
+        n_context = len(model.tokenizer.split(context + joiner)) if joiner else len(model.tokenizer.split(context))
+        for cand in candidates:
+            full = f"{context} {cand}"
+            logps = model.token_logprobs(full)
+            rows.append({"candidate": cand, "sentence": full, "log10": float(sum(logps)),
+                         "continuation_log10": float(sum(logps[n_context:]))})
+        key = "continuation_log10"
+    else:
+        for cand, value in zip(candidates, (model.score(c) for c in candidates)):
+            rows.append({"candidate": cand, "log10": float(value)})
+        key = "log10"
+    rows.sort(key=lambda r: r[key], reverse=True)
+    if as_json:
+        emit_json(rows)
+        return
+    for i, row in enumerate(rows, 1):
+        click.echo(f"{i}\t{row[key]:.4f}\t{row['candidate']}")
+
+
+def rescore_nbest(path, lm_weight, model, as_json):
+    from .tokenize import read_lines
+    groups: dict[str, list[dict]] = {}
+    for number, line in enumerate(read_lines(path), 1):
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise click.ClickException(f"{path}:{number}: expected id<TAB>score<TAB>sentence")
+        try:
+            base = float(parts[1])
+        except ValueError:
+            raise click.ClickException(f"{path}:{number}: score {parts[1]!r} is not a number") from None
+        groups.setdefault(parts[0], []).append({"id": parts[0], "score": base, "sentence": parts[2]})
+    for rows in groups.values():
+        for row in rows:
+            row["lm_log10"] = float(model.score(row["sentence"]))
+            row["combined"] = row["score"] + lm_weight * row["lm_log10"]
+        rows.sort(key=lambda r: r["combined"], reverse=True)
+    if as_json:
+        emit_json(groups)
+        return
+    for rows in groups.values():
+        for row in rows:
+            click.echo(f"{row['id']}\t{row['combined']:.4f}\t{row['score']:.4f}\t{row['lm_log10']:.4f}\t{row['sentence']}")
+
+
+# ----------------------------------------------------------------------------------
+# sample / info
+# ----------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-n", "count", type=click.IntRange(1), default=5, show_default=True, help="Sentences to sample.")
+@click.option("--prefix", default="", help="Text every sample starts with.")
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Below 1: safer; above 1: wilder.")
+@click.option("--top-k", type=click.IntRange(1), default=None, help="Sample among the k likeliest units.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Sample among the likeliest units holding this much probability.")
+@click.option("--max-tokens", type=click.IntRange(1), default=200, show_default=True, help="Length limit in units.")
+@click.option("--seed", type=int, default=None, help="Random seed for reproducible samples.")
+@model_option
+@json_option
+@library_errors
+def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_path, as_json):
+    """Sample sentences from a model.
+
+    \b
+    Example:
+      rnnkit sample -n 5 --prefix "오늘은" --temperature 0.8 --seed 1
+    """
+    from .tokenize import nfc
+    model = load_model(model_path)
+    texts = model.sample(n=count, prefix=nfc(prefix), temperature=temperature, top_k=top_k,
+                         top_p=top_p, max_tokens=max_tokens, seed=seed)
+    if as_json:
+        emit_json(texts)
+        return
+    for text in texts:
+        click.echo(text)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Draw the training record (bits per character per epoch) to a PNG file.")
+@model_option
+@json_option
+@library_errors
+def info(plot, model_path, as_json):
+    """What a model is: type, unit, vocabulary, size, training record.
+
+    \b
+    Example:
+      rnnkit info -m ko.model
+      rnnkit info --plot training.png
+    """
+    model = load_model(model_path)
+    description = {"file": model_path, "file_bytes": Path(model_path).stat().st_size, **model.describe()}
+    if plot:
+        draw_training_plot(description, plot)
+    if as_json:
+        emit_json(description)
+        return
+    for key, value in description.items():
+        if key == "training" and isinstance(value, dict):
+            for epoch in value.get("epochs", []):
+                click.echo(f"epoch {epoch['epoch']:>3}   train {epoch['train_bpc']:.4f} bits/char   valid "
+                           f"{epoch['valid_bpc']:.4f} bits/char   lr {epoch['lr']:.3g}   "
+                           f"{epoch['tokens_per_s']:,.0f} tok/s   {epoch['seconds']:.1f} s")
+            corpus = value.get("corpus")
+            if corpus:
+                click.echo(f"{'corpus':<16}" + ", ".join(f"{k} {v:,}" for k, v in corpus.items()))
+        elif isinstance(value, dict):
+            if value:
+                click.echo(f"{key:<16}" + ", ".join(f"{k}={v}" for k, v in value.items()))
+        else:
+            click.echo(f"{key:<16}{value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                       else f"{key:<16}{value}")
+
+
+def draw_training_plot(description: dict, path: str) -> None:
+    epochs = (description.get("training") or {}).get("epochs") or []
+    if not epochs:
+        raise click.ClickException("this model has no training record to plot")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise click.ClickException("--plot needs matplotlib: pip install 'rnnkit[plot]'") from None
+    check_writable(path)
+    xs = [e["epoch"] for e in epochs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [e["train_bpc"] for e in epochs], marker="o", label="train")
+    ax.plot(xs, [e["valid_bpc"] for e in epochs], marker="o", label="valid")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("bits per character")
+    ax.set_title(f"{Path(description['file']).name}: {description.get('type')} ({description.get('unit')})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    click.echo(f"Wrote {path}.", err=True)
+
+
+def main():  # pragma: no cover - console entry point helper
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,37 @@
+"""One entry point for every kind of model file: `rnnkit.load(path)`.
+
+An rnnkit model file (a zip container, see modelfile.py) holds an RNN, an n-gram or a
+mixture model; anything else is read as an ARPA file (KenLM, SRILM or rnnkit). Every
+model answers the same questions: score, token_logprobs, evaluate, next_distribution,
+sample, describe, save; `vocab`, `unit` and `model_type` say what it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import modelfile
+from .errors import ModelFileError
+
+
+def load(path):
+    """Load an RNN, n-gram or mixture model file, or an ARPA file, by its contents."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelFileError(f"model path is a directory, not a file: {path}")
+    if not modelfile.is_model_file(path):
+        from .ngram import NgramModel
+        return NgramModel.read_arpa(path)
+    model_type, meta, arrays = modelfile.load(path)
+    if model_type == "rnn":
+        from .rnnlm import RNNModel
+        return RNNModel.from_file_contents(path, meta, arrays)
+    if model_type == "ngram":
+        from .ngram import NgramModel
+        return NgramModel.load(path)
+    if model_type == "mix":
+        from .mix import MixModel
+        return MixModel.from_file_contents(path, meta, arrays)
+    raise ModelFileError(f"{path}: unknown model type {model_type!r}")

@@ -1,0 +1,225 @@
+"""The tanh-RNN language model: parameters, scoring and sampling on the C kernel.
+
+A model is its unit settings (tokenizer), vocabulary, hidden size and one flat float32
+parameter buffer (layout.py), plus the training record. Scores are log10, as KenLM and
+SRILM print them; every sentence is scored as `<s> w1 .. wn </s>` with `</s>` predicted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import batching, kernel, modelfile
+from .layout import param_views
+from .errors import ModelFileError, RnnkitError
+from .sampling import generate
+from .tokenize import Tokenizer, count_chars
+from .vocab import BOS, EOS, UNK, Vocab
+
+LOG10_E = 1.0 / math.log(10.0)
+SCORE_BATCH = 64   # sentences scored side by side in one kernel call
+SCORE_STEPS = 256  # window length when scoring long lanes
+
+
+class RNNModel:
+    """An Elman RNN language model: h_t = tanh(W_xh[x_t] + W_hh h_{t-1} + b_h)."""
+
+    model_type = "rnn"
+
+    def __init__(self, vocab: Vocab, unit: str, hidden: int, params: np.ndarray | None = None,
+                 activation: str = "tanh", stream: bool = False, record: dict | None = None,
+                 hyper: dict | None = None, train_state: dict | None = None,
+                 optimizer_arrays: dict | None = None):
+        self.vocab = vocab
+        self.unit = unit
+        self.tokenizer = Tokenizer(unit)
+        self.hidden = int(hidden)
+        self.activation = activation
+        self.stream = bool(stream)  # trained with the state carried across lines
+        size = kernel.num_params(len(vocab), self.hidden)
+        if params is None:
+            params = np.zeros(size, dtype=np.float32)
+        if params.shape != (size,):
+            raise ModelFileError(f"weights have {params.size} values, expected {size} for V={len(vocab)}, H={hidden}")
+        self.params = np.ascontiguousarray(params, dtype=np.float32)
+        self.record = record or {}
+        self.hyper = hyper or {}
+        self.train_state = train_state or {}
+        self.optimizer_arrays = optimizer_arrays or {}
+
+    # -- the lecture's names for the weights ------------------------------------------------
+    @property
+    def V(self) -> int:
+        return len(self.vocab)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Views named W_xh (V x H), W_hh (H x H), b_h (H), W_hy (V x H), b_y (V)."""
+        return param_views(self.params, self.V, self.hidden)
+
+    def __getattr__(self, name):
+        if name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):
+            return self.weights()[name]
+        raise AttributeError(name)
+
+    # -- text to ids --------------------------------------------------------------------------
+    def sentence_ids(self, sentence: str) -> np.ndarray:
+        """Ids of the sentence's units (no <s>/</s>); unknown units map to <unk>."""
+        return self.vocab.encode(self.tokenizer.split(sentence))
+
+    def encode(self, sentence: str) -> list[int]:
+        """The id sequence the model sees: <s> first, </s> last."""
+        return [self.vocab.id(BOS), *self.sentence_ids(sentence).tolist(), self.vocab.id(EOS)]
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _natural_logprobs(self, id_lists: list[np.ndarray]) -> list[np.ndarray]:
+        """Per sentence: natural-log probability of each unit and of </s>."""
+        stream = batching.make_stream(id_lists, independent=True)
+        if len(stream) == 0:
+            return []
+        lanes = batching.split_lanes(stream, min(SCORE_BATCH, len(id_lists)))
+        out = np.zeros(lanes.inputs.shape, dtype=np.float64)
+        h = np.zeros((lanes.inputs.shape[1], self.hidden), dtype=np.float32)
+        cache = None
+        step = 0
+        for inputs, targets, resets in lanes.windows(SCORE_STEPS):
+            _, logp, hs, cache = kernel.forward(self.params, inputs, targets, resets, h, V=self.V,
+                                                activation=self.activation, keep_for_backward=False,
+                                                reuse=cache)
+            out[step:step + len(inputs)] = logp
+            h = hs[-1].copy()
+            step += len(inputs)
+        flat = _unlane(out, lanes, len(stream))
+        bounds = np.append(stream.sentence_starts, len(stream))
+        return [flat[bounds[i]:bounds[i + 1]] for i in range(len(id_lists))]
+
+    def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
+        """log10 probability of each unit after <s>, </s> included, for many sentences."""
+        return [lp * LOG10_E for lp in self._natural_logprobs([self.sentence_ids(s) for s in sentences])]
+
+    def token_logprobs(self, sentence: str) -> np.ndarray:
+        return self.token_logprobs_many([sentence])[0]
+
+    def score(self, sentence: str) -> float:
+        """log10 P(w1 .. wn </s> | <s>)."""
+        return float(self.token_logprobs(sentence).sum())
+
+    def score_many(self, sentences: list[str]) -> list[float]:
+        return [float(lp.sum()) for lp in self.token_logprobs_many(sentences)]
+
+    def evaluate(self, lines: list[str]) -> dict:
+        """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char."""
+        id_lists = [self.sentence_ids(line) for line in lines]
+        if self.stream:
+            total_nats = self.stream_loss(id_lists)
+        else:
+            total_nats = -sum(float(lp.sum()) for lp in self._natural_logprobs(id_lists))
+        return corpus_stats(lines, id_lists, -total_nats * LOG10_E)
+
+    def stream_loss(self, id_lists: list[np.ndarray]) -> float:
+        """Summed natural-log loss with the state carried across lines (one lane)."""
+        stream = batching.make_stream(id_lists, independent=False)
+        lanes = batching.split_lanes(stream, 1)
+        h = np.zeros((1, self.hidden), dtype=np.float32)
+        total, cache = 0.0, None
+        for inputs, targets, resets in lanes.windows(SCORE_STEPS * 4):
+            loss, _, hs, cache = kernel.forward(self.params, inputs, targets, resets, h, V=self.V,
+                                                activation=self.activation, keep_for_backward=False,
+                                                reuse=cache)
+            total += loss
+            h = hs[-1].copy()
+        return total
+
+    # -- incremental state, next-token distribution and sampling ------------------------------
+    def start(self, prefix_ids: list[int]):
+        """State after <s> and prefix_ids, with the natural-log next-token distribution."""
+        h = np.zeros((1, self.hidden), dtype=np.float32)
+        logp = None
+        for token in [self.vocab.id(BOS), *prefix_ids]:
+            h, logp = kernel.step(self.params, h, np.array([token], dtype=np.int32), V=self.V,
+                                  activation=self.activation)
+        return h, logp[0]
+
+    def advance(self, state, token_id: int):
+        h, logp = kernel.step(self.params, state, np.array([token_id], dtype=np.int32), V=self.V,
+                              activation=self.activation)
+        return h, logp[0]
+
+    def next_distribution(self, prefix: str) -> np.ndarray:
+        """P(next unit | <s> prefix) over the vocabulary (sums to 1; <s> has ~0)."""
+        _, logp = self.start(self.sentence_ids(prefix).tolist())
+        probs = np.exp(logp.astype(np.float64))
+        return probs / probs.sum()
+
+    def sample(self, n: int = 1, prefix: str = "", temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, max_tokens: int = 100,
+               seed: int | None = None) -> list[str]:
+        """Sample n sentences that start with prefix; stops at </s> or max_tokens units."""
+        rng = np.random.default_rng(seed)
+        prefix_tokens = self.tokenizer.split(prefix)
+        prefix_ids = self.vocab.encode(prefix_tokens).tolist()
+        banned = (self.vocab.id(BOS), self.vocab.id(UNK))
+        out = []
+        for _ in range(n):
+            ids = generate(self, prefix_ids, rng, eos_id=self.vocab.id(EOS), banned=banned,
+                           temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens)
+            out.append(self.tokenizer.join(prefix_tokens + self.vocab.decode(ids)))
+        return out
+
+    # -- files --------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {"type": "rnn", "unit": self.unit, "vocab_size": self.V, "hidden": self.hidden,
+                "activation": self.activation, "stream": self.stream,
+                "parameters": int(self.params.size), "hyperparameters": self.hyper,
+                "training": self.record}
+
+    def save(self, path) -> None:
+        meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
+                "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
+                "training": self.record, "train_state": self.train_state}
+        modelfile.save(path, "rnn", meta, {"params": self.params, **self.optimizer_arrays})
+
+    @classmethod
+    def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
+        try:
+            vocab = Vocab.from_list(meta["vocab"])
+            params = arrays["params"]
+            if params.dtype != np.float32 or params.ndim != 1:
+                raise ModelFileError(f"{path}: weights must be a flat float32 array")
+            optimizer_arrays = {k: v for k, v in arrays.items() if k != "params"}
+            return cls(vocab, meta["unit"], meta["hidden"], params, meta.get("activation", "tanh"),
+                       meta.get("stream", False), meta.get("training"), meta.get("hyperparameters"),
+                       meta.get("train_state"), optimizer_arrays)
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"{path}: rnn model file is missing {exc}") from None
+
+    @classmethod
+    def load(cls, path) -> "RNNModel":
+        _, meta, arrays = modelfile.load(path, expected_type="rnn")
+        return cls.from_file_contents(path, meta, arrays)
+
+
+def _unlane(values: np.ndarray, lanes: batching.Lanes, length: int) -> np.ndarray:
+    """Undo split_lanes: per-position values back in stream order."""
+    valid = lanes.targets >= 0
+    # lanes hold consecutive stream slices; column-major order of the valid cells restores it
+    flat = values.T[valid.T]
+    if flat.size != length:
+        raise RnnkitError("internal error: lane layout does not cover the stream")
+    return flat
+
+
+def corpus_stats(lines: list[str], id_lists: list[np.ndarray], total_log10: float) -> dict:
+    """The KenLM/SRILM summary: perplexity = 10^(-total / (tokens + sentences))."""
+    sentences = len(lines)
+    tokens = int(sum(len(ids) for ids in id_lists))
+    oov = int(sum(int((ids == 0).sum()) for ids in id_lists))
+    characters = count_chars(lines)
+    predicted = tokens + sentences
+    return {
+        "sentences": sentences, "tokens": tokens, "oov": oov, "log10_total": total_log10,
+        "perplexity": 10.0 ** (-total_log10 / predicted) if predicted else float("nan"),
+        "characters": characters,
+        "bits_per_char": -total_log10 / math.log10(2.0) / characters if characters else float("nan"),
+    }

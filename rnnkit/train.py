@@ -1,0 +1,272 @@
+"""Training an RNN language model: batches, truncated BPTT, optimizer, schedule, checkpoints.
+
+The corpus is encoded once into compact id arrays (batching.py); windows of T steps
+are cut from B lanes on the fly. Each step: kernel forward, backward of the mean
+per-token loss, global-norm clipping, SGD or Adam. After every epoch the model is
+evaluated on the validation text and the best weights are kept:
+
+- SGD follows Mikolov's RNNLM schedule: keep the learning rate while the validation
+  loss improves by more than `min_improvement` (relative), then halve it every epoch;
+  stop when, while halving, it no longer improves by that much.
+- Adam keeps its learning rate and stops after `patience` epochs without improvement.
+
+After each epoch the current state (always equal to the best, since a worse epoch is
+rolled back) is written atomically to the output file, with the optimizer state, so
+an interrupted run leaves a usable model and `resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import batching, kernel
+from .errors import CorpusError, RnnkitError
+from .rnnlm import RNNModel, corpus_stats
+from .tokenize import Tokenizer
+from .vocab import Vocab
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    unit: str = "char"
+    hidden: int = 128
+    bptt: int = 32
+    batch: int = 32
+    epochs: int = 10
+    time_budget: float | None = None   # seconds of training, all epochs together
+    optimizer: str = "adam"            # "adam" or "sgd"
+    lr: float | None = None            # default: 2e-3 for adam, 0.5 for sgd
+    clip: float = 1.0
+    min_count: int = 1
+    max_vocab: int | None = None
+    valid_fraction: float = 0.05       # held out when no validation text is given
+    seed: int = 1
+    threads: int | None = None
+    stream: bool = False               # carry the state across lines (one text stream)
+    min_improvement: float = 0.003     # relative validation improvement that counts
+    patience: int = 2                  # Adam: epochs without improvement before stopping
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
+
+    def check(self) -> None:
+        for name in ("hidden", "bptt", "batch", "epochs", "min_count"):
+            if getattr(self, name) < 1:
+                raise RnnkitError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise RnnkitError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        if not self.learning_rate() > 0:
+            raise RnnkitError(f"learning rate must be > 0, got {self.learning_rate()}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise RnnkitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise RnnkitError(f"max-vocab must be >= 1, got {self.max_vocab}")
+
+
+def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction)."""
+    if len(lines) < 2:
+        raise CorpusError(f"need at least 2 lines to hold out validation text, got {len(lines)}; "
+                          "pass a validation file")
+    every = max(2, int(round(1.0 / fraction)))
+    valid = lines[every - 1::every]
+    train = [line for i, line in enumerate(lines) if (i + 1) % every != 0]
+    return train, valid
+
+
+def init_params(V: int, H: int, rng: np.random.Generator, unigram: np.ndarray | None) -> np.ndarray:
+    """Uniform +-1/sqrt(H) (PyTorch's RNN default) for W_hh and W_hy, N(0, 0.3) for the
+    input rows, zero b_h, and b_y set to the log unigram distribution so the first
+    steps start from the unigram model instead of uniform."""
+    params = np.zeros(kernel.num_params(V, H), dtype=np.float32)
+    w = kernel.param_views(params, V, H)
+    bound = 1.0 / math.sqrt(H)
+    w["W_xh"][:] = rng.normal(0.0, 0.3, size=(V, H))
+    w["W_hh"][:] = rng.uniform(-bound, bound, size=(H, H))
+    w["W_hy"][:] = rng.uniform(-bound, bound, size=(V, H))
+    if unigram is not None:
+        w["b_y"][:] = np.log(np.maximum(unigram, 1e-8))
+    return params
+
+
+class Trainer:
+    """Holds the buffers of one training run so steps allocate nothing."""
+
+    def __init__(self, model: RNNModel, config: TrainConfig, train_lanes: batching.Lanes):
+        self.model = model
+        self.config = config
+        self.lanes = train_lanes
+        self.grads = np.zeros_like(model.params)
+        if config.optimizer == "adam":
+            self.m = model.optimizer_arrays.setdefault("adam_m", np.zeros_like(model.params))
+            self.v = model.optimizer_arrays.setdefault("adam_v", np.zeros_like(model.params))
+        self.step_count = int(model.train_state.get("step", 0))
+        self.lr = float(model.train_state.get("lr", config.learning_rate()))
+        self.cache = None
+
+    def step(self, inputs, targets, resets, h0) -> tuple[float, int, np.ndarray]:
+        model = self.model
+        loss, _, hs, self.cache = kernel.forward(model.params, inputs, targets, resets, h0, V=model.V,
+                                                 activation=model.activation, reuse=self.cache)
+        count = int((targets >= 0).sum())
+        if count == 0:
+            return 0.0, 0, hs[-1].copy()
+        self.grads.fill(0.0)
+        kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
+        try:
+            kernel.clip_grad_norm(self.grads, self.config.clip)
+        except RnnkitError:
+            raise RnnkitError("training diverged (non-finite gradient); lower the learning rate "
+                              "or the clip value") from None
+        self.step_count += 1
+        if self.config.optimizer == "adam":
+            kernel.adam_update(model.params, self.grads, self.m, self.v, self.step_count, self.lr)
+        else:
+            kernel.sgd_update(model.params, self.grads, self.lr)
+        return loss, count, hs[-1].copy()
+
+    def epoch(self, deadline: float | None, progress=None) -> dict:
+        """One pass over the lanes; returns summed loss, token count and whether time ran out."""
+        B = self.lanes.inputs.shape[1]
+        h = np.zeros((B, self.model.hidden), dtype=np.float32)
+        total_loss, total_tokens, started = 0.0, 0, time.perf_counter()
+        out_of_time = False
+        for inputs, targets, resets in self.lanes.windows(self.config.bptt):
+            loss, count, h = self.step(inputs, targets, resets, h)
+            total_loss += loss
+            total_tokens += count
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress(count, {"loss": total_loss / max(total_tokens, 1),
+                                 "tokens_per_s": total_tokens / elapsed if elapsed > 0 else 0.0})
+            if deadline is not None and time.perf_counter() >= deadline:
+                out_of_time = True
+                break
+        seconds = time.perf_counter() - started
+        return {"loss": total_loss, "tokens": total_tokens, "seconds": seconds, "out_of_time": out_of_time}
+
+
+def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[np.ndarray]:
+    return [vocab.encode(tokenizer.split(line)) for line in lines]
+
+
+def build_model(train_lines: list[str], config: TrainConfig) -> RNNModel:
+    tokenizer = Tokenizer(config.unit)
+    vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
+                        min_count=config.min_count, max_vocab=config.max_vocab)
+    rng = np.random.default_rng(config.seed)
+    return RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
+                    hyper={k: v for k, v in asdict(config).items() if k not in ("threads",)}), rng
+
+
+def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
+          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None) -> RNNModel:
+    """Train (or resume) an RNN LM; writes output_path after every epoch when given.
+
+    progress(tokens_done_in_step, stats) is called after each step; notify(text) with
+    one line per epoch. Both are optional: this module never prints.
+    """
+    config.check()
+    if not train_lines:
+        raise CorpusError("the training corpus has no lines")
+    if config.threads is not None:
+        kernel.set_num_threads(config.threads)
+    if valid_lines is None:
+        train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
+    if resume_from is not None:
+        model = resume_from
+    else:
+        model, rng = build_model(train_lines, config)
+        counts = np.bincount(np.concatenate(encode_lines(model.tokenizer, model.vocab, train_lines) or [np.zeros(0, np.int32)]),
+                             minlength=model.V).astype(np.float64)
+        counts[model.vocab.id("</s>")] += len(train_lines)
+        model.params = init_params(model.V, model.hidden, rng, counts / counts.sum())
+        model.record = {"corpus": {"train_lines": len(train_lines), "valid_lines": len(valid_lines)},
+                        "epochs": []}
+        model.train_state = {"epoch": 0, "lr": config.learning_rate(), "halving": False,
+                             "best_valid": None, "step": 0, "stale": 0, "done": False}
+    train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
+    valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
+    lanes = batching.split_lanes(batching.make_stream(train_ids, independent=not config.stream), config.batch)
+    model.record.setdefault("corpus", {}).update(
+        {"train_tokens": int(sum(len(x) + 1 for x in train_ids)),
+         "valid_tokens": int(sum(len(x) + 1 for x in valid_ids))})
+    trainer = Trainer(model, config, lanes)
+    state = model.train_state
+    deadline = time.perf_counter() + config.time_budget if config.time_budget else None
+    if state["best_valid"] is None:
+        state["best_valid"] = _valid_loss(model, valid_lines, valid_ids)["nats"]
+    while state["epoch"] < config.epochs and not state["done"]:
+        best = _snapshot(model)            # start-of-epoch weights are the best so far
+        result = trainer.epoch(deadline, progress)
+        state["epoch"] += 1
+        state["step"] = trainer.step_count
+        valid = _valid_loss(model, valid_lines, valid_ids)
+        kept = valid["nats"] < state["best_valid"]
+        improved = valid["nats"] < state["best_valid"] * (1.0 - config.min_improvement)
+        if kept:
+            state["best_valid"] = valid["nats"]
+        else:
+            _restore(model, best)          # a worse epoch is rolled back
+        entry = {"epoch": state["epoch"], "train_loss": result["loss"] / max(result["tokens"], 1),
+                 "valid_loss": valid["per_token"], "valid_bpc": valid["bpc"],
+                 "train_bpc": result["loss"] / LN2 / max(result["tokens"], 1) * valid["tokens_per_char"],
+                 "lr": trainer.lr, "seconds": round(result["seconds"], 3),
+                 "tokens_per_s": result["tokens"] / result["seconds"] if result["seconds"] else 0.0,
+                 "tokens": result["tokens"], "kept": bool(kept)}
+        model.record["epochs"].append(entry)
+        _schedule(state, trainer, improved, config)
+        if result["out_of_time"]:
+            state["done"] = True
+        if notify is not None:
+            notify(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f} nats/token, valid "
+                   f"{entry['valid_bpc']:.4f} bits/char{'' if kept else ' (worse: rolled back)'}, "
+                   f"lr {entry['lr']:.3g}, {entry['tokens_per_s']:,.0f} tokens/s"
+                   + ("; time budget reached" if result["out_of_time"] else ""))
+        if output_path is not None:
+            model.save(output_path)
+    return model
+
+
+def _snapshot(model: RNNModel) -> dict:
+    return {"params": model.params.copy(),
+            **{name: array.copy() for name, array in model.optimizer_arrays.items()}}
+
+
+def _restore(model: RNNModel, snapshot: dict) -> None:
+    model.params[:] = snapshot["params"]
+    for name, array in model.optimizer_arrays.items():
+        array[:] = snapshot[name]
+
+
+def _schedule(state: dict, trainer: Trainer, improved: bool, config: TrainConfig) -> None:
+    """Learning-rate schedule after an epoch (see the module docstring)."""
+    if config.optimizer == "sgd":
+        if not improved:
+            if state["halving"]:
+                state["done"] = True
+            state["halving"] = True
+        if state["halving"]:
+            trainer.lr /= 2.0
+    else:
+        state["stale"] = 0 if improved else state["stale"] + 1
+        if state["stale"] >= config.patience:
+            state["done"] = True
+    state["lr"] = trainer.lr
+
+
+def _valid_loss(model: RNNModel, lines: list[str], id_lists: list[np.ndarray]) -> dict:
+    if model.stream:
+        nats = model.stream_loss(id_lists)
+    else:
+        nats = -sum(float(lp.sum()) for lp in model._natural_logprobs(id_lists))
+    stats = corpus_stats(lines, id_lists, -nats / math.log(10.0))
+    predicted = stats["tokens"] + stats["sentences"]
+    return {"nats": nats, "per_token": nats / predicted, "bpc": stats["bits_per_char"],
+            "tokens_per_char": predicted / stats["characters"]}
