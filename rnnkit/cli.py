@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from . import __version__
+
 DEFAULT_MODEL = "rnnkit.model"
 MODEL_ENV = "RNNKIT_MODEL"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -72,7 +74,7 @@ def gather_sentences(sentences: tuple[str, ...], file_path: str | None) -> list[
             raise click.UsageError("give sentences as arguments or with --file, not both")
         return [line for line in read_lines(file_path) if line.strip()]
     if sentences == ("-",):
-        lines = read_text_lines([click.get_binary_stream("stdin").read()], name="standard input")
+        lines = read_text_lines([sys.stdin.buffer.read()], name="standard input")
         return [line for line in lines if line.strip()]
     if not sentences:
         raise click.UsageError("no sentences: give them as arguments, with --file, or '-' for stdin")
@@ -80,7 +82,7 @@ def gather_sentences(sentences: tuple[str, ...], file_path: str | None) -> list[
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="rnnkit")
+@click.version_option(version=__version__, prog_name="rnnkit")
 def cli():
     """rnnkit: n-gram and tanh-RNN language models, Korean first.
 

@@ -1,0 +1,258 @@
+"""RNN language models: packing, scoring, training, files, resume and sampling."""
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnkit import batching, lm, rnnlm
+from rnnkit.errors import CorpusError, ModelFileError, RnnkitError
+from rnnkit.train import TrainConfig, split_validation, train
+from rnnkit.vocab import Vocab
+
+KOREAN = [
+    "나는 버스를 탔다",
+    "나는 버스를 타고 학교에 갔다",
+    "선생님이 교실로 부리나케 달려갔다",
+    "메론을 먹는다",
+    "오늘은 날씨가 좋다",
+    "영화 정말 재미있다",
+    "이 영화 최고",
+    "버스를 타고 집에 왔다",
+] * 6
+
+
+def small_model(seed=0, hidden=8, unit="char", lines=KOREAN):
+    """An untrained model with random weights (scoring does not need training)."""
+    from rnnkit.tokenize import Tokenizer
+    from rnnkit.train import init_params
+    tokenizer = Tokenizer(unit)
+    vocab = Vocab.build([tokenizer.split(line) for line in lines])
+    model = rnnlm.RNNModel(vocab, unit, hidden)
+    model.params = init_params(model.V, hidden, np.random.default_rng(seed), None)
+    return model
+
+
+def test_make_stream_layout():
+    """Each sentence becomes <s> w.. as inputs and w.. </s> as targets, with a reset at <s>."""
+    stream = batching.make_stream([np.array([5, 6]), np.array([], np.int32), np.array([7])])
+    assert stream.inputs.tolist() == [1, 5, 6, 1, 1, 7]
+    assert stream.targets.tolist() == [5, 6, 2, 2, 7, 2]
+    assert stream.resets.tolist() == [1, 0, 0, 1, 1, 0]
+    carried = batching.make_stream([np.array([5]), np.array([6])], independent=False)
+    assert carried.resets.tolist() == [1, 0, 0, 0]
+
+
+def test_split_lanes_keeps_sentences_whole():
+    """Lanes cut at sentence starts, cover the stream exactly once and pad only their ends."""
+    rng = np.random.default_rng(0)
+    sentences = [rng.integers(3, 20, rng.integers(0, 9)).astype(np.int32) for _ in range(37)]
+    stream = batching.make_stream(sentences)
+    lanes = batching.split_lanes(stream, 5)
+    valid = lanes.targets >= 0
+    assert valid.sum() == len(stream)
+    assert (lanes.resets[0] == 1).all()
+    assert sorted(lanes.inputs[valid].tolist()) == sorted(stream.inputs.tolist())
+    for lane in range(lanes.inputs.shape[1]):
+        column = lanes.targets[:, lane]
+        n = int((column >= 0).sum())
+        assert (column[n:] == -1).all(), "padding only at the lane's end"
+
+
+def test_score_independent_of_batching():
+    """A sentence's score is the same alone, in a batch, and among many others."""
+    model = small_model()
+    alone = [model.score(s) for s in KOREAN[:8]]
+    together = model.score_many(KOREAN[:8])
+    many = model.score_many(KOREAN * 3)[:8]
+    np.testing.assert_allclose(together, alone, rtol=1e-5)
+    np.testing.assert_allclose(many, alone, rtol=1e-5)
+
+
+def test_token_logprobs_match_incremental_steps():
+    """Batched token log-probs equal stepping the model token by token (kenlm's state scoring)."""
+    model = small_model()
+    sentence = KOREAN[2]
+    ids = model.encode(sentence)
+    assert ids[0] == model.vocab.id("<s>") and ids[-1] == model.vocab.id("</s>")
+    state, logp = model.start([])
+    stepwise = []
+    for token in ids[1:]:
+        stepwise.append(logp[token] / math.log(10))
+        state, logp = model.advance(state, token)
+    np.testing.assert_allclose(model.token_logprobs(sentence), stepwise, rtol=1e-5, atol=1e-6)
+
+
+def test_file_score_is_sum_of_sentences():
+    """evaluate()'s log10 total equals the sum of the sentences' scores; perplexity follows KenLM."""
+    model = small_model()
+    stats = model.evaluate(KOREAN[:10])
+    total = sum(model.score(s) for s in KOREAN[:10])
+    assert stats["log10_total"] == pytest.approx(total, rel=1e-6)
+    predicted = stats["tokens"] + stats["sentences"]
+    assert stats["perplexity"] == pytest.approx(10 ** (-total / predicted), rel=1e-9)
+    assert stats["sentences"] == 10
+
+
+def test_next_distribution_sums_to_one():
+    """The next-unit distribution after any prefix sums to 1."""
+    model = small_model()
+    for prefix in ["", "나는", "메론을 먹"]:
+        probs = model.next_distribution(prefix)
+        assert probs.shape == (model.V,)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_weights_named_after_the_lecture():
+    """W_xh, W_hh, b_h, W_hy, b_y are views of the flat buffer with the lecture's shapes."""
+    model = small_model(hidden=6)
+    V = model.V
+    assert model.W_xh.shape == (V, 6) and model.W_hh.shape == (6, 6) and model.b_h.shape == (6,)
+    assert model.W_hy.shape == (V, 6) and model.b_y.shape == (V,)
+    assert np.shares_memory(model.W_hh, model.params)
+
+
+def test_save_load_round_trip(tmp_path):
+    """A saved and reloaded model gives identical scores and metadata; rnnkit.load finds it."""
+    model = small_model()
+    path = tmp_path / "m.model"
+    model.save(path)
+    loaded = lm.load(path)
+    assert isinstance(loaded, rnnlm.RNNModel)
+    assert loaded.score_many(KOREAN[:5]) == model.score_many(KOREAN[:5])
+    assert loaded.vocab.to_list() == model.vocab.to_list()
+
+
+def test_corrupt_truncated_and_future_files(tmp_path):
+    """Corrupt, truncated, future-version and missing model files fail with clear messages."""
+    model = small_model()
+    path = tmp_path / "m.model"
+    model.save(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.model"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="corrupt|truncated|not a valid"):
+        lm.load(truncated)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    corrupt = tmp_path / "corrupt.model"
+    corrupt.write_bytes(bytes(flipped))
+    with pytest.raises(ModelFileError):
+        lm.load(corrupt)
+    from rnnkit import modelfile
+    future = tmp_path / "future.model"
+    modelfile.save(future, "rnn", {}, {})
+    import json, zipfile
+    with zipfile.ZipFile(future) as z:
+        meta = json.loads(z.read("meta.json"))
+    meta["version"] = 99
+    with zipfile.ZipFile(future, "w") as z:
+        z.writestr("meta.json", json.dumps(meta))
+    with pytest.raises(ModelFileError, match="newer"):
+        lm.load(future)
+    with pytest.raises(ModelFileError, match="not found"):
+        lm.load(tmp_path / "missing.model")
+
+
+def test_training_loss_falls_quickly(tmp_path):
+    """A few seconds of training on a small corpus lowers the validation loss and writes the file."""
+    out = tmp_path / "t.model"
+    config = TrainConfig(hidden=32, bptt=16, batch=8, epochs=4, seed=3, threads=1)
+    model = train(KOREAN, KOREAN[:8], config, output_path=out)
+    record = model.record["epochs"]
+    assert len(record) >= 2
+    assert record[-1]["valid_loss"] < record[0]["valid_loss"] * 0.95
+    assert out.exists()
+    assert lm.load(out).score(KOREAN[0]) == pytest.approx(model.score(KOREAN[0]))
+
+
+def test_seeded_training_is_bit_identical():
+    """With --seed and one thread, two runs give bit-identical weights."""
+    config = dict(hidden=16, bptt=8, batch=4, epochs=2, seed=5, threads=1)
+    a = train(KOREAN, KOREAN[:8], TrainConfig(**config))
+    b = train(KOREAN, KOREAN[:8], TrainConfig(**config))
+    assert np.array_equal(a.params, b.params)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_resume_continues_exactly(tmp_path, optimizer):
+    """Training 3 epochs equals training 1 epoch, saving, and resuming for 2 more."""
+    common = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5)
+    straight = train(KOREAN, KOREAN[:8], TrainConfig(epochs=3, **common))
+    path = tmp_path / "r.model"
+    train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, **common), output_path=path)
+    resumed = train(KOREAN, KOREAN[:8], TrainConfig(epochs=3, **common), output_path=path,
+                    resume_from=rnnlm.RNNModel.load(path))
+    assert np.array_equal(straight.params, resumed.params)
+    assert [e["valid_loss"] for e in straight.record["epochs"]] == [e["valid_loss"] for e in resumed.record["epochs"]]
+
+
+def test_sgd_schedule_halves_then_stops():
+    """With a rate too high to improve, SGD halves the rate and then stops early."""
+    config = TrainConfig(hidden=8, bptt=8, batch=4, epochs=10, optimizer="sgd", lr=1e-6, seed=1, threads=1)
+    model = train(KOREAN, KOREAN[:8], config)
+    lrs = [e["lr"] for e in model.record["epochs"]]
+    assert len(lrs) < 10
+    assert model.train_state["halving"] and model.train_state["lr"] < 1e-6
+
+
+def test_stream_mode_trains_and_scores():
+    """--stream training carries the state across lines and evaluates as one stream."""
+    model = train(KOREAN, KOREAN[:8], TrainConfig(hidden=16, bptt=8, batch=2, epochs=1, stream=True, threads=1))
+    assert model.stream
+    stats = model.evaluate(KOREAN[:8])
+    assert math.isfinite(stats["bits_per_char"]) and stats["bits_per_char"] > 0
+
+
+def test_sampling_reproducible_and_greedy():
+    """Sampling with a seed repeats; temperature -> 0 follows the argmax path."""
+    model = small_model()
+    a = model.sample(n=3, seed=7, max_tokens=20)
+    b = model.sample(n=3, seed=7, max_tokens=20)
+    assert a == b
+    greedy = model.sample(n=1, temperature=1e-9, max_tokens=15, seed=1)[0]
+    state, logp = model.start([])
+    ids = []
+    for _ in range(15):
+        banned = logp.copy()
+        banned[[model.vocab.id("<s>"), model.vocab.id("<unk>")]] = -np.inf
+        token = int(np.argmax(banned))
+        if token == model.vocab.id("</s>"):
+            break
+        ids.append(token)
+        state, logp = model.advance(state, token)
+    assert greedy == model.tokenizer.join(model.vocab.decode(ids))
+    prefixed = model.sample(n=2, prefix="나는", seed=3, max_tokens=10)
+    assert all(s.startswith("나는") for s in prefixed)
+
+
+def test_top_k_and_top_p_filters():
+    """top-k keeps k units, top-p the smallest set reaching p; both renormalise."""
+    from rnnkit.sampling import filtered_distribution
+    logp = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert np.count_nonzero(filtered_distribution(logp, top_k=2)) == 2
+    probs = filtered_distribution(logp, top_p=0.7)
+    assert np.count_nonzero(probs) == 2 and probs.sum() == pytest.approx(1.0)
+    with pytest.raises(RnnkitError):
+        from rnnkit.sampling import check_options
+        check_options(1.0, None, 1.5)
+
+
+def test_jamo_unit_samples_recompose():
+    """A jamo model's samples are recomposed into Hangul syllables."""
+    model = small_model(unit="jamo")
+    text = model.sample(n=1, prefix="나는", seed=0, max_tokens=12)[0]
+    assert text.startswith("나는")
+    assert not any(0x1100 <= ord(c) <= 0x11FF for c in "나는")
+
+
+def test_bad_training_inputs():
+    """Empty corpus, a one-line corpus without validation, and bad sizes are clear errors."""
+    with pytest.raises(CorpusError):
+        train([], None, TrainConfig())
+    with pytest.raises(CorpusError, match="at least 2 lines"):
+        train(["한 줄"], None, TrainConfig(epochs=1))
+    with pytest.raises(RnnkitError, match="hidden"):
+        train(KOREAN, None, TrainConfig(hidden=0))
+    train_part, valid_part = split_validation(list(map(str, range(100))), 0.05)
+    assert len(valid_part) == 5 and len(train_part) == 95 and not set(train_part) & set(valid_part)
