@@ -1,0 +1,196 @@
+"""Text in, units out: strict UTF-8 reading, NFC, and the char / word / jamo units.
+
+Shared by the n-gram and the RNN families, so every model sees the same units.
+
+Reading (`read_lines`, `read_text_lines`)
+    UTF-8 only (a BOM is stripped), LF, CRLF and lone CR all end a line, every line is
+    NFC-normalised and returned without its newline. Blank lines are *kept*: a line is
+    a sentence, and an empty sentence is `<s> </s>`, exactly as KenLM's lmplz counts it.
+    A file with no non-blank line at all is refused.
+
+Units (`Tokenizer`)
+    char  every character is a unit, spaces included (a Hangul syllable is one unit)
+    word  tokens split on ASCII whitespace (space, \\t, \\n, \\v, \\f, \\r) -- the bytes
+          KenLM splits on, so word models see exactly the tokens KenLM sees. Unicode
+          spaces such as U+3000 stay inside tokens.
+    jamo  Hangul syllables U+AC00..U+D7A3 become conjoining jamo (L, V and an optional
+          T, U+1100..); everything else is a char unit. `join` recomposes with NFC.
+
+`count_chars` gives the denominator of bits per character: NFC characters of the
+original text plus one per line for the newline (which `</s>` stands for).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+from .errors import CorpusError
+
+UNITS = ("char", "word", "jamo")
+
+_ASCII_WS = re.compile(r"[ \t\n\v\f\r]+")
+# Characters str.split() treats as whitespace that KenLM does not.
+_UNICODE_ONLY_WS = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+_S_BASE, _L_BASE, _V_BASE, _T_BASE = 0xAC00, 0x1100, 0x1161, 0x11A7
+_N_SYLLABLES, _V_COUNT, _T_COUNT = 11172, 21, 28
+
+
+def _jamo_table() -> dict[int, str]:
+    table = {}
+    for index in range(_N_SYLLABLES):
+        lead, rest = divmod(index, _V_COUNT * _T_COUNT)
+        vowel, tail = divmod(rest, _T_COUNT)
+        jamo = chr(_L_BASE + lead) + chr(_V_BASE + vowel)
+        if tail:
+            jamo += chr(_T_BASE + tail)
+        table[_S_BASE + index] = jamo
+    return table
+
+
+_JAMO = _jamo_table()
+
+
+def nfc(text: str) -> str:
+    """NFC-normalise `text` (cheap when it already is)."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def _split_text(text: str) -> list[str]:
+    """Strip a BOM, split on LF / CRLF / CR (only those), NFC; drop the final newline."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = nfc(text)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def decode_utf8(data: bytes, name: str = "<input>") -> str:
+    """Decode bytes strictly as UTF-8; the error names the line and byte offset."""
+    if b"\x00" in data:
+        offset = data.index(b"\x00")
+        raise CorpusError(f"{name}: looks like a binary file (NUL byte at byte offset {offset}), not UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        raise CorpusError(
+            f"{name}: not valid UTF-8 at line {line} (byte offset {exc.start} in the file, "
+            f"{column} in the line): {exc.reason}"
+        ) from None
+
+
+def read_lines(path) -> list[str]:
+    """Read a text file as a list of NFC lines without newlines (blank lines kept).
+
+    Raises CorpusError (one line) for a missing file, a directory, an empty file or one
+    with only blank lines, a binary file and invalid UTF-8.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"file not found: {path}")
+    if path.is_dir():
+        raise CorpusError(f"{path} is a directory, not a text file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise CorpusError(f"{path} is empty")
+    lines = _split_text(decode_utf8(data, str(path)))
+    if not any(line.strip() for line in lines):
+        raise CorpusError(f"{path} has no non-empty lines")
+    return lines
+
+
+def read_text_lines(items: Iterable[str | bytes], name: str = "<input>") -> list[str]:
+    """Normalise sentences given as strings (arguments) or a stream (stdin) like `read_lines`.
+
+    Each item may hold several lines; bytes are decoded strictly as UTF-8. Blank lines are
+    kept; an input with no non-blank line raises CorpusError.
+    """
+    lines: list[str] = []
+    for item in items:
+        if isinstance(item, bytes):
+            item = decode_utf8(item, name)
+        if "\x00" in item:
+            raise CorpusError(f"{name}: contains a NUL character; not text")
+        if item.endswith("\r\n"):
+            item = item[:-2]
+        elif item.endswith(("\n", "\r")):
+            item = item[:-1]
+        part = _split_text(item + "\n")
+        lines.extend(part if part else [""])
+    if not any(line.strip() for line in lines):
+        raise CorpusError(f"{name}: no non-empty lines")
+    return lines
+
+
+def split_words(line: str) -> list[str]:
+    """Whitespace tokens as KenLM sees them (ASCII whitespace only)."""
+    if _UNICODE_ONLY_WS.search(line) is None:
+        return line.split()
+    return [token for token in _ASCII_WS.split(line) if token]
+
+
+def to_jamo(text: str) -> str:
+    """Decompose Hangul syllables into conjoining jamo; other characters unchanged."""
+    return text.translate(_JAMO)
+
+
+def count_chars(lines: Iterable[str]) -> int:
+    """Characters for bits per character: NFC characters plus one newline per line."""
+    return sum(len(nfc(line)) + 1 for line in lines)
+
+
+class Tokenizer:
+    """Split a line into units and join units back into text.
+
+    >>> Tokenizer("jamo").split("한국")
+    ['ᄒ', 'ᅡ', 'ᆫ', 'ᄀ', 'ᅮ', 'ᆨ']
+    """
+
+    def __init__(self, unit: str = "char"):
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+        self.unit = unit
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.unit!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Tokenizer) and other.unit == self.unit
+
+    def split(self, line: str) -> list[str]:
+        """Units of one line (the line should already be NFC; `read_lines` ensures it)."""
+        if self.unit == "word":
+            return split_words(line)
+        if self.unit == "jamo":
+            return list(line.translate(_JAMO))
+        return list(line)
+
+    def split_lines(self, lines: Iterable[str]) -> list[list[str]]:
+        """`split` applied to many lines."""
+        if self.unit == "word":
+            lines = list(lines)
+            if not any(_UNICODE_ONLY_WS.search(line) for line in lines):
+                return [line.split() for line in lines]
+            return [split_words(line) for line in lines]
+        if self.unit == "jamo":
+            return [list(line.translate(_JAMO)) for line in lines]
+        return [list(line) for line in lines]
+
+    def join(self, tokens: Iterable[str]) -> str:
+        """Text from units: space-joined words, or concatenated (and NFC-recomposed) units."""
+        if self.unit == "word":
+            return " ".join(tokens)
+        text = "".join(tokens)
+        return unicodedata.normalize("NFC", text) if self.unit == "jamo" else text

@@ -1,0 +1,108 @@
+"""Units <-> integer ids. `<unk>` = 0, `<s>` = 1, `</s>` = 2, then the units.
+
+`Vocab.build` orders units by descending count, ties broken by first occurrence
+(deterministic for a given corpus); `sort="first"` keeps first-occurrence order, which
+is the order KenLM's lmplz numbers its vocabulary in (the n-gram models use it so that
+their ARPA files list n-grams in the same order as lmplz's). Units below `min_count`
+or beyond `max_vocab` are left out and map to `<unk>`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import numpy as np
+
+from .errors import VocabularyError
+
+UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIALS = (UNK, BOS, EOS)
+
+
+class Vocab:
+    """An immutable token list with a reverse index."""
+
+    def __init__(self, tokens: Iterable[str]):
+        tokens = list(tokens)
+        if tuple(tokens[:3]) != SPECIALS:
+            raise VocabularyError(f"a vocabulary must start with {', '.join(SPECIALS)}; got {tokens[:3]}")
+        index = {token: i for i, token in enumerate(tokens)}
+        if len(index) != len(tokens):
+            seen = set()
+            duplicate = next(t for t in tokens if t in seen or seen.add(t))
+            raise VocabularyError(f"duplicate token in vocabulary: {duplicate!r}")
+        self.tokens: list[str] = tokens
+        self._index = index
+
+    @classmethod
+    def build(cls, data, min_count: int = 1, max_vocab: int | None = None, sort: str = "frequency") -> "Vocab":
+        """Build from token lists (an iterable of lists of units) or a Counter/dict of counts.
+
+        sort="frequency": by descending count, ties by first occurrence; sort="first":
+        first-occurrence order. `max_vocab` counts the three specials. Specials found
+        in the data are not counted twice.
+        """
+        if sort not in ("frequency", "first"):
+            raise ValueError(f"sort must be 'frequency' or 'first'; got {sort!r}")
+        if isinstance(data, dict):
+            counts = Counter(data)
+        else:
+            counts = Counter()
+            for tokens in data:
+                counts.update(tokens)
+        for special in SPECIALS:
+            counts.pop(special, None)
+        units = [u for u, c in counts.items() if c >= min_count]  # insertion = first occurrence
+        if sort == "frequency":
+            units.sort(key=counts.__getitem__, reverse=True)  # stable: ties keep first occurrence
+        if max_vocab is not None:
+            if max_vocab < len(SPECIALS):
+                raise ValueError(f"max_vocab must be at least {len(SPECIALS)} (the specials); got {max_vocab}")
+            units = units[: max_vocab - len(SPECIALS)]
+        return cls(list(SPECIALS) + units)
+
+    @classmethod
+    def from_list(cls, tokens: list[str]) -> "Vocab":
+        """Inverse of `to_list` (model files store the list)."""
+        return cls(tokens)
+
+    def to_list(self) -> list[str]:
+        return list(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token) -> bool:
+        return token in self._index
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and other.tokens == self.tokens
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} tokens)"
+
+    def id(self, token: str) -> int:
+        """Id of `token`; unknown tokens are `<unk>` (0)."""
+        return self._index.get(token, UNK_ID)
+
+    def token(self, i: int) -> str:
+        """Token with id `i`; raises VocabularyError outside 0..len-1."""
+        if not 0 <= int(i) < len(self.tokens):
+            raise VocabularyError(f"token id {i} is outside the vocabulary (0..{len(self.tokens) - 1})")
+        return self.tokens[int(i)]
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        """int32 ids; unknown tokens -> 0."""
+        get = self._index.get
+        return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int32)
+
+    def decode(self, ids) -> list[str]:
+        """Tokens for ids; raises VocabularyError for an id outside the vocabulary."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.tokens)):
+            bad = ids[(ids < 0) | (ids >= len(self.tokens))][0]
+            raise VocabularyError(f"token id {bad} is outside the vocabulary (0..{len(self.tokens) - 1})")
+        tokens = self.tokens
+        return [tokens[i] for i in ids.tolist()]
