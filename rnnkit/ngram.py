@@ -1,0 +1,638 @@
+"""n-gram language models: vectorised counting, four smoothings, KenLM-style scoring.
+
+Counting (NumPy over integer ids, no per-n-gram Python objects)
+    Sentences become `<s> w1 .. wn </s>` in one flat int32 array. The n-grams of order
+    n are numbered in KenLM's suffix order with one int64 key per window,
+    key = index of its (n-1)-gram suffix * V + id(first word), and `np.unique` on the
+    keys gives the distinct n-grams, their counts and every window's index, which the
+    next order uses. Keys stay below count(n-1) * V, so there is no limit on the order.
+
+Smoothing (every model is stored as a backoff model: log10 prob and backoff per n-gram)
+    kn    interpolated modified Kneser-Ney exactly as KenLM's lmplz estimates it, in
+          float32 like lmplz: adjusted counts (distinct left extensions) below the top
+          order except for n-grams that start with `<s>`; three discounts per order
+          D_j = j - (j+1) Y N_{j+1} / N_j, Y = N_1 / (N_1 + 2 N_2), replaced by 0.5 / 1 / 1.5
+          where they cannot be estimated (lmplz --discount_fallback; noted in
+          `info["discount_fallback"]`); unigrams interpolated with the uniform
+          distribution over the vocabulary without `<s>`, which is all `<unk>` gets;
+          `<s>` has log10 prob 0 (never predicted), as in lmplz's ARPA files.
+    wb    interpolated Witten-Bell on raw counts: P = (c(h w) + T(h) P(w | h')) / (c(h) + T(h)),
+          T(h) = distinct words seen after h, unigrams interpolated with the uniform.
+    addk  add-k (Lidstone; k=1 is Laplace) at every order. A seen n-gram gets
+          (c(h w) + k) / (c(h) + k |V|); the mass Lidstone leaves to unseen words is
+          spread over them by the next lower order (a backoff weight), so the model is
+          normalised and order 1 is exactly Lidstone.
+    mle   relative frequencies at every order; no mass is left for unseen events, so an
+          unseen n-gram (or an OOV word) gets probability 0: log10 -inf, counted as
+          `zero_prob` by `evaluate`. A history never seen in training has no distribution.
+    prune=[t1, t2, ...] drops n-grams of order n >= 2 whose count is <= t_n (the last value
+    repeats, as in lmplz --prune; t1 must be 0), keeping any n-gram that a kept longer
+    n-gram needs as its context or suffix; the dropped mass goes to the backoff, so the
+    model stays normalised. Literal `<s>`, `</s>`, `<unk>` in training text are skipped
+    (lmplz --skip_symbols).
+
+Scoring follows KenLM: the longest matching n-gram, plus the backoffs of the longer
+contexts that the previous word's match left in the state; an OOV word scores
+log10 P(<unk>) (+ backoffs) with n-gram length 1 and leaves an empty state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from itertools import chain
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import arpa as _arpa
+from . import modelfile
+from .errors import CorpusError, ModelFileError, VocabularyError
+from .tokenize import UNITS, Tokenizer, count_chars, nfc, read_lines
+from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
+
+SMOOTHINGS = ("kn", "wb", "addk", "mle")
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+_F32 = np.float32
+_BATCH_POSITIONS = 1 << 21
+
+
+# ---------------------------------------------------------------- counting
+
+def _encode_training(token_lists) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Ids in first-occurrence order (KenLM's), the padded flat sequence and its `rem`.
+
+    rem[i] = number of positions after i in i's sentence (0 at `</s>`).
+    """
+    index = {s: i for i, s in enumerate(SPECIALS)}
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    setdefault = index.setdefault
+    flat = np.fromiter((setdefault(t, len(index)) for t in chain.from_iterable(token_lists)),
+                       dtype=np.int32, count=int(lengths.sum()))
+    special = flat < len(SPECIALS)
+    if special.any():  # lmplz --skip_symbols: literal <s> </s> <unk> are whitespace
+        sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+        lengths = lengths - np.bincount(sentence_of[special], minlength=len(lengths))
+        flat = flat[~special]
+    n_tokens = int(lengths.sum())
+    sent_len = lengths + 2
+    ends = np.cumsum(sent_len)
+    starts = ends - sent_len
+    total = int(ends[-1]) if len(ends) else 0
+    seq = np.empty(total, dtype=np.int32)
+    inner = np.ones(total, dtype=bool)
+    inner[starts] = False
+    inner[ends - 1] = False
+    seq[inner] = flat
+    seq[starts] = BOS_ID
+    seq[ends - 1] = EOS_ID
+    rem = (np.repeat(ends - 1, sent_len) - np.arange(total)).astype(np.int32)
+    tokens = [None] * len(index)
+    for t, i in index.items():
+        tokens[i] = t
+    return tokens, seq, rem, n_tokens
+
+
+def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
+    """Distinct n-grams of every order in suffix order, with raw counts and structure.
+
+    Per order n >= 2: keys (sorted int64), count, suffix (index in order n-1), first
+    (word id), context (index of the prefix w1..w(n-1) in order n-1).
+    """
+    tables = [None, {"count": np.bincount(seq, minlength=V).astype(np.int64)}]
+    sid_prev = seq  # index of the window of length n-1 starting at each position
+    for n in range(2, order + 1):
+        starts = np.flatnonzero(rem >= n - 1)
+        if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
+            raise ValueError(f"too many {n - 1}-grams for 64-bit keys")
+        key = sid_prev[starts + 1].astype(np.int64) * V + seq[starts]
+        keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
+        del key
+        inverse = inverse.astype(np.int32 if len(keys) < 2**31 else np.int64)
+        context = np.empty(len(keys), dtype=np.int64)
+        context[inverse] = sid_prev[starts]
+        sid = np.full(len(seq), -1, dtype=inverse.dtype)
+        sid[starts] = inverse
+        del inverse, starts
+        tables.append({
+            "keys": keys, "count": count.astype(np.int64), "suffix": keys // V,
+            "first": (keys % V).astype(np.int32), "context": context,
+        })
+        sid_prev = sid
+    return tables
+
+
+def _prune_masks(tables, order, thresholds) -> list:
+    """keep[n] for every order: count above the threshold, or needed by a kept longer n-gram."""
+    keep = [None] * (order + 1)
+    keep[1] = np.ones(len(tables[1]["count"]), dtype=bool)
+    needed = None
+    for n in range(order, 1, -1):
+        k = tables[n]["count"] > thresholds[n - 1]
+        if needed is not None:
+            k |= needed
+        keep[n] = k
+        size = len(tables[n - 1]["count"])
+        needed = np.zeros(size, dtype=bool)
+        needed[tables[n]["suffix"][k]] = True
+        needed[tables[n]["context"][k]] = True
+    return keep
+
+
+# ---------------------------------------------------------------- smoothing
+
+def _kn_discounts(adjusted: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Chen & Goodman eq. 26 in float32 like lmplz; (D0..D3, used_fallback)."""
+    nk = [int(np.count_nonzero(adjusted == j)) for j in range(5)]
+    try:
+        if any(nk[j] == 0 for j in (1, 2, 3)):
+            raise ArithmeticError
+        y = _F32(nk[1]) / _F32(nk[1] + 2.0 * nk[2])
+        d = [_F32(0)]
+        for j in (1, 2, 3):
+            dj = _F32(j) - _F32(j + 1) * y * _F32(nk[j + 1]) / _F32(nk[j])
+            if dj < 0 or dj > j:
+                raise ArithmeticError
+            d.append(_F32(dj))
+        return np.array(d, dtype=_F32), False
+    except ArithmeticError:
+        return np.array((0.0,) + FALLBACK_DISCOUNTS, dtype=_F32), True
+
+
+def _contexts(tables, n):
+    """(context index per n-gram, number of contexts) for order n."""
+    if n == 1:
+        return np.zeros(len(tables[1]["count"]), dtype=np.int64), 1
+    return tables[n]["context"], len(tables[n - 1]["count"])
+
+
+def _estimate_interpolated(tables, order, V, keep, smoothing, info):
+    """kn / wb: returns per order (u, gamma-per-context) then interpolates. float32 for kn."""
+    dtype = _F32 if smoothing == "kn" else np.float64
+    # per-order statistic: adjusted counts (kn) or raw counts (wb)
+    stats = [None]
+    for n in range(1, order + 1):
+        if smoothing == "kn" and n < order:
+            a = np.bincount(tables[n + 1]["suffix"], minlength=len(tables[n]["count"])).astype(np.int64)
+            if n > 1:
+                starts_bos = tables[n]["first"] == BOS_ID
+                a[starts_bos] = tables[n]["count"][starts_bos]
+        else:
+            a = tables[n]["count"].copy()
+        if n == 1:
+            a[BOS_ID] = 0
+            a[UNK_ID] = 0
+        stats.append(a)
+    fallback = []
+    discounts = [None]
+    if smoothing == "kn":
+        for n in range(1, order + 1):
+            d, used = _kn_discounts(stats[n])
+            discounts.append(d)
+            if used:
+                fallback.append(n)
+        info["discounts"] = {str(n): [float(x) for x in discounts[n][1:]] for n in range(1, order + 1)}
+        info["discount_fallback"] = fallback
+    uniform = _F32(1.0 / _F32(V - 1)) if smoothing == "kn" else 1.0 / (V - 1)
+    p_lower = None
+    probs, gammas = [None], [None]
+    for n in range(1, order + 1):
+        a = stats[n]
+        ctx, n_ctx = _contexts(tables, n)
+        kept = keep[n]
+        den = np.bincount(ctx, weights=a, minlength=n_ctx)
+        if smoothing == "kn":
+            d = discounts[n]
+            cat = np.minimum(a, 3)
+            live = kept & (a > 0)
+            gamma = np.zeros(n_ctx, dtype=_F32)
+            for j in (1, 2, 3):
+                cj = np.bincount(ctx[live & (cat == j)], minlength=n_ctx).astype(_F32)
+                gamma = gamma + d[j] * cj
+            pruned = np.bincount(ctx[~kept], weights=a[~kept], minlength=n_ctx).astype(_F32)
+            den32 = den.astype(_F32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gamma = (gamma + pruned) / den32
+                u = (a.astype(_F32) - d[cat]) / den32[ctx]
+        else:  # Witten-Bell
+            types = np.bincount(ctx[kept & (a > 0)], minlength=n_ctx).astype(np.float64)
+            pruned = np.bincount(ctx[~kept], weights=a[~kept], minlength=n_ctx)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gamma = (types + pruned) / (den + types)
+                u = a / (den + types)[ctx]
+        gamma = np.where(np.isfinite(gamma), gamma, 0).astype(dtype)
+        if n == 1:
+            p = (u + gamma[0] * uniform).astype(dtype)
+            p[BOS_ID] = 1.0
+        else:
+            p = (u + gamma[ctx] * p_lower[tables[n]["suffix"]]).astype(dtype)
+        probs.append(p)
+        gammas.append(gamma)
+        p_lower = p
+    return probs, gammas
+
+
+def _estimate_backoff(tables, order, V, keep, smoothing, k, info):
+    """addk / mle as backoff models: explicit probabilities plus normalising backoffs."""
+    probs, gammas = [None], [None]
+    vocab_size = V - 1  # every unit except <s>
+    kk = k if smoothing == "addk" else 0.0
+    p_lower = None
+    for n in range(1, order + 1):
+        c = tables[n]["count"].astype(np.float64)
+        if n == 1:
+            c[BOS_ID] = 0
+        ctx, n_ctx = _contexts(tables, n)
+        kept = keep[n]
+        den = np.bincount(ctx, weights=c, minlength=n_ctx) + kk * vocab_size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = (c + kk) / den[ctx]
+        if n == 1:
+            p[BOS_ID] = 1.0
+            gammas.append(np.zeros(1))
+        else:
+            seen = np.bincount(ctx[kept], minlength=n_ctx)
+            left = (np.bincount(ctx[~kept], weights=c[~kept], minlength=n_ctx)
+                    + kk * (vocab_size - seen)) / den
+            lower_sum = np.bincount(ctx[kept], weights=p_lower[tables[n]["suffix"][kept]], minlength=n_ctx)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gamma = np.where(left > 0, left / np.maximum(1.0 - lower_sum, 1e-300), 0.0)
+            gammas.append(gamma)
+        probs.append(p)
+        p_lower = p
+    return probs, gammas
+
+
+# ---------------------------------------------------------------- the model
+
+class NgramModel:
+    """A backoff n-gram model held as sorted NumPy arrays (see rnnkit.arpa for the layout)."""
+
+    def __init__(self, order: int, vocab: Vocab, keys: list, prob: list, bo: list,
+                 unit: str = "word", smoothing: str = "kn", info: dict | None = None):
+        self.order = int(order)
+        self.vocab = vocab
+        self.unit = unit
+        self.smoothing = smoothing
+        self.tokenizer = Tokenizer(unit)
+        self.info = dict(info or {})
+        self._keys = keys
+        self._prob = prob
+        self._bo = bo
+        self._index = vocab._index
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def train(cls, data, order: int, smoothing: str = "kn", unit: str = "word", k: float = 1.0,
+              prune: Sequence[int] | None = None) -> "NgramModel":
+        """Train on sentences: strings (split into `unit`s) or lists of units.
+
+        Example: `NgramModel.train(read_lines("corpus.txt"), order=5)`.
+        """
+        t0 = time.perf_counter()
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+            raise ValueError(f"order must be an integer >= 1; got {order!r}")
+        if smoothing not in SMOOTHINGS:
+            raise ValueError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+        if smoothing == "addk" and not (k > 0 and math.isfinite(k)):
+            raise ValueError(f"k must be a positive number; got {k!r}")
+        order = int(order)
+        thresholds = [0] * order
+        if prune is not None:
+            prune = [int(t) for t in prune]
+            if not prune or min(prune) < 0 or prune[0] != 0 or prune != sorted(prune):
+                raise ValueError(f"prune must be non-decreasing counts starting with 0 (unigrams are not pruned); got {prune}")
+            thresholds = (prune + [prune[-1]] * order)[:order]
+        data = list(data)
+        tokenizer = Tokenizer(unit)
+        if data and all(isinstance(x, str) for x in data):
+            token_lists = tokenizer.split_lines(nfc(x) for x in data)
+        else:
+            token_lists = [list(x) for x in data]
+        tokens, seq, rem, n_tokens = _encode_training(token_lists)
+        if n_tokens == 0:
+            raise CorpusError("the training text has no tokens (empty corpus)")
+        V = len(tokens)
+        tables = _count(seq, rem, V, order)
+        del seq, rem
+        keep = _prune_masks(tables, order, thresholds)
+        info = {"smoothing": smoothing, "sentences": len(token_lists), "tokens": n_tokens,
+                "types": V - len(SPECIALS), "prune": thresholds if prune is not None else None}
+        if smoothing == "addk":
+            info["k"] = float(k)
+        if smoothing in ("kn", "wb"):
+            probs, gammas = _estimate_interpolated(tables, order, V, keep, smoothing, info)
+        else:
+            probs, gammas = _estimate_backoff(tables, order, V, keep, smoothing, k, info)
+        keys, prob, bo = [None, None], [None], [None]
+        remap = [None] * (order + 1)  # old index -> new index where an order lost n-grams
+        for n in range(1, order + 1):
+            kept = keep[n]
+            with np.errstate(divide="ignore"):
+                logp = np.log10(probs[n].astype(_F32).astype(np.float64)).astype(_F32)
+            logp = np.minimum(_F32(0), logp)
+            if n > 1:
+                suffix = tables[n]["suffix"][kept]
+                if remap[n - 1] is not None:
+                    suffix = remap[n - 1][suffix]
+                keys.append(suffix * V + tables[n]["first"][kept])
+            prob.append(logp[kept])
+            if n < order:
+                g = np.ones(len(tables[n]["count"]), dtype=np.float64)
+                gn = gammas[n + 1]
+                g[: len(gn)] = np.where(np.bincount(tables[n + 1]["context"], minlength=len(gn)) > 0, gn, 1.0)
+                with np.errstate(divide="ignore"):
+                    b = np.log10(g.astype(_F32).astype(np.float64)).astype(_F32)
+                bo.append(b[kept])
+            if not kept.all():
+                remap[n] = np.cumsum(kept) - 1
+        bo.append(None)
+        info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
+        info["train_seconds"] = round(time.perf_counter() - t0, 3)
+        return cls(order, Vocab(tokens), keys, prob, bo, unit=unit, smoothing=smoothing, info=info)
+
+    @classmethod
+    def train_file(cls, path, order: int, **kwargs) -> "NgramModel":
+        """`train` on the lines of a UTF-8 text file (read strictly, see rnnkit.tokenize)."""
+        model = cls.train(read_lines(path), order, **kwargs)
+        model.info["corpus"] = str(path)
+        return model
+
+    # ------------------------------------------------------------ I/O
+
+    def write_arpa(self, path) -> None:
+        """Write a KenLM-compatible ARPA file (atomically; `.gz` is not compressed)."""
+        escape = self.unit in ("char", "jamo")
+        modelfile.write_atomic(path, lambda h: _arpa.write_arpa(
+            h, self.vocab, self._keys, self._prob, self._bo, self.order, escape=escape))
+
+    @classmethod
+    def read_arpa(cls, path, unit: str = "word") -> "NgramModel":
+        """Load any ARPA file (KenLM, SRILM, rnnkit). Raises ArpaError naming the line."""
+        vocab, keys, prob, bo, order, notes = _arpa.read_arpa(path, unescape=unit in ("char", "jamo"))
+        info = {"source": str(path), "notes": notes}
+        return cls(order, vocab, keys, prob, bo, unit=unit, smoothing="arpa", info=info)
+
+    def save(self, path) -> None:
+        """Write an rnnkit model file (model type "ngram")."""
+        arrays = {}
+        for n in range(1, self.order + 1):
+            if n > 1:
+                arrays[f"keys_{n}"] = self._keys[n]
+            arrays[f"prob_{n}"] = self._prob[n]
+            if n < self.order:
+                arrays[f"bo_{n}"] = self._bo[n]
+        meta = {"order": self.order, "unit": self.unit, "smoothing": self.smoothing,
+                "vocab": self.vocab.to_list(), "training": self.info}
+        modelfile.save(path, "ngram", meta, arrays)
+
+    @classmethod
+    def load(cls, path) -> "NgramModel":
+        """Read a model file written by `save` (or an ARPA file, recognised by content)."""
+        if not modelfile.is_model_file(path):
+            return cls.read_arpa(path)
+        _, meta, arrays = modelfile.load(path, expected_type="ngram")
+        try:
+            order = int(meta["order"])
+            vocab = Vocab.from_list(meta["vocab"])
+            keys, prob, bo = [None, None], [None], [None]
+            V = len(vocab)
+            for n in range(1, order + 1):
+                if n > 1:
+                    keys.append(np.asarray(arrays[f"keys_{n}"], dtype=np.int64))
+                prob.append(np.asarray(arrays[f"prob_{n}"], dtype=_F32))
+                bo.append(np.asarray(arrays[f"bo_{n}"], dtype=_F32) if n < order else None)
+                size = V if n == 1 else len(keys[n])
+                if len(prob[n]) != size or (n < order and len(bo[n]) != size):
+                    raise ValueError(f"order {n} arrays have inconsistent lengths")
+        except (KeyError, ValueError, TypeError, VocabularyError) as exc:
+            raise ModelFileError(f"{path}: corrupt n-gram model file ({exc})") from None
+        return cls(order, vocab, keys, prob, bo, unit=meta.get("unit", "word"),
+                   smoothing=meta.get("smoothing", "kn"), info=meta.get("training", {}))
+
+    # ------------------------------------------------------------ lookup core
+
+    def _ids(self, tokens) -> np.ndarray:
+        get = self._index.get
+        return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int64)
+
+    def _match(self, ids: np.ndarray, offset: np.ndarray):
+        """Longest match for the n-gram ending at every position (not crossing its segment).
+
+        Returns match length (int8), its log10 prob (float32) and bo[k-1, t] = backoff of
+        the k-gram ending at t (0 where it is not in the model).
+        """
+        N, V = self.order, len(self.vocab)
+        T = len(ids)
+        match = np.ones(T, dtype=np.int8)
+        prob = self._prob[1][ids]
+        bo = np.zeros((max(N - 1, 1), T), dtype=_F32)
+        if N > 1:
+            bo[0] = self._bo[1][ids]
+        cur = np.arange(T)
+        sid = ids
+        for n in range(2, N + 1):
+            keys = self._keys[n]
+            m = offset[cur] >= n - 1
+            cur, sid = cur[m], sid[m]
+            if cur.size == 0 or keys.size == 0:
+                break
+            key = sid * V + ids[cur - (n - 1)]
+            pos = np.searchsorted(keys, key)
+            np.minimum(pos, keys.size - 1, out=pos)
+            found = keys[pos] == key
+            cur, sid = cur[found], pos[found]
+            match[cur] = n
+            prob[cur] = self._prob[n][sid]
+            if n < N:
+                bo[n - 1, cur] = self._bo[n][sid]
+        return match, prob, bo
+
+    def _score_flat(self, ids, offset, has_bos_start):
+        """log10 P of every position given the earlier ones in its segment (float64)."""
+        N = self.order
+        match, prob, bo = self._match(ids, offset)
+        logp = prob.astype(np.float64)
+        if N > 1 and len(ids) > 1:
+            prev = np.empty_like(match)
+            prev[0] = 0
+            prev[1:] = match[:-1]
+            prev[offset == 0] = 0
+            state = np.minimum(prev, N - 1).astype(np.int64)
+            lo = match.astype(np.int64)
+            use = np.flatnonzero(state >= lo)
+            if use.size:
+                cum = np.zeros((N, len(ids)), dtype=np.float64)
+                np.cumsum(bo, axis=0, dtype=np.float64, out=cum[1:])
+                col = use - 1
+                logp[use] += cum[state[use], col] - cum[lo[use] - 1, col]
+        return logp, match
+
+    def _batch(self, token_lists, bos: bool, eos: bool):
+        lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+        inner = self._ids(chain.from_iterable(token_lists))
+        seg = lengths + int(bos) + int(eos)
+        ends = np.cumsum(seg)
+        starts = ends - seg
+        total = int(ends[-1]) if len(ends) else 0
+        ids = np.empty(total, dtype=np.int64)
+        scored = np.ones(total, dtype=bool)
+        if bos:
+            ids[starts] = BOS_ID
+            scored[starts] = False
+        if eos:
+            ids[ends - 1] = EOS_ID
+        mask = np.ones(total, dtype=bool)
+        if bos:
+            mask[starts] = False
+        if eos:
+            mask[ends - 1] = False
+        ids[mask] = inner
+        offset = np.arange(total) - np.repeat(starts, seg)
+        return ids, offset, scored, starts, seg
+
+    def _split(self, sentences) -> list[list[str]]:
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        out = []
+        for s in sentences:
+            out.append(self.tokenizer.split(nfc(s)) if isinstance(s, str) else list(s))
+        return out
+
+    def _token_scores(self, token_lists, bos=True, eos=True):
+        """Per-sentence arrays (log10, ngram length, oov) for the scored positions, in batches."""
+        results = []
+        batch, size = [], 0
+        for tokens in list(token_lists) + [None]:
+            if tokens is not None:
+                batch.append(tokens)
+                size += len(tokens) + 2
+                if size < _BATCH_POSITIONS:
+                    continue
+            if not batch:
+                break
+            ids, offset, scored, starts, seg = self._batch(batch, bos, eos)
+            logp, match = self._score_flat(ids, offset, bos)
+            keep = np.flatnonzero(scored)
+            seg_scored = seg - int(bos)
+            results.append((logp[keep], match[keep], ids[keep] == UNK_ID, seg_scored))
+            batch, size = [], 0
+        return results
+
+    # ------------------------------------------------------------ public scoring
+
+    def score(self, sentence, bos: bool = True, eos: bool = True) -> float:
+        """log10 P(sentence) with `<s>` as context and `</s>` predicted (KenLM's `score`)."""
+        return float(self.score_many([sentence], bos=bos, eos=eos)[0])
+
+    def score_many(self, sentences, bos: bool = True, eos: bool = True) -> np.ndarray:
+        """log10 probabilities of many sentences, vectorised (float64 array)."""
+        token_lists = self._split(sentences)
+        out = []
+        for logp, _, _, seg in self._token_scores(token_lists, bos, eos):
+            sentence = np.repeat(np.arange(len(seg)), seg)
+            out.append(np.bincount(sentence, weights=logp, minlength=len(seg)))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def full_scores(self, sentence, bos: bool = True, eos: bool = True) -> list[tuple[float, int, bool]]:
+        """(log10 prob, n-gram length used, is OOV) per token and for `</s>` (KenLM's `full_scores`)."""
+        (logp, match, oov, _), = self._token_scores(self._split([sentence]), bos, eos)
+        return [(float(p), int(m), bool(o)) for p, m, o in zip(logp, match, oov)]
+
+    def token_logprobs(self, sentence, bos: bool = True, eos: bool = True) -> np.ndarray:
+        """log10 P of each token (and `</s>`) as a float64 array."""
+        (logp, _, _, _), = self._token_scores(self._split([sentence]), bos, eos)
+        return logp
+
+    def evaluate(self, lines: Iterable[str]) -> dict:
+        """Corpus statistics: perplexity = 10^(-total / (tokens + sentences)), bits per char, OOVs.
+
+        OOV words are scored (log10 P(<unk>) plus backoffs) and counted, as KenLM does;
+        `perplexity_excl_oov` drops their own terms. `zero_prob` counts tokens with
+        probability 0 (possible only for `mle`), which make the perplexity infinite.
+        """
+        lines = [nfc(line) for line in lines]
+        token_lists = self._split(lines)
+        total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
+        for logp, _, oov, _ in self._token_scores(token_lists):
+            total += float(logp.sum())
+            total_oov += float(logp[oov].sum())
+            n_oov += int(oov.sum())
+            zero += int(np.isneginf(logp).sum())
+        tokens = sum(len(t) for t in token_lists)
+        sentences = len(token_lists)
+        predicted = tokens + sentences
+        chars = count_chars(lines)
+        with np.errstate(over="ignore"):
+            ppl = float(10.0 ** (-total / predicted)) if predicted else float("nan")
+            excl = total - total_oov
+            ppl_excl = float(10.0 ** (-excl / (predicted - n_oov))) if predicted > n_oov else float("nan")
+        return {
+            "sentences": sentences, "tokens": tokens, "predicted": predicted, "oov": n_oov,
+            "oov_rate": n_oov / tokens if tokens else 0.0, "zero_prob": zero,
+            "log10_total": total, "perplexity": ppl, "perplexity_excl_oov": ppl_excl,
+            "chars": chars, "bits_per_char": -total * math.log2(10) / chars if chars else float("nan"),
+        }
+
+    def perplexity(self, lines) -> float:
+        """Corpus perplexity (KenLM/SRILM convention); a single string is one sentence."""
+        if isinstance(lines, str):
+            lines = [lines]
+        return self.evaluate(lines)["perplexity"]
+
+    def next_distribution(self, history: Sequence[str] = (), bos: bool = True) -> np.ndarray:
+        """P(w | history) for every vocabulary id (float64, `<s>` = 0, sums to 1).
+
+        `history` is a list of units (or a string, split into units) after `<s>`.
+        """
+        if isinstance(history, str):
+            history = self.tokenizer.split(nfc(history))
+        N, V = self.order, len(self.vocab)
+        ids = self._ids(history)
+        if bos:
+            ids = np.concatenate([[BOS_ID], ids]).astype(np.int64)
+        state = 0
+        bo_ctx = np.zeros(N, dtype=np.float64)  # bo_ctx[k] = backoff of the k-word context
+        if len(ids) and N > 1:
+            match, _, bo = self._match(ids, np.arange(len(ids)))
+            state = min(int(match[-1]), N - 1)
+            bo_ctx[1: state + 1] = bo[:state, -1]
+        words = np.arange(V, dtype=np.int64)
+        logp = self._prob[1].astype(np.float64)
+        lo = np.ones(V, dtype=np.int64)
+        cur, sid = words, words
+        for n in range(2, state + 2):
+            keys = self._keys[n]
+            if keys.size == 0 or cur.size == 0:
+                break
+            key = sid * V + ids[len(ids) - (n - 1)]
+            pos = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+            found = keys[pos] == key
+            cur, sid = cur[found], pos[found]
+            logp[cur] = self._prob[n][sid]
+            lo[cur] = n
+        cum = np.concatenate([[0.0], np.cumsum(bo_ctx[1:])])  # cum[k] = sum of bo for lengths 1..k
+        add = np.where(state >= lo, cum[state] - cum[np.minimum(lo - 1, state)], 0.0)
+        with np.errstate(invalid="ignore"):
+            p = 10.0 ** (logp + add)
+        p[BOS_ID] = 0.0
+        return p
+
+    # ------------------------------------------------------------ description
+
+    def ngram_counts(self) -> list[int]:
+        return [len(self.vocab)] + [len(self._keys[n]) for n in range(2, self.order + 1)]
+
+    def __repr__(self) -> str:
+        return f"NgramModel(order={self.order}, smoothing={self.smoothing!r}, unit={self.unit!r}, ngrams={self.ngram_counts()})"
+
+
+def evaluate(model: NgramModel, lines) -> dict:
+    """Module-level alias of `NgramModel.evaluate`."""
+    return model.evaluate(lines)
+
+
+__all__ = ["NgramModel", "SMOOTHINGS", "evaluate"]
