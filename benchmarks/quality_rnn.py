@@ -1,0 +1,114 @@
+"""Quality check: rnnkit's char RNN against the PyTorch anchor and rnnkit's own n-grams.
+
+Trains with the anchor's settings (char unit, H=512, B=32, T=64, Adam 2e-3, clip 1.0,
+seed 1) on the anchor's token budget, then reports valid/test bits per character,
+training wall time and tokens/s, beside the anchor's published figures
+(../shared/reference/pytorch/README.md) and the best character n-gram rnnkit builds
+from the same lines (order chosen on valid).
+
+    python benchmarks/quality_rnn.py tinyshakespeare            # 3 epochs, independent lines
+    python benchmarks/quality_rnn.py tinyshakespeare --stream   # state carried across lines
+    python benchmarks/quality_rnn.py nsmc                       # first 100,000 lines, 1 epoch
+
+Reads ../shared/data (or $RNNKIT_SHARED/data); exits cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(os.environ.get("RNNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+ANCHOR_TEST_BPC = {"tinyshakespeare": 2.4937, "nsmc": 4.3166}
+ANCHOR_VALID_BPC = {"tinyshakespeare": 2.2978, "nsmc": 4.3190}
+SETUPS = {"tinyshakespeare": {"epochs": 3, "max_lines": None}, "nsmc": {"epochs": 1, "max_lines": 100_000}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", choices=sorted(SETUPS))
+    parser.add_argument("--stream", action="store_true", help="carry the state across lines")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--ngram-orders", default="3,4,5,6,7", help="char n-gram orders to try")
+    parser.add_argument("--out", type=Path, default=Path("quality-models"), help="where models are written")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+    data = SHARED / "data" / args.corpus
+    if not data.is_dir():
+        print(f"skipped: {data} not found", file=sys.stderr)
+        return 0
+
+    from rnnkit.tokenize import read_lines
+    from rnnkit.train import TrainConfig, train
+
+    setup = SETUPS[args.corpus]
+    train_lines = read_lines(data / "train.txt")[: setup["max_lines"]]
+    valid_lines = read_lines(data / "valid.txt")
+    test_lines = read_lines(data / "test.txt")
+    args.out.mkdir(parents=True, exist_ok=True)
+    mode = "stream" if args.stream else "independent"
+    model_path = args.out / f"{args.corpus}.{mode}.rnn.model"
+    config = TrainConfig(unit="char", hidden=args.hidden, bptt=64, batch=32,
+                         epochs=args.epochs or setup["epochs"], optimizer="adam", lr=2e-3, clip=1.0,
+                         seed=1, threads=args.threads, stream=args.stream, patience=10)
+    started = time.perf_counter()
+    model = train(train_lines, valid_lines, config, output_path=model_path,
+                  notify=lambda text: print(text, file=sys.stderr, flush=True))
+    wall = time.perf_counter() - started
+    epochs = model.record["epochs"]
+    tokens = sum(e["tokens"] for e in epochs)
+    result = {
+        "corpus": args.corpus, "mode": mode, "hidden": args.hidden, "threads": args.threads,
+        "train_lines": len(train_lines), "tokens_seen": tokens, "train_wall_s": round(wall, 1),
+        "train_tokens_per_s": round(tokens / sum(e["seconds"] for e in epochs)),
+        "rnn_valid_bpc": model.evaluate(valid_lines)["bits_per_char"],
+        "rnn_test_bpc": model.evaluate(test_lines)["bits_per_char"],
+        "anchor_valid_bpc": ANCHOR_VALID_BPC[args.corpus], "anchor_test_bpc": ANCHOR_TEST_BPC[args.corpus],
+        "model": str(model_path),
+    }
+    result.update(best_ngram(train_lines, valid_lines, test_lines, args))
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
+    """The char n-gram (modified KN) whose order does best on valid."""
+    try:
+        from rnnkit.ngram import NgramModel
+    except ImportError:
+        return {}
+    best = None
+    for order in (int(o) for o in args.ngram_orders.split(",")):
+        model = NgramModel.train(train_lines, order=order, smoothing="kn", unit="char")
+        valid = model.evaluate(valid_lines)["bits_per_char"]
+        print(f"char {order}-gram kn: valid {valid:.4f} bits/char", file=sys.stderr, flush=True)
+        if best is None or valid < best[1]:
+            best = (order, valid, model)
+    order, valid, model = best
+    path = args.out / f"{args.corpus}.char{order}.ngram.model"
+    model.save(path)
+    return {"ngram_order": order, "ngram_valid_bpc": valid,
+            "ngram_test_bpc": model.evaluate(test_lines)["bits_per_char"], "ngram_model": str(path)}
+
+
+def print_table(r: dict) -> None:
+    print(f"\n{r['corpus']} ({r['mode']} lines), char unit, H={r['hidden']}, {r['tokens_seen']:,} tokens seen, "
+          f"{r['threads']} thread(s): training {r['train_wall_s']:.0f} s, {r['train_tokens_per_s']:,} tokens/s\n")
+    print("| model | valid bits/char | test bits/char |")
+    print("|---|---:|---:|")
+    print(f"| PyTorch anchor (published) | {r['anchor_valid_bpc']:.4f} | {r['anchor_test_bpc']:.4f} |")
+    print(f"| rnnkit RNN | {r['rnn_valid_bpc']:.4f} | {r['rnn_test_bpc']:.4f} |")
+    if "ngram_order" in r:
+        print(f"| rnnkit char {r['ngram_order']}-gram KN | {r['ngram_valid_bpc']:.4f} | {r['ngram_test_bpc']:.4f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
