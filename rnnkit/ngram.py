@@ -252,8 +252,9 @@ def _estimate_backoff(tables, order, V, keep, smoothing, k, info):
             gammas.append(np.zeros(1))
         else:
             seen = np.bincount(ctx[kept], minlength=n_ctx)
-            left = (np.bincount(ctx[~kept], weights=c[~kept], minlength=n_ctx)
-                    + kk * (vocab_size - seen)) / den
+            with np.errstate(divide="ignore", invalid="ignore"):
+                left = (np.bincount(ctx[~kept], weights=c[~kept], minlength=n_ctx)
+                        + kk * (vocab_size - seen)) / den
             lower_sum = np.bincount(ctx[kept], weights=p_lower[tables[n]["suffix"][kept]], minlength=n_ctx)
             with np.errstate(divide="ignore", invalid="ignore"):
                 gamma = np.where(left > 0, left / np.maximum(1.0 - lower_sum, 1e-300), 0.0)
@@ -261,6 +262,19 @@ def _estimate_backoff(tables, order, V, keep, smoothing, k, info):
         probs.append(p)
         p_lower = p
     return probs, gammas
+
+
+def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """sum_{k=lo..hi} bo[k-1, j] per column j (bo is (K, J) or (K, 1) broadcast), -inf safe."""
+    finite = np.where(np.isneginf(bo), 0.0, bo).astype(np.float64)
+    cum = np.zeros((bo.shape[0] + 1, bo.shape[1]))
+    np.cumsum(finite, axis=0, out=cum[1:])
+    ninf = np.zeros(cum.shape, dtype=np.int64)
+    np.cumsum(np.isneginf(bo), axis=0, out=ninf[1:])
+    col = np.arange(len(lo)) if bo.shape[1] > 1 else np.zeros(len(lo), dtype=np.int64)
+    out = cum[hi, col] - cum[lo - 1, col]
+    out[ninf[hi, col] - ninf[lo - 1, col] > 0] = -np.inf
+    return out
 
 
 # ---------------------------------------------------------------- the model
@@ -465,10 +479,8 @@ class NgramModel:
             lo = match.astype(np.int64)
             use = np.flatnonzero(state >= lo)
             if use.size:
-                cum = np.zeros((N, len(ids)), dtype=np.float64)
-                np.cumsum(bo, axis=0, dtype=np.float64, out=cum[1:])
                 col = use - 1
-                logp[use] += cum[state[use], col] - cum[lo[use] - 1, col]
+                logp[use] += _range_sums(bo[:, col], lo[use], state[use])
         return logp, match
 
     def _batch(self, token_lists, bos: bool, eos: bool):
@@ -614,8 +626,11 @@ class NgramModel:
             cur, sid = cur[found], pos[found]
             logp[cur] = self._prob[n][sid]
             lo[cur] = n
-        cum = np.concatenate([[0.0], np.cumsum(bo_ctx[1:])])  # cum[k] = sum of bo for lengths 1..k
-        add = np.where(state >= lo, cum[state] - cum[np.minimum(lo - 1, state)], 0.0)
+        bo_col = np.repeat(bo_ctx[1:, None], 1, axis=1)
+        add = np.zeros(V)
+        use = np.flatnonzero(state >= lo)
+        if use.size:
+            add[use] = _range_sums(bo_col, lo[use], np.full(use.size, state))[:]
         with np.errstate(invalid="ignore"):
             p = 10.0 ** (logp + add)
         p[BOS_ID] = 0.0

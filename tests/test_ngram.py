@@ -1,0 +1,388 @@
+"""n-gram models: parity with KenLM, normalisation, ARPA round trips, bad inputs.
+
+The KenLM peer files are small gzipped copies of ../shared/reference/kenlm in
+tests/fixtures/kenlm (see README.kenlm.md there), so these tests run without ../shared.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit.errors import ArpaError, CorpusError, ModelFileError
+from rnnkit.ngram import SMOOTHINGS, NgramModel
+from rnnkit.tokenize import read_text_lines
+from rnnkit.vocab import BOS_ID, EOS_ID, UNK_ID
+
+KENLM = Path(__file__).parent / "fixtures" / "kenlm"
+CORPUS = {"small_ko": ("small_ko.txt", "queries_ko.txt"), "ptb": ("ptb_train.txt", "ptb_queries.txt")}
+
+
+def fixture_lines(name: str) -> list[str]:
+    with gzip.open(KENLM / f"{name}.gz", "rb") as handle:
+        return read_text_lines([handle.read()], name)
+
+
+def fixture_arpa(name: str, tmp_path) -> Path:
+    path = tmp_path / name
+    path.write_bytes(gzip.decompress((KENLM / f"{name}.gz").read_bytes()))
+    return path
+
+
+def fixture_scores(name: str) -> dict:
+    return json.loads(gzip.decompress((KENLM / f"{name}.gz").read_bytes()))
+
+
+def parse_arpa(path) -> tuple[list[str], dict]:
+    """(n-grams in file order, {n-gram: (log10 prob, backoff or None)}) of an ARPA file."""
+    order, entries = [], {}
+    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            order.append(fields[1])
+            entries[fields[1]] = (float(fields[0]), float(fields[2]) if len(fields) == 3 else None)
+    return order, entries
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Models trained on the KenLM corpora, shared by the parity tests."""
+    cache = {}
+
+    def get(corpus, order, smoothing="kn"):
+        key = (corpus, order, smoothing)
+        if key not in cache:
+            cache[key] = NgramModel.train(fixture_lines(CORPUS[corpus][0]), order, smoothing=smoothing)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def small_corpus():
+    return fixture_lines("small_ko.txt")[:300]
+
+
+# ---------------------------------------------------------------- KenLM parity
+
+PARITY = [("small_ko", 2), ("small_ko", 3), ("small_ko", 5), ("ptb", 3)]
+
+
+@pytest.mark.parametrize("corpus,order", PARITY)
+def test_kn_arpa_matches_lmplz(corpus, order, trained, tmp_path):
+    """Same n-grams in the same order as lmplz, log10 probs and backoffs within 1e-4."""
+    model = trained(corpus, order)
+    ours = tmp_path / "ours.arpa"
+    model.write_arpa(ours)
+    ref = fixture_arpa(f"{corpus}.o{order}.arpa", tmp_path)
+    our_order, our_values = parse_arpa(ours)
+    ref_order, ref_values = parse_arpa(ref)
+    assert our_order == ref_order
+    for gram, (p, b) in ref_values.items():
+        q, c = our_values[gram]
+        assert abs(p - q) < 1e-4, gram
+        assert (b is None) == (c is None) and (b is None or abs(b - c) < 1e-4), gram
+    assert ours.read_text(encoding="utf-8").split("\n")[:3] == ref.read_text(encoding="utf-8").split("\n")[:3]
+
+
+def test_kn_discounts_match_lmplz_statistics(trained):
+    """Discounts equal lmplz's printed statistics; fallback 0.5/1/1.5 only where lmplz needed it."""
+    small5 = trained("small_ko", 5).info
+    assert small5["discount_fallback"] == [4, 5]
+    assert small5["discounts"]["4"] == [0.5, 1.0, 1.5]
+    np.testing.assert_allclose(small5["discounts"]["3"], [0.99149, 1.61866, 1.81021], atol=1e-5)
+    ptb3 = trained("ptb", 3).info
+    assert ptb3["discount_fallback"] == []
+    np.testing.assert_allclose(ptb3["discounts"]["1"], [0.477634, 1.24982, 1.93069], atol=1e-5)
+    np.testing.assert_allclose(ptb3["discounts"]["3"], [0.903014, 1.34716, 1.41605], atol=1e-5)
+
+
+def check_scores(model, corpus, ref):
+    queries = fixture_lines(CORPUS[corpus][1])
+    np.testing.assert_allclose(model.score_many(queries), ref["sentence_log10"], atol=1e-4, rtol=0)
+    for i, expected in enumerate(ref["full_scores_first_20"]):
+        got = model.full_scores(queries[i])
+        assert len(got) == len(expected)
+        for (p, length, oov), e in zip(got, expected):
+            assert abs(p - e["log10prob"]) < 1e-4
+            assert (length, oov) == (e["ngram_length"], e["oov"])
+    stats = model.evaluate(queries)
+    corpus_ref = ref["corpus"]
+    assert stats["predicted"] == corpus_ref["tokens_incl_eos"]
+    assert stats["oov"] == corpus_ref["oov"]
+    assert abs(stats["log10_total"] - corpus_ref["total_log10"]) < 1e-4 * len(queries)
+    assert stats["perplexity"] == pytest.approx(corpus_ref["perplexity_incl_oov"], rel=1e-4)
+    assert stats["perplexity_excl_oov"] == pytest.approx(corpus_ref["perplexity_excl_oov"], rel=1e-4)
+    per_sentence = [model.perplexity(q) for q in queries[:50]]
+    np.testing.assert_allclose(per_sentence, ref["sentence_perplexity"][:50], rtol=1e-4)
+
+
+@pytest.mark.parametrize("corpus,order", PARITY + [("ptb", 5)])
+def test_trained_model_scores_like_kenlm(corpus, order, trained):
+    """Sentence scores, full_scores (prob, n-gram length, OOV) and perplexities equal KenLM's."""
+    check_scores(trained(corpus, order), corpus, fixture_scores(f"{corpus}.o{order}.scores.json"))
+
+
+@pytest.mark.parametrize("corpus,order", [("small_ko", 3), ("ptb", 3)])
+def test_kenlm_arpa_read_reproduces_kenlm_scores(corpus, order, tmp_path):
+    """Reading lmplz's own ARPA file gives KenLM's query scores."""
+    model = NgramModel.read_arpa(fixture_arpa(f"{corpus}.o{order}.arpa", tmp_path))
+    assert model.order == order
+    check_scores(model, corpus, fixture_scores(f"{corpus}.o{order}.scores.json"))
+
+
+def test_skip_symbols_like_lmplz(tmp_path):
+    """Literal <unk>, <s>, </s> in training text are skipped (lmplz --skip_symbols)."""
+    lines = fixture_lines("ptb_train.txt")[:400]
+    rng = np.random.default_rng(7)
+    noisy = []
+    for line in lines:
+        words = line.split()
+        for _ in range(2):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(["<unk>", "<s>", "</s>"])))
+        noisy.append(" ".join(words))
+    a, b = tmp_path / "a.arpa", tmp_path / "b.arpa"
+    NgramModel.train(lines, 3).write_arpa(a)
+    NgramModel.train(noisy, 3).write_arpa(b)
+    assert a.read_bytes() == b.read_bytes()
+
+
+# ---------------------------------------------------------------- normalisation
+
+def random_histories(model, corpus, rng, count=6):
+    """Histories from training sentences (seen contexts) and from random vocabulary words."""
+    histories = [[]]
+    for _ in range(count):
+        tokens = model.tokenizer.split(corpus[int(rng.integers(len(corpus)))])
+        cut = int(rng.integers(0, len(tokens) + 1))
+        histories.append(tokens[:cut])
+    words = model.vocab.tokens[3:]
+    histories += [[words[int(i)] for i in rng.integers(len(words), size=int(n))] for n in (1, 2, 4)]
+    histories.append(["없는단어", "<unk>"])
+    return histories
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_next_distribution_sums_to_one(smoothing, order, small_corpus, rng):
+    """Sum over the vocabulary plus </s> of P(w | h) is 1 within 1e-6 (MLE: seen histories only)."""
+    model = NgramModel.train(small_corpus, order, smoothing=smoothing, k=0.5)
+    for history in random_histories(model, small_corpus, rng):
+        p = model.next_distribution(history)
+        assert p.shape == (len(model.vocab),) and p[BOS_ID] == 0
+        total = p.sum()
+        if smoothing == "mle" and not np.isclose(total, 1.0, atol=1e-6):
+            assert total == 0 or not model_has_context(model, history)
+            continue
+        assert abs(total - 1.0) < 1e-6, (history, total)
+
+
+def model_has_context(model, history):
+    """MLE has a distribution only after histories seen in training."""
+    tokens = ["<s>"] + list(history)
+    return any(" ".join(tokens[-k:]) in " ".join(["<s>"] + s.split()) for k in range(1, model.order))
+
+
+@pytest.mark.parametrize("unit", ["char", "jamo"])
+def test_char_and_jamo_models_normalise(unit, small_corpus, rng):
+    """Character and jamo unit models (spaces are units) are normalised too."""
+    model = NgramModel.train(small_corpus[:100], 4, unit=unit)
+    assert " " in model.vocab
+    for history in random_histories(model, small_corpus[:100], rng, count=3)[:4]:
+        assert abs(model.next_distribution(history).sum() - 1) < 1e-6
+
+
+def test_pruned_models_normalise(small_corpus, rng):
+    """Count cut-offs drop n-grams but keep every smoothing normalised."""
+    for smoothing in ("kn", "wb", "addk"):
+        full = NgramModel.train(small_corpus, 3, smoothing=smoothing)
+        pruned = NgramModel.train(small_corpus, 3, smoothing=smoothing, prune=[0, 1])
+        assert pruned.ngram_counts()[2] < full.ngram_counts()[2]
+        for history in random_histories(pruned, small_corpus, rng, count=3):
+            assert abs(pruned.next_distribution(history).sum() - 1) < 1e-6
+
+
+def test_distribution_agrees_with_full_scores(trained):
+    """next_distribution(h)[w] equals 10^(full_scores) of w after h."""
+    model = trained("ptb", 3)
+    words = "the company said it would buy".split()
+    scores = model.full_scores(" ".join(words))
+    for i, word in enumerate(words + ["</s>"]):
+        p = model.next_distribution(words[:i])
+        assert math.isclose(p[model.vocab.id(word)], 10 ** scores[i][0], rel_tol=1e-5)
+
+
+def test_file_score_is_sum_of_sentences(trained):
+    """score_many equals score per sentence, which equals the sum of its full_scores."""
+    model = trained("small_ko", 3)
+    queries = fixture_lines("queries_ko.txt")[:40]
+    batch = model.score_many(queries)
+    for q, s in zip(queries, batch):
+        assert model.score(q) == pytest.approx(s, abs=1e-9)
+        assert sum(p for p, _, _ in model.full_scores(q)) == pytest.approx(s, abs=1e-9)
+    assert model.score("", bos=True, eos=True) == pytest.approx(model.full_scores("")[0][0])
+    assert len(model.full_scores("a b", eos=False)) == 2
+
+
+def test_addk_unigram_is_lidstone(small_corpus):
+    """Order-1 add-k is exactly Lidstone: (c + k) / (N + k |V|), |V| without <s>."""
+    k = 0.3
+    model = NgramModel.train(small_corpus, 1, smoothing="addk", k=k)
+    tokens = [t for line in small_corpus for t in line.split()]
+    n = len(tokens) + len(small_corpus)
+    size = len(model.vocab) - 1
+    word = tokens[0]
+    expected = (tokens.count(word) + k) / (n + k * size)
+    assert 10 ** model.full_scores(word, eos=False)[0][0] == pytest.approx(expected, rel=1e-6)
+    assert 10 ** model.score("", bos=True) == pytest.approx((len(small_corpus) + k) / (n + k * size), rel=1e-6)
+
+
+def test_mle_unseen_is_zero_probability_not_a_crash(small_corpus):
+    """MLE gives log10 -inf to unseen events and OOVs, and evaluate counts them."""
+    model = NgramModel.train(small_corpus, 2, smoothing="mle")
+    assert model.score(small_corpus[0]) > -math.inf
+    assert model.score("없는단어") == -math.inf
+    stats = model.evaluate(["없는단어", small_corpus[0]])
+    assert stats["zero_prob"] >= 1 and stats["perplexity"] == math.inf
+
+
+def test_high_order_without_limit(small_corpus, rng):
+    """Order 9 trains (no compile-time limit) and stays normalised."""
+    model = NgramModel.train(small_corpus[:100], 9)
+    assert model.order == 9 and len(model.ngram_counts()) == 9
+    for history in random_histories(model, small_corpus[:100], rng, count=3):
+        assert abs(model.next_distribution(history).sum() - 1) < 1e-6
+
+
+# ---------------------------------------------------------------- ARPA and model files
+
+@pytest.mark.parametrize("smoothing,unit", [("kn", "word"), ("wb", "word"), ("addk", "word"),
+                                            ("mle", "word"), ("kn", "char"), ("kn", "jamo")])
+def test_arpa_round_trip_is_byte_identical(smoothing, unit, small_corpus, tmp_path):
+    """write -> read -> write gives the same bytes, and the read model scores the same."""
+    model = NgramModel.train(small_corpus[:150], 3, smoothing=smoothing, unit=unit)
+    first, second = tmp_path / "a.arpa", tmp_path / "b.arpa"
+    model.write_arpa(first)
+    again = NgramModel.read_arpa(first, unit=unit)
+    again.write_arpa(second)
+    assert first.read_bytes() == second.read_bytes()
+    queries = small_corpus[150:200]
+    np.testing.assert_array_equal(model.score_many(queries), again.score_many(queries))
+
+
+def test_kenlm_arpa_round_trip_is_byte_identical(tmp_path):
+    """A KenLM ARPA file read and written again is byte-identical (same number formatting)."""
+    ref = fixture_arpa("small_ko.o3.arpa", tmp_path)
+    out = tmp_path / "out.arpa"
+    NgramModel.read_arpa(ref).write_arpa(out)
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_model_file_save_load(trained, tmp_path):
+    """save/load through rnnkit.modelfile keeps the arrays, vocabulary and scores."""
+    model = trained("small_ko", 3)
+    path = tmp_path / "kn.model"
+    model.save(path)
+    loaded = NgramModel.load(path)
+    assert loaded.order == 3 and loaded.vocab == model.vocab and loaded.smoothing == "kn"
+    queries = fixture_lines("queries_ko.txt")[:30]
+    np.testing.assert_array_equal(loaded.score_many(queries), model.score_many(queries))
+    assert loaded.info["discounts"] == model.info["discounts"]
+
+
+def test_srilm_style_arpa(tmp_path):
+    """SRILM layout (text before \\data\\, spaces, -99 for <s>, no <unk>) reads and scores."""
+    text = (
+        "some comment\n\n\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n"
+        "-0.30103 </s>\n-99 <s> -0.5\n-0.30103 a -0.2\n-0.60206 b\n\n"
+        "\\2-grams:\n-0.1 <s> a\n-0.2 a b\n\n\\end\\\n"
+    )
+    path = tmp_path / "sri.arpa"
+    path.write_text(text, encoding="utf-8")
+    model = NgramModel.read_arpa(path)
+    assert model.vocab.tokens[:3] == ["<unk>", "<s>", "</s>"] and model.info["notes"]
+    scores = model.full_scores("a b")
+    assert [round(p, 6) for p, _, _ in scores] == [-0.1, -0.2, round(-0.30103 + 0, 6)]
+    assert model.full_scores("zzz")[0] == (pytest.approx(-100.5), 1, True)
+
+
+MALFORMED = [
+    ("no header", "hello\n", "no \\\\data\\\\"),
+    ("bad count", "\\data\\\nngram 1=x\n", "line 2"),
+    ("count mismatch", "\\data\\\nngram 1=3\n\n\\1-grams:\n-1 <s>\n-1 </s>\n\n\\end\\\n", "line 4: the header says 3"),
+    ("bad number", "\\data\\\nngram 1=2\n\n\\1-grams:\n-1 <s>\nabc </s>\n\n\\end\\\n", "line 6"),
+    ("fields", "\\data\\\nngram 1=2\n\n\\1-grams:\n-1 <s>\n-1 </s> 0 0\n\n\\end\\\n", "line 6"),
+    ("unknown word", "\\data\\\nngram 1=2\nngram 2=1\n\n\\1-grams:\n-1 <s>\n-1 </s>\n\n\\2-grams:\n-1 <s> x\n\n\\end\\\n", "line 10: word 'x'"),
+    ("no end", "\\data\\\nngram 1=2\n\n\\1-grams:\n-1 <s>\n-1 </s>\n", "end"),
+    ("wrong section", "\\data\\\nngram 1=2\n\n\\2-grams:\n", "line 4"),
+]
+
+
+@pytest.mark.parametrize("name,text,match", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_arpa_names_the_line(name, text, match, tmp_path):
+    """A malformed ARPA file raises ArpaError whose message says where."""
+    path = tmp_path / "bad.arpa"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ArpaError, match=match):
+        NgramModel.read_arpa(path)
+
+
+def test_arpa_and_model_file_errors(tmp_path):
+    """Missing, non-UTF-8 ARPA and a non-model file give clear ModelFileError subclasses."""
+    with pytest.raises(ArpaError, match="not found"):
+        NgramModel.read_arpa(tmp_path / "missing.arpa")
+    bad = tmp_path / "latin1.arpa"
+    bad.write_bytes(b"\\data\\\nngram 1=1\n\n\\1-grams:\n-1 caf\xe9\n")
+    with pytest.raises(ArpaError, match="line 5"):
+        NgramModel.read_arpa(bad)
+    with pytest.raises(ModelFileError):
+        NgramModel.load(tmp_path / "missing.model")
+
+
+# ---------------------------------------------------------------- bad training input
+
+def test_bad_training_inputs(tmp_path):
+    """Empty corpus and order 0 are refused clearly; bad files raise CorpusError."""
+    for empty in ([], [""], ["", "   "], ["<unk> <s>"]):
+        with pytest.raises(CorpusError, match="no tokens"):
+            NgramModel.train(empty, 3)
+    for order in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="order"):
+            NgramModel.train(["a b"], order)
+    with pytest.raises(ValueError, match="smoothing"):
+        NgramModel.train(["a b"], 2, smoothing="good-turing")
+    with pytest.raises(ValueError, match="prune"):
+        NgramModel.train(["a b"], 2, prune=[1])
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("안녕\ncaf".encode() + b"\xe9\n")
+    with pytest.raises(CorpusError, match="line 2"):
+        NgramModel.train_file(latin, 3)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(CorpusError, match="empty"):
+        NgramModel.train_file(empty, 3)
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_one_word_corpus(smoothing):
+    """A one-word corpus trains (KN falls back to 0.5/1/1.5) and its distributions normalise."""
+    model = NgramModel.train(["안녕"], 3, smoothing=smoothing)
+    assert model.vocab.tokens == ["<unk>", "<s>", "</s>", "안녕"]
+    p = model.next_distribution([])
+    assert abs(p.sum() - 1) < 1e-6
+    assert p[UNK_ID] > 0 or smoothing == "mle"
+    if smoothing == "kn":
+        assert model.info["discount_fallback"] == [1, 2, 3]
+    assert abs(model.next_distribution(["안녕"]).sum() - 1) < 1e-6
+    if smoothing == "mle":
+        assert model.next_distribution(["안녕"])[EOS_ID] == 1.0
