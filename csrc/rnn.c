@@ -8,6 +8,16 @@
  * Non-goals: allocation, threading of our own (BLAS threads only), I/O, other cell
  * types (LSTM/GRU), mixed precision. Never built with -ffast-math: the softmax relies
  * on IEEE exp/log behaviour.
+ *
+ * Speed notes (issue 6; benchmarks/bench_kernel.py measures them). A training step is
+ * three big GEMMs of the output layer (BLAS) plus passes over the (T*B, V) logits.
+ * Those passes are ours and must run at vector speed without -ffast-math, so:
+ *  - the softmax uses exp_nonpos(), a Cephes-style expf written so the compiler can
+ *    vectorise it (libm expf is a scalar call and took ~15% of a C1 step);
+ *  - reductions (max, sums in double) keep one accumulator per vector lane, because
+ *    IEEE semantics forbid the compiler from reassociating a single accumulator;
+ *  - on x86-64 Linux with GCC the hot loops are compiled for AVX-512, AVX2 and the
+ *    baseline and picked at load time (target_clones), so the wheel stays portable.
  */
 #include "rnn.h"
 
@@ -26,6 +36,18 @@
 
 /* Rows of logits computed at once when no (T, B, V) dlogits buffer is given. */
 #define RNN_CHUNK_ROWS 64
+
+/* Function multiversioning: GCC emits one copy of a function per listed target and an
+ * ifunc resolver picks the best one for the running CPU (needs glibc's ifunc support,
+ * hence the guard: musl, macOS, Windows and clang get the baseline build only). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define RNN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RNN_MULTIVERSION
+#endif
+
+/* Independent accumulators per reduction: 16 floats = one AVX-512 register. */
+#define RNN_LANES 16
 
 /* ------------------------------------------------------------------------------------
  * status, sizes, threads
@@ -133,6 +155,139 @@ static void activation_backward(float *dz, const float *dh, const float *h, int 
     }
 }
 
+/* ------------------------------------------------------------------------------------
+ * vectorisable row math for the softmax
+ * ---------------------------------------------------------------------------------- */
+
+#if defined(__GNUC__)
+/* GCC/clang vector extensions, used where the auto-vectoriser gives up under IEEE
+ * semantics (selects, max reductions). 8 floats = one AVX2 register: GCC splits wider
+ * vectors into halves for AVX2 but turns their compares into scalar code, and AMD
+ * cores run AVX-512 as two 256-bit halves anyway. */
+#define RNN_VLEN 8
+typedef float rnn_vf __attribute__((vector_size(RNN_VLEN * sizeof(float))));
+typedef int32_t rnn_vi __attribute__((vector_size(RNN_VLEN * sizeof(int32_t))));
+typedef uint32_t rnn_vu __attribute__((vector_size(RNN_VLEN * sizeof(uint32_t))));
+#endif
+
+/* out[k] = exp(in[k] - shift) for RNN_LANES values with in[k] - shift <= 0 (softmax
+ * arguments after the max is subtracted).
+ *
+ * libm expf is a scalar call and took ~15% of a C1 step; this is Cephes expf in
+ * vector form, within 1 ulp of expf on [-87, 0] (checked on 2M points):
+ * x = n ln2 + r with n = round(x / ln2) (adding 1.5 * 2^23 rounds to an integer,
+ * which then sits in the low mantissa bits), ln2 split in two (Cody-Waite) so r is
+ * exact, exp(r) by Cephes' degree-7 polynomial, and 2^n written into the exponent
+ * bits. x is clamped at -88 where n = -127 gives exponent bits 0, i.e. 2^n = 0, so
+ * arguments whose expf is subnormal (< 1.2e-38) or -inf return 0; NaN stays NaN.
+ * Other compilers get libm expf. */
+static inline
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+void exp_lanes(float *out, const float *in, float shift) {
+#if defined(__GNUC__)
+    const float round_shift = 12582912.0f;            /* 1.5 * 2^23 */
+    const rnn_vf floor_v = (rnn_vf){0} - 88.0f;
+    for (int h = 0; h < RNN_LANES; h += RNN_VLEN) {
+        rnn_vf x;
+    memcpy(&x, in + h, sizeof x);                      /* unaligned load */
+    x = x - shift;
+    rnn_vi low = x < floor_v;                          /* false for NaN: it propagates */
+    x = (rnn_vf)((low & (rnn_vi)floor_v) | (~low & (rnn_vi)x));
+    rnn_vf t = x * 1.44269504088896341f + round_shift;
+    rnn_vf n = t - round_shift;                        /* round(x / ln2), in [-127, 0] */
+    rnn_vf r = x - n * 0.693359375f;                   /* ln2 high part: n * it is exact */
+    r = r - n * -2.12194440e-4f;                       /* ln2 low part */
+    rnn_vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    rnn_vu bits = ((rnn_vu)t - 0x4B400000u + 127u) << 23;   /* (n + 127) << 23 */
+    p = p * (rnn_vf)bits;
+    memcpy(out + h, &p, sizeof p);
+    }
+#else
+    for (int k = 0; k < RNN_LANES; k++) out[k] = expf(in[k] - shift);
+#endif
+}
+
+/* row[i] += bias[i]; returns max_i row[i]. The max is exact in any order, so
+ * lane-wise partial maxima change nothing; GCC does not vectorise a ?: max reduction
+ * without -ffinite-math-only, hence the vector extensions. */
+RNN_MULTIVERSION
+static float row_add_max(float *row, const float *bias, int V) {
+    for (int i = 0; i < V; i++) row[i] += bias[i];
+    float mx = -INFINITY;
+    int i = 0;
+#if defined(__GNUC__)
+    if (V >= 2 * RNN_VLEN) {          /* two accumulators: the compare has latency */
+        rnn_vf m0, m1, v;
+        rnn_vi gt;
+        memcpy(&m0, row, sizeof m0);
+        memcpy(&m1, row + RNN_VLEN, sizeof m1);
+        for (i = 2 * RNN_VLEN; i + 2 * RNN_VLEN <= V; i += 2 * RNN_VLEN) {
+            memcpy(&v, row + i, sizeof v);
+            gt = v > m0;
+            m0 = (rnn_vf)((gt & (rnn_vi)v) | (~gt & (rnn_vi)m0));
+            memcpy(&v, row + i + RNN_VLEN, sizeof v);
+            gt = v > m1;
+            m1 = (rnn_vf)((gt & (rnn_vi)v) | (~gt & (rnn_vi)m1));
+        }
+        for (int k = 0; k < RNN_VLEN; k++) {
+            mx = m0[k] > mx ? m0[k] : mx;
+            mx = m1[k] > mx ? m1[k] : mx;
+        }
+    }
+#endif
+    for (; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+    return mx;
+}
+
+/* sum_i exp(src[i] - shift), summed in double (one accumulator per lane). dst, which
+ * may be src, receives the exponentials unless it is NULL. */
+RNN_MULTIVERSION
+static double row_exp_sum(float *dst, const float *src, int V, float shift) {
+    double acc[RNN_LANES] = {0};
+    float e[RNN_LANES];
+    int i = 0;
+    for (; i + RNN_LANES <= V; i += RNN_LANES) {
+        exp_lanes(e, src + i, shift);
+        if (dst) memcpy(dst + i, e, sizeof e);
+        for (int k = 0; k < RNN_LANES; k++) acc[k] += (double)e[k];
+    }
+    if (i < V) {                      /* tail, padded with -inf whose exponential is 0 */
+        float in[RNN_LANES];
+        for (int k = 0; k < RNN_LANES; k++) in[k] = i + k < V ? src[i + k] : -INFINITY;
+        exp_lanes(e, in, shift);
+        if (dst) memcpy(dst + i, e, (size_t)(V - i) * sizeof(float));
+        for (int k = 0; k < RNN_LANES; k++) acc[k] += (double)e[k];
+    }
+    double sum = 0.0;
+    for (int k = 0; k < RNN_LANES; k++) sum += acc[k];
+    return sum;
+}
+
+RNN_MULTIVERSION
+static void row_scale(float *row, int V, float s) {
+    for (int i = 0; i < V; i++) row[i] *= s;
+}
+
+/* sum_i x[i]^2 in double, lane-wise (clip_grad_norm over all parameters). */
+RNN_MULTIVERSION
+static double sum_squares(const float *x, int64_t n) {
+    double acc[RNN_LANES] = {0};
+    double tail = 0.0;
+    int64_t i = 0;
+    for (; i + RNN_LANES <= n; i += RNN_LANES)
+        for (int k = 0; k < RNN_LANES; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
+    for (; i < n; i++) tail += (double)x[i] * (double)x[i];
+    for (int k = 0; k < RNN_LANES; k++) tail += acc[k];
+    return tail;
+}
+
 /* Fused bias + log-softmax + cross-entropy for one row of logits.
  * Returns log P(target) (0 when target < 0). With want_grad, the row is overwritten
  * by softmax - onehot(target) (zeros when target < 0); otherwise, with logp_row set,
@@ -143,25 +298,15 @@ static float softmax_row(float *row, const float *b_y, int V, int target, int wa
         memset(row, 0, (size_t)V * sizeof(float));
         return 0.0f;
     }
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++) {
-        row[i] += b_y[i];
-        if (row[i] > mx) mx = row[i];
-    }
-    double sum = 0.0;
+    float mx = row_add_max(row, b_y, V);
     if (want_grad) {
         float target_logit = row[target];
-        for (int i = 0; i < V; i++) {
-            float e = expf(row[i] - mx);
-            row[i] = e;
-            sum += e;
-        }
-        float inv = (float)(1.0 / sum);
-        for (int i = 0; i < V; i++) row[i] *= inv;
+        double sum = row_exp_sum(row, row, V, mx);
+        row_scale(row, V, (float)(1.0 / sum));
         row[target] -= 1.0f;
         return (float)((double)(target_logit - mx) - log(sum));
     }
-    for (int i = 0; i < V; i++) sum += expf(row[i] - mx);
+    double sum = row_exp_sum(NULL, row, V, mx);
     float lse = (float)((double)mx + log(sum));
     float result = target >= 0 ? row[target] - lse : 0.0f;
     if (logp_row)
@@ -377,9 +522,7 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
     if (!norm || !grads) return RNN_E_NULL;
     if (n < 0) return RNN_E_SIZE;
     if (isnan(max_norm)) return RNN_E_ARGUMENT;
-    double sq = 0.0;
-    for (int64_t i = 0; i < n; i++) sq += (double)grads[i] * grads[i];
-    double total = sqrt(sq);
+    double total = sqrt(sum_squares(grads, n));
     *norm = (float)total;
     if (!isfinite(total)) return RNN_E_NONFINITE;
     if (max_norm > 0.0f && total > max_norm) {
