@@ -109,23 +109,26 @@ def write_arpa(handle, vocab: Vocab, keys: list, prob: list, bo: list, order: in
     head = ["\\data\\"] + [f"ngram {n}={c}" for n, c in enumerate(counts, 1)]
     handle.write(("\n".join(head) + "\n").encode("utf-8"))
     texts = tokens
+    chunk = 1 << 18
     for n in range(1, order + 1):
         handle.write(f"\n\\{n}-grams:\n".encode("utf-8"))
-        if n > 1:
-            k = keys[n]
-            first = (k % V).tolist()
-            suffix = (k // V).tolist()
-            lower = texts
-            texts = [f"{tokens[f]} {lower[s]}" for f, s in zip(first, suffix)]
-        probs = format_floats(prob[n])
-        chunk = 1 << 18
-        for start in range(0, len(texts), chunk):
-            stop = start + chunk
+        lower, texts = texts, ([] if n < order else None)
+        count = V if n == 1 else len(keys[n])
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            if n == 1:
+                part = lower[start:stop]
+            else:
+                k = keys[n][start:stop]
+                part = [f"{tokens[f]} {lower[s]}" for f, s in zip((k % V).tolist(), (k // V).tolist())]
+            if texts is not None:
+                texts.extend(part)  # the next order builds on these
+            probs = format_floats(prob[n][start:stop])
             if n < order:
                 bos = format_floats(bo[n][start:stop])
-                lines = [f"{p}\t{t}\t{b}\n" for p, t, b in zip(probs[start:stop], texts[start:stop], bos)]
+                lines = [f"{p}\t{t}\t{b}\n" for p, t, b in zip(probs, part, bos)]
             else:
-                lines = [f"{p}\t{t}\n" for p, t in zip(probs[start:stop], texts[start:stop])]
+                lines = [f"{p}\t{t}\n" for p, t in zip(probs, part)]
             handle.write("".join(lines).encode("utf-8"))
     handle.write(b"\n\\end\\\n")
 

@@ -108,14 +108,15 @@ def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
         key = sid_prev[starts + 1].astype(np.int64) * V + seq[starts]
         keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
         del key
-        inverse = inverse.astype(np.int32 if len(keys) < 2**31 else np.int64)
-        context = np.empty(len(keys), dtype=np.int64)
+        small = np.int32 if len(keys) < 2**31 and V < 2**31 else np.int64
+        inverse = inverse.astype(small)
+        context = np.empty(len(keys), dtype=sid_prev.dtype)
         context[inverse] = sid_prev[starts]
         sid = np.full(len(seq), -1, dtype=inverse.dtype)
         sid[starts] = inverse
         del inverse, starts
         tables.append({
-            "keys": keys, "count": count.astype(np.int64), "suffix": keys // V,
+            "keys": keys, "count": count.astype(small), "suffix": (keys // V).astype(sid_prev.dtype),
             "first": (keys % V).astype(np.int32), "context": context,
         })
         sid_prev = sid
@@ -262,6 +263,18 @@ def _estimate_backoff(tables, order, V, keep, smoothing, k, info):
         probs.append(p)
         p_lower = p
     return probs, gammas
+
+
+def _sorted_search(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """np.searchsorted clipped to a valid index; large batches are sorted first (cache-friendly)."""
+    if query.size > 4096:
+        perm = np.argsort(query)
+        pos = np.empty(query.size, dtype=np.int64)
+        pos[perm] = np.searchsorted(keys, query[perm])
+    else:
+        pos = np.searchsorted(keys, query)
+    np.minimum(pos, keys.size - 1, out=pos)
+    return pos
 
 
 def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -430,8 +443,16 @@ class NgramModel:
     # ------------------------------------------------------------ lookup core
 
     def _ids(self, tokens) -> np.ndarray:
+        # Number the distinct tokens in a small local dict first, then look only those up
+        # in the (possibly million-entry) vocabulary: far fewer cache misses.
+        tokens = list(tokens)
+        local = dict.fromkeys(tokens)
+        for i, t in enumerate(local):
+            local[t] = i
+        seen = np.fromiter(map(local.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         get = self._index.get
-        return np.fromiter((get(t, UNK_ID) for t in tokens), dtype=np.int64)
+        table = np.fromiter((get(t, UNK_ID) for t in local), dtype=np.int64, count=len(local))
+        return table[seen]
 
     def _match(self, ids: np.ndarray, offset: np.ndarray):
         """Longest match for the n-gram ending at every position (not crossing its segment).
@@ -455,8 +476,7 @@ class NgramModel:
             if cur.size == 0 or keys.size == 0:
                 break
             key = sid * V + ids[cur - (n - 1)]
-            pos = np.searchsorted(keys, key)
-            np.minimum(pos, keys.size - 1, out=pos)
+            pos = _sorted_search(keys, key)
             found = keys[pos] == key
             cur, sid = cur[found], pos[found]
             match[cur] = n
@@ -509,10 +529,10 @@ class NgramModel:
     def _split(self, sentences) -> list[list[str]]:
         if isinstance(sentences, str):
             sentences = [sentences]
-        out = []
-        for s in sentences:
-            out.append(self.tokenizer.split(nfc(s)) if isinstance(s, str) else list(s))
-        return out
+        sentences = list(sentences)
+        if all(isinstance(s, str) for s in sentences):
+            return self.tokenizer.split_lines(nfc(s) for s in sentences)
+        return [self.tokenizer.split(nfc(s)) if isinstance(s, str) else list(s) for s in sentences]
 
     def _token_scores(self, token_lists, bos=True, eos=True):
         """Per-sentence arrays (log10, ngram length, oov) for the scored positions, in batches."""
