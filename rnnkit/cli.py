@@ -387,8 +387,9 @@ def rank(candidates, context, nbest, lm_weight, model_path, as_json):
     rows = []
     if context:
         context = nfc(context)
-        joiner = "" if model.unit == "word" else " "
-        n_context = len(model.tokenizer.split(context + joiner)) if joiner else len(model.tokenizer.split(context))
+        # the units of "context " are a prefix of the units of "context candidate" in
+        # every unit (for words the space is no unit at all)
+        n_context = len(model.tokenizer.split(context + " "))
         for cand in candidates:
             full = f"{context} {cand}"
             logps = model.token_logprobs(full)

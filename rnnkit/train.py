@@ -51,9 +51,15 @@ class TrainConfig:
     stream: bool = False               # carry the state across lines (one text stream)
     min_improvement: float = 0.003     # relative validation improvement that counts
     patience: int = 2                  # Adam: epochs without improvement before stopping
+    embedding_lr_scale: float | None = None  # W_xh's rate / the others' (default 10 adam, 1 sgd)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
+
+    def embedding_scale(self) -> float:
+        if self.embedding_lr_scale is not None:
+            return self.embedding_lr_scale
+        return 10.0 if self.optimizer == "adam" else 1.0
 
     def check(self) -> None:
         for name in ("hidden", "bptt", "batch", "epochs", "min_count"):
@@ -65,6 +71,8 @@ class TrainConfig:
             raise RnnkitError(f"learning rate must be > 0, got {self.learning_rate()}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise RnnkitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if not self.embedding_scale() > 0:
+            raise RnnkitError(f"embedding learning-rate scale must be > 0, got {self.embedding_scale()}")
         if self.max_vocab is not None and self.max_vocab < 1:
             raise RnnkitError(f"max-vocab must be >= 1, got {self.max_vocab}")
 
@@ -81,13 +89,14 @@ def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list
 
 
 def init_params(V: int, H: int, rng: np.random.Generator, unigram: np.ndarray | None) -> np.ndarray:
-    """Uniform +-1/sqrt(H) (PyTorch's RNN default) for W_hh and W_hy, N(0, 0.3) for the
-    input rows, zero b_h, and b_y set to the log unigram distribution so the first
-    steps start from the unigram model instead of uniform."""
+    """Uniform +-1/sqrt(H) (PyTorch's RNN default) for W_hh and W_hy, N(0, 1) for the
+    input rows (an embedding: unit-scale rows use the tanh's range from the first step;
+    on tinyshakespeare std 1.0 beat 0.3 and 0.6 after one epoch), zero b_h, and b_y
+    set to the log unigram distribution so training starts from the unigram model."""
     params = np.zeros(kernel.num_params(V, H), dtype=np.float32)
     w = kernel.param_views(params, V, H)
     bound = 1.0 / math.sqrt(H)
-    w["W_xh"][:] = rng.normal(0.0, 0.3, size=(V, H))
+    w["W_xh"][:] = rng.normal(0.0, 1.0, size=(V, H))
     w["W_hh"][:] = rng.uniform(-bound, bound, size=(H, H))
     w["W_hy"][:] = rng.uniform(-bound, bound, size=(V, H))
     if unigram is not None:
@@ -125,10 +134,16 @@ class Trainer:
             raise RnnkitError("training diverged (non-finite gradient); lower the learning rate "
                               "or the clip value") from None
         self.step_count += 1
-        if self.config.optimizer == "adam":
-            kernel.adam_update(model.params, self.grads, self.m, self.v, self.step_count, self.lr)
-        else:
-            kernel.sgd_update(model.params, self.grads, self.lr)
+        # W_xh (the first V*H values) is an embedding: each row only learns from the
+        # positions holding its token, so it gets a larger rate than the dense matrices
+        # (tinyshakespeare, 1 epoch of Adam: valid 2.469 -> 2.384 bits/char with 10x).
+        n = model.V * model.hidden
+        for part, scale in ((slice(0, n), self.config.embedding_scale()), (slice(n, None), 1.0)):
+            if self.config.optimizer == "adam":
+                kernel.adam_update(model.params[part], self.grads[part], self.m[part], self.v[part],
+                                   self.step_count, self.lr * scale)
+            else:
+                kernel.sgd_update(model.params[part], self.grads[part], self.lr * scale)
         return loss, count, hs[-1].copy()
 
     def epoch(self, deadline: float | None, progress=None) -> dict:
