@@ -170,8 +170,9 @@ typedef int32_t rnn_vi __attribute__((vector_size(RNN_VLEN * sizeof(int32_t))));
 typedef uint32_t rnn_vu __attribute__((vector_size(RNN_VLEN * sizeof(uint32_t))));
 #endif
 
-/* out[k] = exp(in[k] - shift) for RNN_LANES values with in[k] - shift <= 0 (softmax
- * arguments after the max is subtracted).
+#if defined(__GNUC__)
+/* *v = exp(*v) lane-wise, for arguments <= 0 (softmax after the max is subtracted).
+ * (By pointer: passing vectors by value to a baseline-ISA function trips psABI.)
  *
  * libm expf is a scalar call and took ~15% of a C1 step; this is Cephes expf in
  * vector form, within 1 ulp of expf on [-87, 0] (checked on 2M points):
@@ -179,20 +180,11 @@ typedef uint32_t rnn_vu __attribute__((vector_size(RNN_VLEN * sizeof(uint32_t)))
  * which then sits in the low mantissa bits), ln2 split in two (Cody-Waite) so r is
  * exact, exp(r) by Cephes' degree-7 polynomial, and 2^n written into the exponent
  * bits. x is clamped at -88 where n = -127 gives exponent bits 0, i.e. 2^n = 0, so
- * arguments whose expf is subnormal (< 1.2e-38) or -inf return 0; NaN stays NaN.
- * Other compilers get libm expf. */
-static inline
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-void exp_lanes(float *out, const float *in, float shift) {
-#if defined(__GNUC__)
+ * arguments whose expf is subnormal (< 1.2e-38) or -inf give 0; NaN stays NaN. */
+static inline __attribute__((always_inline)) void exp_vec(rnn_vf *v) {
     const float round_shift = 12582912.0f;            /* 1.5 * 2^23 */
     const rnn_vf floor_v = (rnn_vf){0} - 88.0f;
-    for (int h = 0; h < RNN_LANES; h += RNN_VLEN) {
-        rnn_vf x;
-    memcpy(&x, in + h, sizeof x);                      /* unaligned load */
-    x = x - shift;
+    rnn_vf x = *v;
     rnn_vi low = x < floor_v;                          /* false for NaN: it propagates */
     x = (rnn_vf)((low & (rnn_vi)floor_v) | (~low & (rnn_vi)x));
     rnn_vf t = x * 1.44269504088896341f + round_shift;
@@ -206,13 +198,9 @@ void exp_lanes(float *out, const float *in, float shift) {
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
     rnn_vu bits = ((rnn_vu)t - 0x4B400000u + 127u) << 23;   /* (n + 127) << 23 */
-    p = p * (rnn_vf)bits;
-    memcpy(out + h, &p, sizeof p);
-    }
-#else
-    for (int k = 0; k < RNN_LANES; k++) out[k] = expf(in[k] - shift);
-#endif
+    *v = p * (rnn_vf)bits;
 }
+#endif
 
 /* row[i] += bias[i]; returns max_i row[i]. The max is exact in any order, so
  * lane-wise partial maxima change nothing; GCC does not vectorise a ?: max reduction
@@ -246,27 +234,49 @@ static float row_add_max(float *row, const float *bias, int V) {
     return mx;
 }
 
-/* sum_i exp(src[i] - shift), summed in double (one accumulator per lane). dst, which
- * may be src, receives the exponentials unless it is NULL. */
+/* sum_i exp(src[i] - shift). dst, which may be src, receives the exponentials unless
+ * it is NULL. Float vector lanes add up one block of 256 values (16 terms per lane, so
+ * their rounding stays within a few ulp), and block sums are added in double. Other
+ * compilers get libm expf and a plain double sum. */
 RNN_MULTIVERSION
 static double row_exp_sum(float *dst, const float *src, int V, float shift) {
-    double acc[RNN_LANES] = {0};
-    float e[RNN_LANES];
-    int i = 0;
-    for (; i + RNN_LANES <= V; i += RNN_LANES) {
-        exp_lanes(e, src + i, shift);
-        if (dst) memcpy(dst + i, e, sizeof e);
-        for (int k = 0; k < RNN_LANES; k++) acc[k] += (double)e[k];
-    }
-    if (i < V) {                      /* tail, padded with -inf whose exponential is 0 */
-        float in[RNN_LANES];
-        for (int k = 0; k < RNN_LANES; k++) in[k] = i + k < V ? src[i + k] : -INFINITY;
-        exp_lanes(e, in, shift);
-        if (dst) memcpy(dst + i, e, (size_t)(V - i) * sizeof(float));
-        for (int k = 0; k < RNN_LANES; k++) acc[k] += (double)e[k];
-    }
     double sum = 0.0;
-    for (int k = 0; k < RNN_LANES; k++) sum += acc[k];
+    int i = 0;
+#if defined(__GNUC__)
+    while (i < V) {
+        rnn_vf part0 = {0}, part1 = {0}, a, b;
+        int end = V - i < 256 ? V : i + 256;
+        for (; i + 2 * RNN_VLEN <= end; i += 2 * RNN_VLEN) {   /* two chains in flight */
+            memcpy(&a, src + i, sizeof a);
+            memcpy(&b, src + i + RNN_VLEN, sizeof b);
+            a -= shift;
+            b -= shift;
+            exp_vec(&a);
+            exp_vec(&b);
+            if (dst) {
+                memcpy(dst + i, &a, sizeof a);
+                memcpy(dst + i + RNN_VLEN, &b, sizeof b);
+            }
+            part0 += a;
+            part1 += b;
+        }
+        for (; i < end; i += RNN_VLEN) {  /* tail, padded with -inf whose exp is 0 */
+            int n = end - i < RNN_VLEN ? end - i : RNN_VLEN;
+            for (int k = 0; k < RNN_VLEN; k++) a[k] = k < n ? src[i + k] : -INFINITY;
+            a -= shift;
+            exp_vec(&a);
+            if (dst) memcpy(dst + i, &a, (size_t)n * sizeof(float));
+            part0 += a;
+        }
+        part0 += part1;
+        for (int k = 0; k < RNN_VLEN; k++) sum += (double)part0[k];
+    }
+#endif
+    for (; i < V; i++) {
+        float e = expf(src[i] - shift);
+        if (dst) dst[i] = e;
+        sum += e;
+    }
     return sum;
 }
 
