@@ -89,7 +89,7 @@ int64_t rnn_workspace_size(int T, int B, int H, int V) {
     int64_t N = (int64_t)T * B;
     int64_t chunk = N < RNN_CHUNK_ROWS ? N : RNN_CHUNK_ROWS;
     int64_t fwd = chunk * V;                       /* logits of one chunk of rows */
-    int64_t bwd = 2 * N * H + (int64_t)B * H;      /* dz, masked dz, dh_next */
+    int64_t bwd = 2 * N * H + (int64_t)B * H + N;  /* dz, masked dz, dh_next, ones */
     return fwd > bwd ? fwd : bwd;
 }
 
@@ -425,14 +425,16 @@ int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
     float *dz = work;                         /* (N, H): dL/dh, then dL/dz in place */
     float *dz_kept = dz + (size_t)N * H;      /* (N, H): dz where h_{t-1} was used, else 0 */
     float *dh_next = dz_kept + (size_t)N * H; /* (B, H): gradient flowing into h_{t-1} */
+    float *ones = dh_next + (size_t)B * H;    /* (N,): all 1, for the db_y column sum */
 
     /* output layer: dh = s * dlogits W_hy;  dW_hy += s * dlogits^T hs;  db_y += s * sum */
     gemm(0, 0, (int)N, H, V, loss_scale, dlogits, V, W_hy, H, 0.0f, dz, H);
     gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, hs, H, 1.0f, dW_hy, H);
-    for (int64_t n = 0; n < N; n++) {
-        const float *row = dlogits + (size_t)n * V;
-        for (int i = 0; i < V; i++) db_y[i] += loss_scale * row[i];
-    }
+    /* db_y as a GEMV with a ones vector: one more streaming pass over the (N, V)
+     * dlogits, which BLAS spreads over its threads. */
+    for (int64_t n = 0; n < N; n++) ones[n] = 1.0f;
+    RNN_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (int)N, V, loss_scale, dlogits, V,
+                          ones, 1, 1.0f, db_y, 1);
 
     /* BPTT, last step first */
     memset(dh_next, 0, (size_t)B * H * sizeof(float));
