@@ -362,10 +362,10 @@ class NgramModel:
                 logp = np.log10(probs[n].astype(_F32).astype(np.float64)).astype(_F32)
             logp = np.minimum(_F32(0), logp)
             if n > 1:
-                suffix = tables[n]["suffix"][kept]
+                suffix = tables[n]["suffix"][kept].astype(np.int64)
                 if remap[n - 1] is not None:
-                    suffix = remap[n - 1][suffix]
-                keys.append(suffix * V + tables[n]["first"][kept])
+                    suffix = remap[n - 1][suffix].astype(np.int64)
+                keys.append(suffix * V + tables[n]["first"][kept])  # int64: no overflow
             prob.append(logp[kept])
             if n < order:
                 g = np.ones(len(tables[n]["count"]), dtype=np.float64)

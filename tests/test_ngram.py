@@ -256,6 +256,23 @@ def test_mle_unseen_is_zero_probability_not_a_crash(small_corpus):
     assert stats["zero_prob"] >= 1 and stats["perplexity"] == math.inf
 
 
+def test_large_vocabulary_keys_do_not_overflow(tmp_path):
+    """Keys beyond 2**31 (70,000 types): the trained model scores like its own ARPA file."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(70_000)]
+    lines = [" ".join(words[i: i + 7]) for i in range(0, 70_000, 7)]
+    lines += [" ".join(words[i] for i in rng.integers(len(words), size=8)) for _ in range(3000)]
+    model = NgramModel.train(lines, 3)
+    assert int(model._keys[2].max()) > 2**31
+    path = tmp_path / "big.arpa"
+    model.write_arpa(path)
+    again = NgramModel.read_arpa(path)
+    for n in (2, 3):
+        np.testing.assert_array_equal(again._keys[n], model._keys[n])
+    np.testing.assert_array_equal(again.score_many(lines[:500]), model.score_many(lines[:500]))
+    assert model.score(lines[0]) > -20
+
+
 def test_high_order_without_limit(small_corpus, rng):
     """Order 9 trains (no compile-time limit) and stays normalised."""
     model = NgramModel.train(small_corpus[:100], 9)
