@@ -50,6 +50,35 @@ def model_option(func):
                         help="Model file: rnnkit model or any ARPA file.")(func)
 
 
+def models_option(func):
+    """-m given several times mixes the models (with --weights, default equal)."""
+    func = click.option("--weights", default=None,
+                        help="Mixture weights for several -m models, e.g. 0.6,0.4 [default: equal].")(func)
+    return click.option("-m", "--model", "model_paths", type=click.Path(dir_okay=False), multiple=True,
+                        help=f"Model file: rnnkit model or any ARPA file [default: {DEFAULT_MODEL} or "
+                             f"${MODEL_ENV}]. Repeat to mix models.")(func)
+
+
+def parse_weights(text: str | None, count: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint="--weights") from None
+
+
+def load_models(model_paths: tuple[str, ...], weights: str | None):
+    """One model, or the mixture of several (-m repeated)."""
+    paths = list(model_paths) or [default_model_path()]
+    if len(paths) == 1:
+        if weights is not None:
+            raise click.BadParameter("--weights needs two or more -m models", param_hint="--weights")
+        return load_model(paths[0])
+    from .mix import MixModel
+    return MixModel([load_model(p) for p in paths], parse_weights(weights, len(paths)))
+
+
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(func)
 
@@ -293,10 +322,10 @@ def token_rows(model, sentence: str) -> list[dict]:
 @click.argument("sentences", nargs=-1)
 @click.option("--file", "file_path", type=click.Path(dir_okay=False), default=None, help="One sentence per line.")
 @click.option("--per-token", is_flag=True, help="Show each token's log10 probability; OOVs marked.")
-@model_option
+@models_option
 @json_option
 @library_errors
-def score(sentences, file_path, per_token, model_path, as_json):
+def score(sentences, file_path, per_token, model_paths, weights, as_json):
     """Log10 probability of each sentence (<s> context, </s> predicted).
 
     \b
@@ -306,7 +335,7 @@ def score(sentences, file_path, per_token, model_path, as_json):
       cat sentences.txt | rnnkit score -
     """
     lines = gather_sentences(sentences, file_path)
-    model = load_model(model_path)
+    model = load_models(model_paths, weights)
     if per_token:
         results = [{"sentence": s, "log10": float(sum(r["log10"] for r in rows)), "tokens": rows}
                    for s in lines for rows in [token_rows(model, s)]]
@@ -328,10 +357,10 @@ def score(sentences, file_path, per_token, model_path, as_json):
 
 @cli.command("eval", context_settings=CONTEXT)
 @click.argument("file_path", metavar="FILE", type=click.Path(dir_okay=False))
-@model_option
+@models_option
 @json_option
 @library_errors
-def eval_command(file_path, model_path, as_json):
+def eval_command(file_path, model_paths, weights, as_json):
     """Perplexity and bits per character of a text file.
 
     Perplexity follows KenLM and SRILM: 10^(-log10 total / (tokens + sentences)), each
@@ -345,7 +374,7 @@ def eval_command(file_path, model_path, as_json):
     """
     from .tokenize import read_lines
     lines = read_lines(file_path)
-    model = load_model(model_path)
+    model = load_models(model_paths, weights)
     stats = model.evaluate(lines)
     if as_json:
         emit_json(stats)
@@ -363,10 +392,10 @@ def eval_command(file_path, model_path, as_json):
               help="Rescore an n-best list: lines id<TAB>score<TAB>sentence.")
 @click.option("--lm-weight", type=float, default=1.0, show_default=True,
               help="n-best: combined = score + weight * LM log10.")
-@model_option
+@models_option
 @json_option
 @library_errors
-def rank(candidates, context, nbest, lm_weight, model_path, as_json):
+def rank(candidates, context, nbest, lm_weight, model_paths, weights, as_json):
     """Rank candidate sentences, best first.
 
     \b
@@ -379,10 +408,10 @@ def rank(candidates, context, nbest, lm_weight, model_path, as_json):
     if nbest:
         if candidates or context:
             raise click.UsageError("--nbest takes no candidates or --context")
-        return rescore_nbest(nbest, lm_weight, load_model(model_path), as_json)
+        return rescore_nbest(nbest, lm_weight, load_models(model_paths, weights), as_json)
     if len(candidates) < 1:
         raise click.UsageError("give at least one candidate")
-    model = load_model(model_path)
+    model = load_models(model_paths, weights)
     candidates = [nfc(c) for c in candidates]
     rows = []
     if context:
@@ -433,6 +462,65 @@ def rescore_nbest(path, lm_weight, model, as_json):
             click.echo(f"{row['id']}\t{row['combined']:.4f}\t{row['score']:.4f}\t{row['lm_log10']:.4f}\t{row['sentence']}")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("-m", "--model", "model_paths", type=click.Path(dir_okay=False), multiple=True, required=True,
+              help="A model to mix (give two or more).")
+@click.option("--tune", "tune_path", type=click.Path(dir_okay=False), default=None,
+              help="Held-out text: find the weights that minimise its perplexity (EM).")
+@click.option("--weights", default=None, help="Fixed weights instead of --tune, e.g. 0.6,0.4.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the mixture as a model file every command accepts.")
+@json_option
+@library_errors
+def mix(model_paths, tune_path, weights, output, as_json):
+    """Interpolate models that share a unit: P = sum_i weight_i P_i.
+
+    With --tune, the weights minimise the perplexity of held-out text (EM over
+    per-token probabilities, as SRILM's compute-best-mix); the perplexity of each
+    model and of the mixture on that text is printed.
+
+    \b
+    Example:
+      rnnkit mix -m rnn.model -m kn5.arpa --tune valid.txt -o mixed.model
+      rnnkit score -m rnn.model -m kn5.arpa --weights 0.6,0.4 "나는 버스를 탔다"
+    """
+    from .mix import MixModel, tune_weights
+    from .tokenize import read_lines
+    if len(model_paths) < 2:
+        raise click.BadParameter("give at least two -m models", param_hint="-m")
+    if tune_path and weights:
+        raise click.UsageError("use --tune or --weights, not both")
+    if output:
+        check_writable(output)
+    components = [load_model(p) for p in model_paths]
+    report = {"models": list(model_paths)}
+    if tune_path:
+        lines = [line for line in read_lines(tune_path) if line.strip()]
+        mixture, history = tune_weights(components, lines)
+        report["tune"] = tune_path
+        report["model_perplexity"] = [c.evaluate(lines)["perplexity"] for c in components]
+        report["mixture_perplexity"] = mixture.evaluate(lines)["perplexity"]
+        report["em_perplexity"] = history
+    else:
+        mixture = MixModel(components, parse_weights(weights, len(components)))
+    report["weights"] = mixture.weights
+    if output:
+        mixture.record = {k: v for k, v in report.items() if k != "em_perplexity"}
+        mixture.save(output)
+        click.echo(f"Wrote {output}.", err=True)
+    if as_json:
+        emit_json(report)
+        return
+    for i, path in enumerate(model_paths):
+        line = f"{path}\tweight {mixture.weights[i]:.4f}"
+        if "model_perplexity" in report:
+            line += f"\tperplexity {report['model_perplexity'][i]:.2f}"
+        click.echo(line)
+    if "mixture_perplexity" in report:
+        click.echo(f"mixture\tperplexity {report['mixture_perplexity']:.2f} on {tune_path} "
+                   f"({len(report['em_perplexity']) - 1} EM iterations)")
+
+
 # ----------------------------------------------------------------------------------
 # sample / info
 # ----------------------------------------------------------------------------------
@@ -447,10 +535,10 @@ def rescore_nbest(path, lm_weight, model, as_json):
               help="Sample among the likeliest units holding this much probability.")
 @click.option("--max-tokens", type=click.IntRange(1), default=200, show_default=True, help="Length limit in units.")
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible samples.")
-@model_option
+@models_option
 @json_option
 @library_errors
-def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_path, as_json):
+def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_paths, weights, as_json):
     """Sample sentences from a model.
 
     \b
@@ -458,7 +546,7 @@ def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_pat
       rnnkit sample -n 5 --prefix "오늘은" --temperature 0.8 --seed 1
     """
     from .tokenize import nfc
-    model = load_model(model_path)
+    model = load_models(model_paths, weights)
     texts = model.sample(n=count, prefix=nfc(prefix), temperature=temperature, top_k=top_k,
                          top_p=top_p, max_tokens=max_tokens, seed=seed)
     if as_json:
@@ -530,6 +618,87 @@ def draw_training_plot(description: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     click.echo(f"Wrote {path}.", err=True)
+
+# ----------------------------------------------------------------------------------
+# demo: the lecture's hand-set RNNs on the same kernel
+# ----------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def demo():
+    """The lecture's RNNs with hand-set weights, run on the language models' kernel.
+
+    \b
+    Example:
+      rnnkit demo running-sum --input "2 -0.5 1 1"
+      rnnkit demo compare --input "1 0, 0 1, 1 0"
+      rnnkit demo parity --bits 0101101011
+      rnnkit demo parity --train
+    """
+
+
+def show_demo(result: dict, as_json: bool) -> None:
+    from .demos import format_table
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(format_table(result))
+
+
+@demo.command("running-sum", context_settings=CONTEXT)
+@click.option("--input", "text", default="2 -0.5 1 1", show_default=True, help="Numbers, one per step.")
+@json_option
+@library_errors
+def demo_running_sum(text, as_json):
+    """One linear hidden unit, all weights 1: h_t = h_{t-1} + x_t is the running total.
+
+    \b
+    Example:
+      rnnkit demo running-sum --input "2 -0.5 1 1"
+    """
+    from .demos import running_sum
+    show_demo(running_sum(text), as_json)
+
+
+@demo.command("compare", context_settings=CONTEXT)
+@click.option("--input", "text", default="1 0, 0 1, 1 0", show_default=True,
+              help="Two numbers per step, steps separated by commas.")
+@click.option("--gain", type=click.FloatRange(0, min_open=True), default=5.0, show_default=True,
+              help="Gain of the logistic output (large = hard threshold).")
+@json_option
+@library_errors
+def demo_compare(text, gain, as_json):
+    """Is the first input's running sum ahead of the second's? (1 while it is.)
+
+    \b
+    Example:
+      rnnkit demo compare --input "1 0, 0 1, 1 0"
+    """
+    from .demos import compare
+    show_demo(compare(text, gain=gain), as_json)
+
+
+@demo.command("parity", context_settings=CONTEXT)
+@click.option("--bits", default=None, help="Bit string [default: the lecture's 0101101011].")
+@click.option("--train", "do_train", is_flag=True, help="Learn parity from random weights instead.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --train.")
+@json_option
+@library_errors
+def demo_parity(bits, do_train, seed, as_json):
+    """Parity of the bits so far: AND and OR units, output their difference (XOR).
+
+    With --train, a small tanh RNN learns parity from random weights (same kernel and
+    optimizer as the language models) and is tested on longer strings than it saw.
+
+    \b
+    Example:
+      rnnkit demo parity --bits 0101101011
+      rnnkit demo parity --train --seed 0
+    """
+    from .demos import LECTURE_BITS, parity, train_parity
+    if do_train:
+        show_demo(train_parity(seed=seed, bits=bits or LECTURE_BITS), as_json)
+    else:
+        show_demo(parity(bits or LECTURE_BITS), as_json)
 
 
 def main():  # pragma: no cover - console entry point helper

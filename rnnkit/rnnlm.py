@@ -15,7 +15,8 @@ from . import batching, kernel, modelfile
 from .layout import param_views
 from .errors import ModelFileError, RnnkitError
 from .sampling import generate
-from .tokenize import Tokenizer, count_chars
+from .metrics import corpus_summary
+from .tokenize import Tokenizer
 from .vocab import BOS, EOS, UNK, Vocab
 
 LOG10_E = 1.0 / math.log(10.0)
@@ -174,11 +175,15 @@ class RNNModel:
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
                 "training": self.record}
 
-    def save(self, path) -> None:
+    def file_contents(self) -> tuple[str, dict, dict]:
+        """(model type, meta, arrays) as stored in a model file (also inside a mixture)."""
         meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
                 "training": self.record, "train_state": self.train_state}
-        modelfile.save(path, "rnn", meta, {"params": self.params, **self.optimizer_arrays})
+        return "rnn", meta, {"params": self.params, **self.optimizer_arrays}
+
+    def save(self, path) -> None:
+        modelfile.save(path, *self.file_contents())
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
@@ -211,15 +216,7 @@ def _unlane(values: np.ndarray, lanes: batching.Lanes, length: int) -> np.ndarra
 
 
 def corpus_stats(lines: list[str], id_lists: list[np.ndarray], total_log10: float) -> dict:
-    """The KenLM/SRILM summary: perplexity = 10^(-total / (tokens + sentences))."""
-    sentences = len(lines)
+    """metrics.corpus_summary for id sequences (id 0 is <unk>: an OOV unit)."""
     tokens = int(sum(len(ids) for ids in id_lists))
     oov = int(sum(int((ids == 0).sum()) for ids in id_lists))
-    characters = count_chars(lines)
-    predicted = tokens + sentences
-    return {
-        "sentences": sentences, "tokens": tokens, "oov": oov, "log10_total": total_log10,
-        "perplexity": 10.0 ** (-total_log10 / predicted) if predicted else float("nan"),
-        "characters": characters,
-        "bits_per_char": -total_log10 / math.log10(2.0) / characters if characters else float("nan"),
-    }
+    return corpus_summary(lines, tokens, oov, total_log10)

@@ -248,3 +248,28 @@ def test_interrupt_keeps_last_good_model(workspace, tmp_path, monkeypatch):
     assert_clean_error(result, 1, "interrupted")
     assert out.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------------
+# demo: the lecture's networks
+# ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sub", ["running-sum", "compare", "parity"])
+def test_demo_help_and_json(sub):
+    """Each demo has help with an example and prints weights and steps (x, h, y) as JSON."""
+    assert "Example:" in invoke(["demo", sub, "-h"]).output
+    result = invoke(["demo", sub, "--json"], catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert doc["weights"] and all({"x", "h", "y"} <= set(step) for step in doc["steps"])
+
+
+def test_demo_values_and_errors():
+    """running-sum prints the running total; parity the parity so far; bad bits are clean errors."""
+    doc = json.loads(invoke(["demo", "running-sum", "--input", "2 -0.5 1 1", "--json"]).stdout)
+    assert [step["y"] for step in doc["steps"]] == pytest.approx([2, 1.5, 2.5, 3.5])
+    bits = "0101101011"
+    doc = json.loads(invoke(["demo", "parity", "--bits", bits, "--json"]).stdout)
+    expected = [sum(map(int, bits[: i + 1])) % 2 for i in range(len(bits))]
+    assert [round(step["y"]) for step in doc["steps"]] == expected
+    assert_clean_error(invoke(["demo", "parity", "--bits", "0102"]), 1, "only 0 and 1")
+    assert_clean_error(invoke(["demo", "compare", "--input", "1 2 3"]), 1)
