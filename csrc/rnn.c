@@ -5,9 +5,8 @@
  * caller-owned float32 buffers. Matrix products go to BLAS sgemm; the recurrence,
  * the activations, the softmax, BPTT and the optimizers are ours.
  *
- * Non-goals: allocation, threading of our own (BLAS threads only), I/O, other cell
- * types (LSTM/GRU), mixed precision. Never built with -ffast-math: the softmax relies
- * on IEEE exp/log behaviour.
+ * Non-goals: allocation, I/O, other cell types (LSTM/GRU), mixed precision. Never
+ * built with -ffast-math: the softmax relies on IEEE exp/log behaviour.
  *
  * Speed notes (issue 6; benchmarks/bench_kernel.py measures them). A training step is
  * three big GEMMs of the output layer (BLAS) plus passes over the (T*B, V) logits.
@@ -17,7 +16,11 @@
  *  - reductions (max, sums in double) keep one accumulator per vector lane, because
  *    IEEE semantics forbid the compiler from reassociating a single accumulator;
  *  - on x86-64 Linux with GCC the hot loops are compiled for AVX-512, AVX2 and the
- *    baseline and picked at load time (target_clones), so the wheel stays portable.
+ *    baseline and picked at load time (target_clones), so the wheel stays portable;
+ *  - when built with OpenMP, the softmax rows and the optimizer loops are split over
+ *    the same number of threads as BLAS (rnn_set_num_threads sets both). Results do
+ *    not depend on the thread count except for the order of the partial sums of the
+ *    clip norm (summed in double, in a fixed order for a given count).
  */
 #include "rnn.h"
 
@@ -26,6 +29,10 @@
 #include <limits.h>
 
 #include "cblas.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* scipy-openblas32 exports every symbol with a `scipy_` prefix; keep that detail here. */
 #ifndef RNN_BLAS_PREFIX_NONE
@@ -93,9 +100,28 @@ int64_t rnn_workspace_size(int T, int B, int H, int V) {
     return fwd > bwd ? fwd : bwd;
 }
 
+/* Threads for our own loops: 0 = follow BLAS (OPENBLAS_NUM_THREADS or its default). */
+static int own_threads = 0;
+
+/* At most 64 threads, and only as many as have `items / min_items` work each: a
+ * parallel region costs microseconds, a 1000-float loop less than that. */
+static int threads_for(int64_t items, int64_t min_items) {
+#ifdef _OPENMP
+    int64_t t = own_threads > 0 ? own_threads : RNN_BLAS(openblas_get_num_threads)();
+    if (t > items / min_items) t = items / min_items;
+    if (t > 64) t = 64;
+    return t < 1 ? 1 : (int)t;
+#else
+    (void)items;
+    (void)min_items;
+    return 1;
+#endif
+}
+
 int rnn_set_num_threads(int n) {
     if (n < 1) return RNN_E_ARGUMENT;
     RNN_BLAS(openblas_set_num_threads)(n);
+    own_threads = n;
     return RNN_OK;
 }
 
@@ -370,25 +396,33 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
     }
 
     /* output layer + fused softmax / cross-entropy */
-    double total = 0.0;
+    /* Rows are independent: split them over threads; the loss is summed afterwards in
+     * row order so that it does not depend on the thread count. */
     if (dlogits) {
         gemm(0, 1, (int)N, V, H, 1.0f, hs, H, W_hy, H, 0.0f, dlogits, V);
-        for (int64_t n = 0; n < N; n++) {
-            float lp = softmax_row(dlogits + (size_t)n * V, b_y, V, targets[n], 1, 0);
-            logprobs[n] = lp;
-            total -= lp;
-        }
+        int nt = threads_for(N * V, 16384);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+        for (int64_t n = 0; n < N; n++)
+            logprobs[n] = softmax_row(dlogits + (size_t)n * V, b_y, V, targets[n], 1, 0);
+        (void)nt;
     } else {
         for (int64_t start = 0; start < N; start += RNN_CHUNK_ROWS) {
             int rows = (int)(N - start < RNN_CHUNK_ROWS ? N - start : RNN_CHUNK_ROWS);
             gemm(0, 1, rows, V, H, 1.0f, hs + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
-            for (int r = 0; r < rows; r++) {
-                float lp = softmax_row(work + (size_t)r * V, b_y, V, targets[start + r], 0, 0);
-                logprobs[start + r] = lp;
-                total -= lp;
-            }
+            int nt = threads_for((int64_t)rows * V, 16384);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+            for (int r = 0; r < rows; r++)
+                logprobs[start + r] = softmax_row(work + (size_t)r * V, b_y, V,
+                                                  targets[start + r], 0, 0);
+            (void)nt;
         }
     }
+    double total = 0.0;
+    for (int64_t n = 0; n < N; n++) total -= logprobs[n];
     *loss = (float)total;
     return RNN_OK;
 }
@@ -505,7 +539,12 @@ int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
     if (!params || !grads) return RNN_E_NULL;
     if (n < 0) return RNN_E_SIZE;
     if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
+    int nt = threads_for(n, 65536);      /* memory-bound: two cores stream faster */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
     for (int64_t i = 0; i < n; i++) params[i] -= lr * grads[i];
+    (void)nt;
     return RNN_OK;
 }
 
@@ -534,11 +573,28 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
     if (!norm || !grads) return RNN_E_NULL;
     if (n < 0) return RNN_E_SIZE;
     if (isnan(max_norm)) return RNN_E_ARGUMENT;
-    double total = sqrt(sum_squares(grads, n));
+    /* Per-thread partial sums over fixed contiguous slices, added in slice order:
+     * deterministic for a given thread count. */
+    double partial[64];
+    int nt = threads_for(n, 65536);
+    int64_t slice = (n + nt - 1) / nt;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
+#endif
+    for (int t = 0; t < nt; t++) {
+        int64_t lo = (int64_t)t * slice, hi = lo + slice < n ? lo + slice : n;
+        partial[t] = lo < hi ? sum_squares(grads + lo, hi - lo) : 0.0;
+    }
+    double sq = 0.0;
+    for (int t = 0; t < nt; t++) sq += partial[t];
+    double total = sqrt(sq);
     *norm = (float)total;
     if (!isfinite(total)) return RNN_E_NONFINITE;
     if (max_norm > 0.0f && total > max_norm) {
         float scale = (float)(max_norm / (total + 1e-6));
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
         for (int64_t i = 0; i < n; i++) grads[i] *= scale;
     }
     return RNN_OK;
