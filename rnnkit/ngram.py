@@ -64,11 +64,14 @@ def _encode_training(token_lists) -> tuple[list[str], np.ndarray, np.ndarray, in
 
     rem[i] = number of positions after i in i's sentence (0 at `</s>`).
     """
-    index = {s: i for i, s in enumerate(SPECIALS)}
-    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-    setdefault = index.setdefault
-    flat = np.fromiter((setdefault(t, len(index)) for t in chain.from_iterable(token_lists)),
-                       dtype=np.int32, count=int(lengths.sum()))
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    all_tokens = list(chain.from_iterable(token_lists))
+    index = dict.fromkeys(SPECIALS)
+    index.update(dict.fromkeys(all_tokens))  # insertion order = first occurrence
+    for i, t in enumerate(index):
+        index[t] = i
+    flat = np.fromiter(map(index.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
+    del all_tokens
     special = flat < len(SPECIALS)
     if special.any():  # lmplz --skip_symbols: literal <s> </s> <unk> are whitespace
         sentence_of = np.repeat(np.arange(len(lengths)), lengths)

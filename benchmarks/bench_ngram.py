@@ -1,0 +1,216 @@
+"""n-gram benchmark: rnnkit modified Kneser-Ney against KenLM's published figures and NLTK.
+
+    python benchmarks/bench_ngram.py            # order 3 and 5 on nsmc/train.txt, NLTK if installed
+    python benchmarks/bench_ngram.py --orders 5 --json out.json
+
+Each configuration runs in its own child process so that peak RSS is its own. It first
+verifies (test perplexity of the order-5 model equals KenLM's 11,835 with 48,505 OOVs),
+then times: build (read text, count, estimate, write rnnkit's model file), ARPA export,
+and scoring nsmc/test.txt (one warm-up, median of 3). NLTK's KneserNeyInterpolated is
+fitted on the 20,000-line slice in the same run, next to rnnkit on the same slice; NLTK
+scores so slowly that it is timed on a few sentences under a time cap. Skips cleanly when
+../shared (the data) is absent. Timing is wall clock (time.perf_counter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data" / "nsmc"
+KENLM = {  # ../shared/reference/kenlm/README.md, "Speed anchor"
+    "build_o5_s": 20.5, "build_o5_rss_mib": 1008, "score_python_sps": 265_000, "score_query_sps": 351_000,
+    "ppl_o5": 11835, "oov_o5": 48505,
+}
+NLTK_README = {"fit_o3_20k_s": 5.4, "fit_o3_20k_mib": 210, "score_tokens_per_s": 6}
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from rnnkit.ngram import NgramModel
+    from rnnkit.tokenize import read_lines
+
+    out = {"tool": "rnnkit", "order": order, "train": Path(train).name}
+    base_rss = rss_mib()
+    t0 = time.perf_counter()
+    model = NgramModel.train_file(train, order)
+    model_path = Path(workdir) / f"o{order}.model"
+    model.save(model_path)
+    out["build_s"] = time.perf_counter() - t0
+    out["build_rss_mib"] = rss_mib()
+    out["base_rss_mib"] = base_rss
+    out["ngrams"] = model.ngram_counts()
+    out["model_mib"] = model_path.stat().st_size / 2**20
+    lines = read_lines(test)
+    stats = model.evaluate(lines)
+    out.update(perplexity=stats["perplexity"], oov=stats["oov"], tokens=stats["predicted"])
+    model.score_many(lines)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.score_many(lines)
+        times.append(time.perf_counter() - t)
+    out["score_sps"] = len(lines) / statistics.median(times)
+    out["score_sps_best"] = len(lines) / min(times)
+    out["score_tps"] = stats["predicted"] / statistics.median(times)
+    t = time.perf_counter()
+    loaded = NgramModel.load(model_path)
+    out["load_s"] = time.perf_counter() - t
+    del loaded
+    arpa = Path(workdir) / f"o{order}.arpa"
+    t = time.perf_counter()
+    model.write_arpa(arpa)
+    out["arpa_s"] = time.perf_counter() - t
+    out["arpa_mib"] = arpa.stat().st_size / 2**20
+    out["peak_rss_mib"] = rss_mib()
+    arpa.unlink()
+    return out
+
+
+def child_nltk(order: int, train: str, test: str, cap_s: float) -> dict:
+    from nltk.lm import KneserNeyInterpolated
+    from nltk.lm.preprocessing import padded_everygram_pipeline, pad_both_ends
+    from nltk.util import ngrams
+
+    out = {"tool": "nltk", "order": order, "train": Path(train).name}
+    import nltk
+
+    out["version"] = nltk.__version__
+    text = Path(train).read_text(encoding="utf-8").split("\n")
+    sentences = [line.split() for line in text if line]
+    t = time.perf_counter()
+    grams, vocab = padded_everygram_pipeline(order, sentences)
+    model = KneserNeyInterpolated(order)
+    model.fit(grams, vocab)
+    out["build_s"] = time.perf_counter() - t
+    out["build_rss_mib"] = rss_mib()
+    queries = [line.split() for line in Path(test).read_text(encoding="utf-8").split("\n") if line]
+    scored_tokens, scored_sentences = 0, 0
+    t = time.perf_counter()
+    for words in queries:
+        for gram in ngrams(list(pad_both_ends(words, n=order)), order):
+            model.logscore(gram[-1], gram[:-1])
+            scored_tokens += 1
+            if time.perf_counter() - t > cap_s:
+                break
+        else:
+            scored_sentences += 1
+            continue
+        break
+    elapsed = time.perf_counter() - t
+    out["score_tps"] = scored_tokens / elapsed
+    out["score_tokens"] = scored_tokens
+    out["score_capped_s"] = elapsed
+    return out
+
+
+def run_child(args: list[str]) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().split("\n")[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--nltk-cap", type=float, default=30.0, help="seconds of NLTK scoring")
+    parser.add_argument("--no-nltk", action="store_true")
+    parser.add_argument("--json", default=None, help="write raw numbers here")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, order, *rest = args.child
+        if kind == "rnnkit":
+            result = child_rnnkit(int(order), rest[0], rest[1], rest[2], int(rest[3]))
+        else:
+            result = child_nltk(int(order), rest[0], rest[1], float(rest[2]))
+        print(json.dumps(result))
+        return 0
+
+    train, slice20k, test = DATA / "train.txt", DATA / "train-20k.txt", DATA / "test.txt"
+    if not (train.exists() and test.exists()):
+        print(f"skipped: {DATA} not found (the benchmark needs ../shared/data/nsmc)", file=sys.stderr)
+        return 0
+    cpu = platform.processor() or platform.machine()
+    print(f"# rnnkit n-gram benchmark\n\nPython {platform.python_version()}, {os.cpu_count()} CPUs ({cpu}), "
+          f"NumPy {__import__('numpy').__version__}; corpus nsmc/train.txt (word unit), queries nsmc/test.txt\n")
+    results = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for order in args.orders:
+            print(f"... rnnkit order {order} (full train.txt)", file=sys.stderr, flush=True)
+            r = run_child(["rnnkit", str(order), str(train), str(test), workdir, str(args.repeats)])
+            if order == 5:  # verify before reporting: KenLM's test perplexity and OOVs
+                assert abs(r["perplexity"] / KENLM["ppl_o5"] - 1) < 1e-3 and r["oov"] == KENLM["oov_o5"], r
+                print(f"verified: order-5 test perplexity {r['perplexity']:.1f} with {r['oov']} OOVs "
+                      f"(KenLM {KENLM['ppl_o5']}, {KENLM['oov_o5']})\n")
+            results.append(r)
+        nltk_ok = False
+        if not args.no_nltk and slice20k.exists():
+            print("... rnnkit order 3 (20k slice)", file=sys.stderr, flush=True)
+            small = run_child(["rnnkit", "3", str(slice20k), str(test), workdir, str(args.repeats)])
+            results.append(small)
+            try:
+                import nltk  # noqa: F401
+                nltk_ok = True
+            except ImportError:
+                print("NLTK not installed: NLTK rows skipped\n")
+            if nltk_ok:
+                print("... NLTK order 3 (20k slice)", file=sys.stderr, flush=True)
+                results.append(run_child(["nltk", "3", str(slice20k), str(test), str(args.nltk_cap)]))
+
+    print("| measure | rnnkit | KenLM (README) | rnnkit / KenLM |")
+    print("|---|---|---|---|")
+    for r in results:
+        if r["tool"] != "rnnkit" or r["train"] != "train.txt":
+            continue
+        o = r["order"]
+        counts = "/".join(f"{c / 1e6:.2f}M" for c in r["ngrams"])
+        kb = f"{KENLM['build_o5_s']} s" if o == 5 else "-"
+        km = f"{KENLM['build_o5_rss_mib']} MiB" if o == 5 else "-"
+        rb = f"{r['build_s'] / KENLM['build_o5_s']:.2f}x time" if o == 5 else "-"
+        rm = f"{r['build_rss_mib'] / KENLM['build_o5_rss_mib']:.2f}x memory" if o == 5 else "-"
+        print(f"| order {o}: build to model file (n-grams {counts}) | {r['build_s']:.1f} s | {kb} | {rb} |")
+        print(f"| order {o}: peak RSS of the build | {r['build_rss_mib']:.0f} MiB | {km} | {rm} |")
+        print(f"| order {o}: ARPA export ({r['arpa_mib']:.0f} MiB) | {r['arpa_s']:.1f} s | - | - |")
+        print(f"| order {o}: peak RSS incl. ARPA export | {r['peak_rss_mib']:.0f} MiB | - | - |")
+        print(f"| order {o}: model file size / load | {r['model_mib']:.0f} MiB / {r['load_s']:.1f} s | "
+              f"binary 394 MiB (o5) | - |")
+        print(f"| order {o}: score test.txt (34,802 sentences) | {r['score_sps']:,.0f} sentences/s "
+              f"({r['score_tps']:,.0f} tokens/s) | Python {KENLM['score_python_sps']:,} / query "
+              f"{KENLM['score_query_sps']:,} sentences/s | {r['score_sps'] / KENLM['score_python_sps']:.2f}x Python module |")
+        print(f"| order {o}: test perplexity (OOVs) | {r['perplexity']:,.1f} ({r['oov']:,}) | "
+              f"{KENLM['ppl_o5'] if o == 5 else '-'} | - |")
+    small = next((r for r in results if r["tool"] == "rnnkit" and r["train"] == "train-20k.txt"), None)
+    nl = next((r for r in results if r["tool"] == "nltk"), None)
+    if small and nl:
+        print("\n| order 3, nsmc/train-20k.txt | rnnkit | NLTK " + nl["version"] + " (same run) | rnnkit speed-up |")
+        print("|---|---|---|---|")
+        print(f"| build | {small['build_s']:.2f} s, {small['build_rss_mib']:.0f} MiB | {nl['build_s']:.2f} s, "
+              f"{nl['build_rss_mib']:.0f} MiB | {nl['build_s'] / small['build_s']:,.0f}x |")
+        print(f"| scoring test.txt | {small['score_tps']:,.0f} tokens/s | {nl['score_tps']:,.1f} tokens/s "
+              f"({nl['score_tokens']} tokens in {nl['score_capped_s']:.0f} s) | {small['score_tps'] / nl['score_tps']:,.0f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"kenlm_readme": KENLM, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
