@@ -27,3 +27,7 @@ class ArpaError(ModelFileError):
 
 class VocabularyError(RnnkitError, ValueError):
     """A token or id is outside the model's vocabulary."""
+
+
+class ConfigError(RnnkitError, ValueError):
+    """A setting is out of range: order, smoothing, unit, k, pruning, sizes."""

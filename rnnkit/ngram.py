@@ -47,8 +47,10 @@ import numpy as np
 
 from . import arpa as _arpa
 from . import modelfile
-from .errors import CorpusError, ModelFileError, VocabularyError
-from .tokenize import UNITS, Tokenizer, count_chars, nfc, read_lines
+from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
+from .metrics import corpus_summary
+from .sampling import generate
+from .tokenize import UNITS, Tokenizer, nfc, read_lines
 from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
@@ -322,19 +324,19 @@ class NgramModel:
         """
         t0 = time.perf_counter()
         if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-            raise ValueError(f"order must be an integer >= 1; got {order!r}")
+            raise ConfigError(f"order must be an integer >= 1; got {order!r}")
         if smoothing not in SMOOTHINGS:
-            raise ValueError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
+            raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
         if unit not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+            raise ConfigError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
         if smoothing == "addk" and not (k > 0 and math.isfinite(k)):
-            raise ValueError(f"k must be a positive number; got {k!r}")
+            raise ConfigError(f"k must be a positive number; got {k!r}")
         order = int(order)
         thresholds = [0] * order
         if prune is not None:
             prune = [int(t) for t in prune]
             if not prune or min(prune) < 0 or prune[0] != 0 or prune != sorted(prune):
-                raise ValueError(f"prune must be non-decreasing counts starting with 0 (unigrams are not pruned); got {prune}")
+                raise ConfigError(f"prune must be non-decreasing counts starting with 0 (unigrams are not pruned); got {prune}")
             thresholds = (prune + [prune[-1]] * order)[:order]
         data = list(data)
         tokenizer = Tokenizer(unit)
@@ -406,8 +408,8 @@ class NgramModel:
         info = {"source": str(path), "notes": notes}
         return cls(order, vocab, keys, prob, bo, unit=unit, smoothing="arpa", info=info)
 
-    def save(self, path) -> None:
-        """Write an rnnkit model file (model type "ngram")."""
+    def file_contents(self) -> tuple[str, dict, dict]:
+        """(model type, meta, arrays) as stored in a model file (also inside a mixture)."""
         arrays = {}
         for n in range(1, self.order + 1):
             if n > 1:
@@ -417,7 +419,11 @@ class NgramModel:
                 arrays[f"bo_{n}"] = self._bo[n]
         meta = {"order": self.order, "unit": self.unit, "smoothing": self.smoothing,
                 "vocab": self.vocab.to_list(), "training": self.info}
-        modelfile.save(path, "ngram", meta, arrays)
+        return "ngram", meta, arrays
+
+    def save(self, path) -> None:
+        """Write an rnnkit model file (model type "ngram")."""
+        modelfile.save(path, *self.file_contents())
 
     @classmethod
     def load(cls, path) -> "NgramModel":
@@ -425,6 +431,10 @@ class NgramModel:
         if not modelfile.is_model_file(path):
             return cls.read_arpa(path)
         _, meta, arrays = modelfile.load(path, expected_type="ngram")
+        return cls.from_file_contents(path, meta, arrays)
+
+    @classmethod
+    def from_file_contents(cls, path, meta: dict, arrays: dict) -> "NgramModel":
         try:
             order = int(meta["order"])
             vocab = Vocab.from_list(meta["vocab"])
@@ -598,19 +608,13 @@ class NgramModel:
             n_oov += int(oov.sum())
             zero += int(np.isneginf(logp).sum())
         tokens = sum(len(t) for t in token_lists)
-        sentences = len(token_lists)
-        predicted = tokens + sentences
-        chars = count_chars(lines)
+        summary = corpus_summary(lines, tokens, n_oov, total)
+        predicted = tokens + len(token_lists)
         with np.errstate(over="ignore"):
-            ppl = float(10.0 ** (-total / predicted)) if predicted else float("nan")
             excl = total - total_oov
             ppl_excl = float(10.0 ** (-excl / (predicted - n_oov))) if predicted > n_oov else float("nan")
-        return {
-            "sentences": sentences, "tokens": tokens, "predicted": predicted, "oov": n_oov,
-            "oov_rate": n_oov / tokens if tokens else 0.0, "zero_prob": zero,
-            "log10_total": total, "perplexity": ppl, "perplexity_excl_oov": ppl_excl,
-            "chars": chars, "bits_per_char": -total * math.log2(10) / chars if chars else float("nan"),
-        }
+        return {**summary, "predicted": predicted, "oov_rate": n_oov / tokens if tokens else 0.0,
+                "zero_prob": zero, "perplexity_excl_oov": ppl_excl}
 
     def perplexity(self, lines) -> float:
         """Corpus perplexity (KenLM/SRILM convention); a single string is one sentence."""
@@ -658,6 +662,50 @@ class NgramModel:
             p = 10.0 ** (logp + add)
         p[BOS_ID] = 0.0
         return p
+
+    # ------------------------------------------------------------ incremental state, sampling
+
+    def token_logprobs_many(self, sentences) -> list[np.ndarray]:
+        """log10 P of each token (and `</s>`) for many sentences, vectorised."""
+        out = []
+        for logp, _, _, seg in self._token_scores(self._split(sentences)):
+            out.extend(np.split(logp, np.cumsum(seg)[:-1]))
+        return out
+
+    def start(self, prefix_ids):
+        """State (the ids after <s>) and the natural-log next-unit distribution."""
+        return self.advance_history(list(prefix_ids))
+
+    def advance(self, state, token_id: int):
+        return self.advance_history(state + [int(token_id)])
+
+    def advance_history(self, history: list[int]):
+        # only the last order-1 units matter; keep the state that short
+        history = history[-(self.order - 1):] if self.order > 1 else []
+        tokens = self.vocab.decode(history)
+        with np.errstate(divide="ignore"):
+            return history, np.log(self.next_distribution(tokens))
+
+    def sample(self, n: int = 1, prefix: str = "", temperature: float = 1.0, top_k=None, top_p=None,
+               max_tokens: int = 100, seed=None) -> list[str]:
+        """Sample n sentences that start with prefix; stops at </s> or max_tokens units."""
+        rng = np.random.default_rng(seed)
+        prefix_tokens = self.tokenizer.split(nfc(prefix))
+        prefix_ids = self._ids(prefix_tokens).tolist()
+        banned = (BOS_ID, UNK_ID)
+        return [self.tokenizer.join(prefix_tokens + self.vocab.decode(
+                    generate(self, prefix_ids, rng, eos_id=EOS_ID, banned=banned, temperature=temperature,
+                             top_k=top_k, top_p=top_p, max_tokens=max_tokens)))
+                for _ in range(n)]
+
+    def encode(self, sentence: str) -> list[int]:
+        """The id sequence scored: <s> first, </s> last."""
+        return [BOS_ID, *self._ids(self.tokenizer.split(nfc(sentence))).tolist(), EOS_ID]
+
+    def describe(self) -> dict:
+        return {"type": "ngram", "unit": self.unit, "vocab_size": len(self.vocab), "order": self.order,
+                "smoothing": self.smoothing, "ngram_counts": self.ngram_counts(),
+                "training": {k: v for k, v in self.info.items() if k != "notes"}}
 
     # ------------------------------------------------------------ description
 

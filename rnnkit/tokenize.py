@@ -27,7 +27,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-from .errors import CorpusError
+from .errors import ConfigError, CorpusError
 
 UNITS = ("char", "word", "jamo")
 
@@ -160,7 +160,7 @@ class Tokenizer:
 
     def __init__(self, unit: str = "char"):
         if unit not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+            raise ConfigError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
         self.unit = unit
 
     def __repr__(self) -> str:
