@@ -273,3 +273,34 @@ def test_demo_values_and_errors():
     assert [round(step["y"]) for step in doc["steps"]] == expected
     assert_clean_error(invoke(["demo", "parity", "--bits", "0102"]), 1, "only 0 and 1")
     assert_clean_error(invoke(["demo", "compare", "--input", "1 2 3"]), 1)
+
+
+# ----------------------------------------------------------------------------------
+# n-gram models through the CLI
+# ----------------------------------------------------------------------------------
+
+def test_ngram_train_arpa_score_info(workspace, tmp_path):
+    """train --type ngram writes the model and its ARPA; both score alike; per-token shows n-gram lengths."""
+    model, arpa = tmp_path / "kn.model", tmp_path / "kn.arpa"
+    result = invoke(["train", workspace["corpus"], "--type", "ngram", "--order", 3, "-o", model, "--arpa", arpa],
+                    catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert arpa.read_text(encoding="utf-8").startswith("\\data\\")
+    a = json.loads(invoke(["score", "-m", model, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
+    b = json.loads(invoke(["score", "-m", arpa, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
+    assert a == pytest.approx(b, abs=1e-4)
+    rows = json.loads(invoke(["score", "-m", model, "--json", "--per-token", "나는 버스를 탔다"]).stdout)[0]["tokens"]
+    assert [r["token"] for r in rows] == ["나는", "버스를", "탔다", "</s>"]
+    assert all(1 <= r["ngram"] <= 3 for r in rows)
+    text = invoke(["score", "-m", model, "--per-token", "나는 없는단어"]).stdout
+    assert "OOV" in text and "-gram" in text
+    info = json.loads(invoke(["info", "-m", model, "--json"]).stdout)
+    assert info["type"] == "ngram" and info["order"] == 3
+    samples = json.loads(invoke(["sample", "-m", model, "-n", 2, "--seed", 1, "--json"]).stdout)
+    assert len(samples) == 2
+
+
+def test_ngram_bad_prune_option(workspace, tmp_path):
+    """A malformed --prune value is a usage error."""
+    result = invoke(["train", workspace["corpus"], "--type", "ngram", "--prune", "a,b", "-o", tmp_path / "m"])
+    assert_clean_error(result, 2, "--prune")
