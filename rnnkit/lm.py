@@ -14,6 +14,24 @@ from . import modelfile
 from .errors import ModelFileError
 
 
+class SentenceScorer:
+    """score / score_many / token_logprobs derived from one batched token_logprobs_many."""
+
+    def token_logprobs_many(self, sentences: list[str]) -> list:
+        raise NotImplementedError
+
+    def token_logprobs(self, sentence: str):
+        """log10 probability of each unit after <s>, </s> included."""
+        return self.token_logprobs_many([sentence])[0]
+
+    def score(self, sentence: str) -> float:
+        """log10 P(w1 .. wn </s> | <s>)."""
+        return float(self.token_logprobs(sentence).sum())
+
+    def score_many(self, sentences: list[str]) -> list[float]:
+        return [float(lp.sum()) for lp in self.token_logprobs_many(sentences)]
+
+
 def load(path):
     """Load an RNN, n-gram or mixture model file, or an ARPA file, by its contents."""
     path = Path(path)

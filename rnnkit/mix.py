@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from . import modelfile
+from .lm import SentenceScorer
 from .errors import ModelFileError, RnnkitError
 from .sampling import generate
 from .metrics import corpus_summary
@@ -27,7 +28,7 @@ from .vocab import BOS, EOS, UNK, Vocab
 LN10 = math.log(10.0)
 
 
-class MixModel:
+class MixModel(SentenceScorer):
     """A weighted mixture of RNN and/or n-gram models with one unit."""
 
     model_type = "mix"
@@ -72,7 +73,7 @@ class MixModel:
         """Per sentence: a (tokens + 1, models) array of each model's probability of each unit."""
         per_model = []
         for component, share in zip(self.components, self._share):
-            logps = token_logprobs_many(component, sentences)
+            logps = component.token_logprobs_many(sentences)
             probs = []
             for sentence, lp in zip(sentences, logps):
                 p = 10.0 ** np.asarray(lp, dtype=np.float64)
@@ -89,14 +90,6 @@ class MixModel:
         with np.errstate(divide="ignore"):
             return [np.log10(p @ weights) for p in self.component_token_probs(sentences)]
 
-    def token_logprobs(self, sentence: str) -> np.ndarray:
-        return self.token_logprobs_many([sentence])[0]
-
-    def score(self, sentence: str) -> float:
-        return float(self.token_logprobs(sentence).sum())
-
-    def score_many(self, sentences: list[str]) -> list[float]:
-        return [float(lp.sum()) for lp in self.token_logprobs_many(sentences)]
 
     def encode(self, sentence: str) -> list[int]:
         return [self.vocab.id(BOS), *self.vocab.encode(self.tokenizer.split(sentence)).tolist(), self.vocab.id(EOS)]
@@ -190,12 +183,6 @@ def check_weights(weights, count: int) -> list[float]:
     if abs(sum(weights) - 1.0) > 1e-6:
         raise RnnkitError(f"weights must sum to 1 (they sum to {sum(weights):g})")
     return weights
-
-
-def token_logprobs_many(model, sentences: list[str]) -> list[np.ndarray]:
-    if hasattr(model, "token_logprobs_many"):
-        return model.token_logprobs_many(sentences)
-    return [model.token_logprobs(s) for s in sentences]
 
 
 def tune_weights(components: list, lines: list[str], iterations: int = 1000, tolerance: float = 1e-9):

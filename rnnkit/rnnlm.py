@@ -13,6 +13,7 @@ import numpy as np
 
 from . import batching, kernel, modelfile
 from .layout import param_views
+from .lm import SentenceScorer
 from .errors import ModelFileError, RnnkitError
 from .sampling import generate
 from .metrics import corpus_summary
@@ -24,7 +25,7 @@ SCORE_BATCH = 64   # sentences scored side by side in one kernel call
 SCORE_STEPS = 256  # window length when scoring long lanes
 
 
-class RNNModel:
+class RNNModel(SentenceScorer):
     """An Elman RNN language model: h_t = tanh(W_xh[x_t] + W_hh h_{t-1} + b_h)."""
 
     model_type = "rnn"
@@ -99,15 +100,6 @@ class RNNModel:
         """log10 probability of each unit after <s>, </s> included, for many sentences."""
         return [lp * LOG10_E for lp in self._natural_logprobs([self.sentence_ids(s) for s in sentences])]
 
-    def token_logprobs(self, sentence: str) -> np.ndarray:
-        return self.token_logprobs_many([sentence])[0]
-
-    def score(self, sentence: str) -> float:
-        """log10 P(w1 .. wn </s> | <s>)."""
-        return float(self.token_logprobs(sentence).sum())
-
-    def score_many(self, sentences: list[str]) -> list[float]:
-        return [float(lp.sum()) for lp in self.token_logprobs_many(sentences)]
 
     def evaluate(self, lines: list[str]) -> dict:
         """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char."""
