@@ -388,6 +388,39 @@ def sgemm_peak(repeats=5, n=2048):
     return out
 
 
+class OtherLoad:
+    """Cores used by other processes while a block runs: machine-wide busy time from
+    /proc/stat minus this process tree's CPU time (the machine is shared)."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        self.busy0 = self._machine_busy()
+        self.own0 = self._own()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        busy, own = self._machine_busy(), self._own()
+        self.cores = None
+        if busy is not None and wall > 0:
+            self.cores = max(0.0, (busy - self.busy0 - (own - self.own0)) / wall)
+
+    @staticmethod
+    def _own():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    @staticmethod
+    def _machine_busy():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def have_torch():
     try:
         import torch  # noqa: F401
@@ -479,7 +512,9 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
     impls = ["c"] + ([] if skip_reference else ["reference"]) + (["torch"] if torch_ok else [])
 
     note(f"[threads={threads}] sgemm peak ...")
-    peaks = sgemm_peak()
+    with OtherLoad() as load:
+        peaks = sgemm_peak()
+    note(f"  sgemm GFLOP/s {peaks} (other load {fmt(load.cores, '.2f')} cores)")
     peak = max(peaks.values())
     rows = []
     for name in configs:
@@ -492,13 +527,16 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
         for impl in impls:
             fn = (SCORERS if scoring else TRAINERS)[impl](*make_problem(cfg), cfg["V"])
             n = score_repeats if scoring else (ref_repeats if impl == "reference" else repeats)
-            med, best = time_calls(fn, n)
+            with OtherLoad() as load:
+                med, best = time_calls(fn, n)
+            row[f"{impl}_other_load_cores"] = load.cores
             row[f"{impl}_ms"] = med * 1e3
             row[f"{impl}_min_ms"] = best * 1e3
             row[f"{impl}_gflops"] = flops / med / 1e9
             row[f"{impl}_repeats"] = n
             row[f"{impl}_{'sentences' if scoring else 'tokens'}_per_s"] = units / med
-            note(f"  {name} {impl:9s} median {med * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  (n={n})")
+            note(f"  {name} {impl:9s} median {med * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  (n={n}, "
+                 f"other load {fmt(load.cores, '.2f')} cores)")
             del fn
             time.sleep(0.2)     # let the previous library's spinning threads go idle
         # scoring rows also carry *_tokens_per_s (20 tokens per sentence) for one schema
@@ -541,11 +579,13 @@ def markdown(result):
     out.append("- sgemm 2048^3 GFLOP/s (median): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
                + f"; peak = {peak:.1f}")
     out.append("- train step = forward + CE (mean) over B*T + BPTT + clip 0.25 + SGD; "
-               "C5 = score one 20-token sentence (forward only)")
+               "C5 = score one 20-token sentence (forward only); tok/s for C5 is sentences/s")
+    out.append("- other load = cores used by other processes while each implementation was timed "
+               "(shared machine)")
     out.append("")
     out.append("| config | V | H | B | T | C ms (min) | C tok/s | ref tok/s | torch tok/s | C/torch | C/ref "
-               "| C GFLOP/s | % peak | torch GFLOP/s |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| C GFLOP/s | % peak | torch GFLOP/s | other load C / torch |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         scoring = r["config"] == "C5"
         unit = "sent/s" if scoring else ""
@@ -556,7 +596,8 @@ def markdown(result):
             f"| {fmt(r.get('c_' + key))} {unit} | {fmt(r.get('reference_' + key))} "
             f"| {fmt(r.get('torch_' + key))} | {fmt(r['ratio_vs_torch'], '.2f')}x "
             f"| {fmt(r['ratio_vs_reference'], '.2f')}x | {r['c_gflops']:.1f} "
-            f"| {100 * r['c_peak_fraction']:.0f}% | {fmt(r.get('torch_gflops'), '.1f')} |")
+            f"| {100 * r['c_peak_fraction']:.0f}% | {fmt(r.get('torch_gflops'), '.1f')} "
+            f"| {fmt(r.get('c_other_load_cores'), '.2f')} / {fmt(r.get('torch_other_load_cores'), '.2f')} |")
     mem = [r for r in result["rows"] if "c_step_peak_mb" in r]
     for r in mem:
         out.append("")
