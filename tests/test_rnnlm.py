@@ -176,12 +176,18 @@ def test_seeded_training_is_bit_identical():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_resume_continues_exactly(tmp_path, optimizer):
-    """Training 3 epochs equals training 1 epoch, saving, and resuming for 2 more."""
-    common = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5)
-    straight = train(KOREAN, KOREAN[:8], TrainConfig(epochs=3, **common))
+    """A 3-epoch run interrupted after epoch 1 and resumed ends bit-identical to an uninterrupted one."""
+    config = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5, epochs=3)
+    straight = train(KOREAN, KOREAN[:8], TrainConfig(**config))
     path = tmp_path / "r.model"
-    train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, **common), output_path=path)
-    resumed = train(KOREAN, KOREAN[:8], TrainConfig(epochs=3, **common), output_path=path,
+
+    def interrupt_after_first_epoch(text):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(KOREAN, KOREAN[:8], TrainConfig(**config), output_path=path, notify=interrupt_after_first_epoch)
+    assert len(rnnlm.RNNModel.load(path).record["epochs"]) == 1
+    resumed = train(KOREAN, KOREAN[:8], TrainConfig(**config), output_path=path,
                     resume_from=rnnlm.RNNModel.load(path))
     assert np.array_equal(straight.params, resumed.params)
     assert [e["valid_loss"] for e in straight.record["epochs"]] == [e["valid_loss"] for e in resumed.record["epochs"]]
