@@ -11,16 +11,20 @@
  * Speed notes (issue 6; benchmarks/bench_kernel.py measures them). A training step is
  * three big GEMMs of the output layer (BLAS) plus passes over the (T*B, V) logits.
  * Those passes are ours and must run at vector speed without -ffast-math, so:
- *  - the softmax uses exp_nonpos(), a Cephes-style expf written so the compiler can
- *    vectorise it (libm expf is a scalar call and took ~15% of a C1 step);
- *  - reductions (max, sums in double) keep one accumulator per vector lane, because
- *    IEEE semantics forbid the compiler from reassociating a single accumulator;
+ *  - the softmax uses exp_vec(), Cephes expf in vector form (libm expf is a scalar
+ *    call and took ~15% of a C1 step);
+ *  - reductions (max, sums) keep one accumulator per vector lane, because IEEE
+ *    semantics forbid the compiler from reassociating a single accumulator;
  *  - on x86-64 Linux with GCC the hot loops are compiled for AVX-512, AVX2 and the
  *    baseline and picked at load time (target_clones), so the wheel stays portable;
- *  - when built with OpenMP, the softmax rows and the optimizer loops are split over
- *    the same number of threads as BLAS (rnn_set_num_threads sets both). Results do
- *    not depend on the thread count except for the order of the partial sums of the
- *    clip norm (summed in double, in a fixed order for a given count).
+ *  - with POSIX threads, the softmax rows and the optimizer loops are split over the
+ *    same number of threads as BLAS (rnn_set_num_threads sets both). The threads are
+ *    created per loop and joined, not pooled: an OpenMP pool spins between regions
+ *    and stole the cores from BLAS's threads (C5 at 2 threads: 2 ms -> 8 ms). Results
+ *    do not depend on the thread count except for the order of the partial sums of
+ *    the clip norm (summed in double, in a fixed order for a given count);
+ *  - GEMMs under ~8 MFLOP (the recurrence's per-step products) run on one BLAS
+ *    thread, see gemm().
  */
 #include "rnn.h"
 
@@ -30,8 +34,9 @@
 
 #include "cblas.h"
 
-#ifdef _OPENMP
-#include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#define RNN_PTHREADS 1
+#include <pthread.h>
 #endif
 
 /* scipy-openblas32 exports every symbol with a `scipy_` prefix; keep that detail here. */
@@ -103,18 +108,65 @@ int64_t rnn_workspace_size(int T, int B, int H, int V) {
 /* Threads for our own loops: 0 = follow BLAS (OPENBLAS_NUM_THREADS or its default). */
 static int own_threads = 0;
 
-/* At most 64 threads, and only as many as have `items / min_items` work each: a
- * parallel region costs microseconds, a 1000-float loop less than that. */
+#define RNN_MAX_THREADS 64
+
+/* Threads for a loop of `items` units: at most the BLAS count and RNN_MAX_THREADS, and
+ * at least min_items units each, since starting and joining a thread costs tens of
+ * microseconds. */
 static int threads_for(int64_t items, int64_t min_items) {
-#ifdef _OPENMP
+#ifdef RNN_PTHREADS
     int64_t t = own_threads > 0 ? own_threads : RNN_BLAS(openblas_get_num_threads)();
     if (t > items / min_items) t = items / min_items;
-    if (t > 64) t = 64;
+    if (t > RNN_MAX_THREADS) t = RNN_MAX_THREADS;
     return t < 1 ? 1 : (int)t;
 #else
     (void)items;
     (void)min_items;
     return 1;
+#endif
+}
+
+/* One slice [lo, hi) of a parallel loop; `slice` numbers it from 0. */
+typedef void (*rnn_slice_fn)(void *ctx, int slice, int64_t lo, int64_t hi);
+
+struct rnn_slice {
+    rnn_slice_fn fn;
+    void *ctx;
+    int slice;
+    int64_t lo, hi;
+};
+
+static void *run_slice(void *arg) {
+    struct rnn_slice *s = (struct rnn_slice *)arg;
+    s->fn(s->ctx, s->slice, s->lo, s->hi);
+    return NULL;
+}
+
+/* fn over [0, n) in nt contiguous slices, slice 0 on the calling thread. Fixed slices
+ * keep results independent of scheduling. If a thread cannot be started, its slice
+ * runs on the caller after the others: slower, never wrong. */
+static void parallel_for(int nt, int64_t n, rnn_slice_fn fn, void *ctx) {
+    struct rnn_slice slices[RNN_MAX_THREADS];
+    if (nt < 1) nt = 1;
+    if (nt > RNN_MAX_THREADS) nt = RNN_MAX_THREADS;
+    int64_t per = (n + nt - 1) / nt;
+    for (int t = 0; t < nt; t++) {
+        int64_t lo = (int64_t)t * per < n ? (int64_t)t * per : n;
+        int64_t hi = lo + per < n ? lo + per : n;
+        slices[t] = (struct rnn_slice){fn, ctx, t, lo, hi};
+    }
+#ifdef RNN_PTHREADS
+    pthread_t ids[RNN_MAX_THREADS];
+    int started[RNN_MAX_THREADS] = {0};
+    for (int t = 1; t < nt; t++)
+        started[t] = pthread_create(&ids[t], NULL, run_slice, &slices[t]) == 0;
+    run_slice(&slices[0]);
+    for (int t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(ids[t], NULL);
+        else run_slice(&slices[t]);
+    }
+#else
+    for (int t = 0; t < nt; t++) run_slice(&slices[t]);
 #endif
 }
 
@@ -131,13 +183,24 @@ int rnn_get_num_threads(void) { return RNN_BLAS(openblas_get_num_threads)(); }
  * helpers
  * ---------------------------------------------------------------------------------- */
 
+/* Below this many flops a GEMM runs on one BLAS thread: the per-step products of the
+ * recurrence (B x H x H, 4 MFLOP at C1) gain little from a second thread on an idle
+ * machine, and when a core is busy every multithreaded call waits for a time slice
+ * (C5 scoring at 2 threads went from 3 to 30 ms on a shared machine). */
+#define RNN_SERIAL_GEMM_FLOPS (8.0 * 1024 * 1024)
+
 /* C (M, N) = alpha * op(A) op(B) + beta * C, row-major. */
 static void gemm(int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *Bm, int ldb, float beta,
                  float *C, int ldc) {
+    /* (This wheel's OpenBLAS has no openblas_set_num_threads_local: the setting is
+     * process-wide, which is why it is restored right after the call.) */
+    int threads = 2.0 * M * N * K < RNN_SERIAL_GEMM_FLOPS ? RNN_BLAS(openblas_get_num_threads)() : 1;
+    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(1);
     RNN_BLAS(cblas_sgemm)(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                           transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
                           Bm, ldb, beta, C, ldc);
+    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(threads);
 }
 
 static int check_ids(const int32_t *ids, int64_t n, int32_t lo, int32_t hi) {
@@ -350,6 +413,23 @@ static float softmax_row(float *row, const float *b_y, int V, int target, int wa
     return result;
 }
 
+/* softmax_row over rows [lo, hi) of a (rows, V) block, for parallel_for. */
+struct softmax_rows {
+    float *logits;              /* (rows, V), overwritten */
+    float *logprobs;            /* (rows,) */
+    const int32_t *targets;     /* (rows,) */
+    const float *b_y;           /* (V,) */
+    int V, want_grad;
+};
+
+static void softmax_rows_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    struct softmax_rows *job = (struct softmax_rows *)ctx;
+    (void)slice;
+    for (int64_t n = lo; n < hi; n++)
+        job->logprobs[n] = softmax_row(job->logits + (size_t)n * job->V, job->b_y, job->V,
+                                       job->targets[n], job->want_grad, 0);
+}
+
 /* ------------------------------------------------------------------------------------
  * forward
  * ---------------------------------------------------------------------------------- */
@@ -400,25 +480,14 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
      * row order so that it does not depend on the thread count. */
     if (dlogits) {
         gemm(0, 1, (int)N, V, H, 1.0f, hs, H, W_hy, H, 0.0f, dlogits, V);
-        int nt = threads_for(N * V, 16384);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-        for (int64_t n = 0; n < N; n++)
-            logprobs[n] = softmax_row(dlogits + (size_t)n * V, b_y, V, targets[n], 1, 0);
-        (void)nt;
+        struct softmax_rows job = {dlogits, logprobs, targets, b_y, V, 1};
+        parallel_for(threads_for(N * V, 1 << 20), N, softmax_rows_slice, &job);
     } else {
         for (int64_t start = 0; start < N; start += RNN_CHUNK_ROWS) {
             int rows = (int)(N - start < RNN_CHUNK_ROWS ? N - start : RNN_CHUNK_ROWS);
             gemm(0, 1, rows, V, H, 1.0f, hs + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
-            int nt = threads_for((int64_t)rows * V, 16384);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-            for (int r = 0; r < rows; r++)
-                logprobs[start + r] = softmax_row(work + (size_t)r * V, b_y, V,
-                                                  targets[start + r], 0, 0);
-            (void)nt;
+            struct softmax_rows job = {work, logprobs + start, targets + start, b_y, V, 0};
+            parallel_for(threads_for((int64_t)rows * V, 1 << 20), rows, softmax_rows_slice, &job);
         }
     }
     double total = 0.0;
@@ -535,16 +604,38 @@ int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *
  * optimizers
  * ---------------------------------------------------------------------------------- */
 
+/* Slices of the flat-buffer loops below, for parallel_for. */
+struct vec_job {
+    float *x;                   /* (n,) params for SGD, grads for clipping */
+    const float *g;             /* (n,) grads for SGD */
+    float scale;                /* lr for SGD, the clip factor for scaling */
+    double *partial;            /* (threads,) sums of squares */
+};
+
+static void sgd_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    struct vec_job *job = (struct vec_job *)ctx;
+    (void)slice;
+    for (int64_t i = lo; i < hi; i++) job->x[i] -= job->scale * job->g[i];
+}
+
+static void sum_squares_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    struct vec_job *job = (struct vec_job *)ctx;
+    job->partial[slice] = sum_squares(job->x + lo, hi - lo);
+}
+
+static void scale_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    struct vec_job *job = (struct vec_job *)ctx;
+    (void)slice;
+    for (int64_t i = lo; i < hi; i++) job->x[i] *= job->scale;
+}
+
 int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
     if (!params || !grads) return RNN_E_NULL;
     if (n < 0) return RNN_E_SIZE;
     if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
-    int nt = threads_for(n, 65536);      /* memory-bound: two cores stream faster */
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (int64_t i = 0; i < n; i++) params[i] -= lr * grads[i];
-    (void)nt;
+    /* memory-bound: two cores stream faster than one */
+    struct vec_job job = {params, grads, lr, NULL};
+    parallel_for(threads_for(n, 1 << 20), n, sgd_slice, &job);
     return RNN_OK;
 }
 
@@ -575,27 +666,18 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
     if (isnan(max_norm)) return RNN_E_ARGUMENT;
     /* Per-thread partial sums over fixed contiguous slices, added in slice order:
      * deterministic for a given thread count. */
-    double partial[64];
-    int nt = threads_for(n, 65536);
-    int64_t slice = (n + nt - 1) / nt;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
-#endif
-    for (int t = 0; t < nt; t++) {
-        int64_t lo = (int64_t)t * slice, hi = lo + slice < n ? lo + slice : n;
-        partial[t] = lo < hi ? sum_squares(grads + lo, hi - lo) : 0.0;
-    }
+    double partial[RNN_MAX_THREADS] = {0};
+    int nt = threads_for(n, 1 << 20);
+    struct vec_job job = {grads, NULL, 0.0f, partial};
+    parallel_for(nt, n, sum_squares_slice, &job);
     double sq = 0.0;
     for (int t = 0; t < nt; t++) sq += partial[t];
     double total = sqrt(sq);
     *norm = (float)total;
     if (!isfinite(total)) return RNN_E_NONFINITE;
     if (max_norm > 0.0f && total > max_norm) {
-        float scale = (float)(max_norm / (total + 1e-6));
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-        for (int64_t i = 0; i < n; i++) grads[i] *= scale;
+        job.scale = (float)(max_norm / (total + 1e-6));
+        parallel_for(nt, n, scale_slice, &job);
     }
     return RNN_OK;
 }

@@ -20,19 +20,17 @@ def header_cdef() -> str:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-def openmp_args() -> list:
-    # OpenMP splits the softmax rows and optimizer loops over rnn_set_num_threads
-    # threads. Linux only: gcc ships libgomp; Apple clang has no -fopenmp; MSVC's
-    # OpenMP 2.0 lacks the 64-bit loop indices the kernel uses. Elsewhere those loops
-    # run on one thread (the kernel checks _OPENMP).
-    return ["-fopenmp"] if sys.platform.startswith("linux") else []
+def thread_args() -> list:
+    # The kernel splits its softmax rows and optimizer loops over POSIX threads
+    # (older glibc keeps them in libpthread); Windows builds run them on one thread.
+    return [] if sys.platform == "win32" else ["-pthread"]
 
 
 def compile_args() -> list:
     if sys.platform == "win32":
         return ["/O2"]
     # -O3 and nothing that relaxes IEEE semantics (no -ffast-math): the softmax needs it.
-    return ["-O3", "-std=c99", "-Wall", "-Wextra"] + openmp_args()
+    return ["-O3", "-std=c99", "-Wall", "-Wextra"] + thread_args()
 
 
 ffibuilder = cffi.FFI()
@@ -46,7 +44,7 @@ ffibuilder.set_source(
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
     extra_compile_args=compile_args(),
-    extra_link_args=openmp_args(),
+    extra_link_args=thread_args(),
 )
 
 if __name__ == "__main__":
