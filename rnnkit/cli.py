@@ -233,6 +233,29 @@ def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
         click.echo(f"Wrote {arpa} (ARPA).", err=True)
 
 
+class EpochProgress:
+    """A click progress bar per epoch on stderr (only on a terminal) and one line per epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, tokens: int, stats: dict) -> None:
+        if not sys.stderr.isatty():
+            return   # a bar redrawn into a log file is noise; epochs are still reported
+        if self.bar is None:
+            self.bar = click.progressbar(length=stats["epoch_tokens"], file=sys.stderr, show_eta=True,
+                                         show_percent=True, width=24)
+            self.bar.__enter__()
+        self.bar.label = f"loss {stats['loss']:.3f} {stats['tokens_per_s']:,.0f} tok/s"
+        self.bar.update(tokens)
+
+    def notify(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+        click.echo(text, err=True)
+
+
 def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
               min_count, max_vocab, stream, seed, threads, resume):
     from .rnnlm import RNNModel
@@ -246,46 +269,13 @@ def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budg
         if not Path(output).exists():
             raise click.BadParameter(f"nothing to resume: {output} does not exist", param_hint="--resume")
         resume_from = RNNModel.load(output)
-        saved = dict(resume_from.hyper)
-        for key in ("hidden", "unit", "stream"):
-            if key in saved and saved[key] != getattr(config, key) and key != "unit":
-                click.echo(f"Note: resuming keeps the model's {key}={saved[key]}.", err=True)
+        # the architecture comes from the model file, whatever the options say
         config.unit, config.hidden, config.stream = resume_from.unit, resume_from.hidden, resume_from.stream
-    epoch_bar = {}
-
-    def progress(tokens, stats):
-        bar = epoch_bar.get("bar")
-        if bar is not None:
-            bar.label = f"loss {stats['loss']:.3f} {stats['tokens_per_s']:,.0f} tok/s"
-            bar.update(tokens)
-
-    def notify(text):
-        bar = epoch_bar.pop("bar", None)
-        if bar is not None:
-            bar.render_finish()
-        click.echo(text, err=True)
-
-    class EpochBars:
-        """Opens a fresh click progress bar (on stderr) for every epoch."""
-        def __init__(self, total):
-            self.total = total
-
-        def __call__(self, tokens, stats):
-            if not sys.stderr.isatty():
-                return   # a bar redrawn into a log file is noise; epochs are still reported
-            if "bar" not in epoch_bar:
-                epoch_bar["bar"] = click.progressbar(length=self.total, file=sys.stderr, show_eta=True,
-                                                     show_percent=True, width=24)
-                epoch_bar["bar"].__enter__()
-            progress(tokens, stats)
-
-    from .vocab import Vocab  # noqa: F401  (fail early on a broken install)
-    approx_tokens = sum(len(line) + 1 for line in lines) if unit != "word" else sum(len(l.split()) + 1 for l in lines)
+    progress = EpochProgress()
     model = run_training(lines, valid, config, output_path=output, resume_from=resume_from,
-                         progress=EpochBars(int(approx_tokens * 0.95)), notify=notify)
-    last = model.record["epochs"][-1] if model.record.get("epochs") else None
-    summary = f"Wrote {output}: RNN, {unit} unit, {model.V:,} units, hidden {model.hidden}"
-    if last:
+                         progress=progress, notify=progress.notify)
+    summary = f"Wrote {output}: RNN, {model.unit} unit, {model.V:,} units, hidden {model.hidden}"
+    if model.record.get("epochs"):
         best = min(e["valid_bpc"] for e in model.record["epochs"])
         summary += f", {len(model.record['epochs'])} epochs, best valid {best:.4f} bits/char"
     click.echo(summary + ".", err=True)

@@ -171,6 +171,7 @@ class Trainer:
         B = self.lanes.inputs.shape[1]
         h = np.zeros((B, self.model.hidden), dtype=np.float32)
         total_loss, total_tokens, started = 0.0, 0, time.perf_counter()
+        epoch_tokens = int((self.lanes.targets >= 0).sum())
         out_of_time = False
         for inputs, targets, resets in self.lanes.windows(self.config.bptt):
             loss, count, h = self.step(inputs, targets, resets, h)
@@ -178,7 +179,7 @@ class Trainer:
             total_tokens += count
             if progress is not None:
                 elapsed = time.perf_counter() - started
-                progress(count, {"loss": total_loss / max(total_tokens, 1),
+                progress(count, {"loss": total_loss / max(total_tokens, 1), "epoch_tokens": epoch_tokens,
                                  "tokens_per_s": total_tokens / elapsed if elapsed > 0 else 0.0})
             if deadline is not None and time.perf_counter() >= deadline:
                 out_of_time = True
