@@ -554,6 +554,16 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
                 row[f"{impl}_step_peak_mb"] = mem["peak_mb"]
                 note(f"  C4 {impl} step peak memory {mem['peak_mb']:.0f} MB above imports")
         rows.append(row)
+    # Measure the peak again at the end and keep the better median per library: a
+    # neighbour's burst during one measurement must not deflate the "% of peak".
+    with OtherLoad() as load:
+        again = sgemm_peak()
+    note(f"  sgemm GFLOP/s again {again} (other load {fmt(load.cores, '.2f')} cores)")
+    peaks = {k: max(v, again.get(k, 0.0)) for k, v in peaks.items()}
+    peak = max(peaks.values())
+    for row in rows:
+        row["peak_gflops"] = peak
+        row["c_peak_fraction"] = row["c_gflops"] / peak
     import numpy as np
     return {"threads": threads, "peaks": peaks, "blas": blas_info(), "cpu": cpu_name(),
             "numpy": np.__version__, "rows": rows}
