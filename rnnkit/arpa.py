@@ -69,6 +69,19 @@ def format_floats(values: np.ndarray) -> list[str]:
 
 # ---------------------------------------------------------------- helpers on the layout
 
+def ngram_keys(suffix, first, V: int) -> np.ndarray:
+    """The int64 key of n-grams: index of the suffix (w2..wn) in order n-1 * V + id(w1).
+
+    Every key in rnnkit is built here. Index arrays are often int32 to save memory, and
+    NumPy 2 (NEP 50) keeps `int32_array * V` in int32: it silently wraps once
+    suffix * V >= 2**31 (e.g. > ~800k 4-grams with 2,700 characters), which unsorts the
+    keys and breaks every lookup. Casting the suffix first keeps the whole sum in int64.
+    """
+    key = np.asarray(suffix, dtype=np.int64) * np.int64(V)
+    key += first  # in place: int64 whatever the integer type of `first`
+    return key
+
+
 def ngram_words(keys: list, V: int, order: int) -> list[np.ndarray]:
     """words[n]: (count_n, n) int32 word ids of every n-gram, in array order."""
     words = [None, None]
@@ -281,7 +294,7 @@ def read_arpa(path, unescape: bool = False):
         suffix = ids[:, n - 1].copy()
         ok = np.ones(count, dtype=bool)
         for m in range(2, n):
-            key = suffix * V + ids[:, n - m]
+            key = ngram_keys(suffix, ids[:, n - m], V)
             if len(keys[m]) == 0:
                 ok[:] = False
                 break
@@ -296,7 +309,7 @@ def read_arpa(path, unescape: bool = False):
             )
         if V and suffix.size and int(suffix.max()) >= (2**63 - 1) // V:
             raise ArpaError(f"{where}: too many {n - 1}-grams for 64-bit keys")
-        key = suffix * V + ids[:, 0]
+        key = ngram_keys(suffix, ids[:, 0], V)
         order_idx = np.argsort(key, kind="stable")
         key = key[order_idx]
         dup = np.flatnonzero(key[1:] == key[:-1])
@@ -310,4 +323,4 @@ def read_arpa(path, unescape: bool = False):
     return vocab, keys, prob, bo, order, notes
 
 
-__all__ = ["format_floats", "write_arpa", "read_arpa", "ngram_words", "escape_token", "unescape_token", "UNK_ID"]
+__all__ = ["ngram_keys", "format_floats", "write_arpa", "read_arpa", "ngram_words", "escape_token", "unescape_token", "UNK_ID"]

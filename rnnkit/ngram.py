@@ -110,7 +110,7 @@ def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
         starts = np.flatnonzero(rem >= n - 1)
         if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
             raise ValueError(f"too many {n - 1}-grams for 64-bit keys")
-        key = sid_prev[starts + 1].astype(np.int64) * V + seq[starts]
+        key = _arpa.ngram_keys(sid_prev[starts + 1], seq[starts], V)
         keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
         del key
         small = np.int32 if len(keys) < 2**31 and V < 2**31 else np.int64
@@ -367,10 +367,10 @@ class NgramModel:
                 logp = np.log10(probs[n].astype(_F32).astype(np.float64)).astype(_F32)
             logp = np.minimum(_F32(0), logp)
             if n > 1:
-                suffix = tables[n]["suffix"][kept].astype(np.int64)
+                suffix = tables[n]["suffix"][kept]  # int32 when it fits: see arpa.ngram_keys
                 if remap[n - 1] is not None:
-                    suffix = remap[n - 1][suffix].astype(np.int64)
-                keys.append(suffix * V + tables[n]["first"][kept])  # int64: no overflow
+                    suffix = remap[n - 1][suffix]
+                keys.append(_arpa.ngram_keys(suffix, tables[n]["first"][kept], V))
             prob.append(logp[kept])
             if n < order:
                 g = np.ones(len(tables[n]["count"]), dtype=np.float64)
@@ -488,7 +488,7 @@ class NgramModel:
             cur, sid = cur[m], sid[m]
             if cur.size == 0 or keys.size == 0:
                 break
-            key = sid * V + ids[cur - (n - 1)]
+            key = _arpa.ngram_keys(sid, ids[cur - (n - 1)], V)
             pos = _sorted_search(keys, key)
             found = keys[pos] == key
             cur, sid = cur[found], pos[found]
@@ -647,7 +647,7 @@ class NgramModel:
             keys = self._keys[n]
             if keys.size == 0 or cur.size == 0:
                 break
-            key = sid * V + ids[len(ids) - (n - 1)]
+            key = _arpa.ngram_keys(sid, ids[len(ids) - (n - 1)], V)
             pos = np.minimum(np.searchsorted(keys, key), keys.size - 1)
             found = keys[pos] == key
             cur, sid = cur[found], pos[found]

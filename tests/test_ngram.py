@@ -273,6 +273,33 @@ def test_large_vocabulary_keys_do_not_overflow(tmp_path):
     assert model.score(lines[0]) > -20
 
 
+def test_many_contexts_keys_do_not_overflow():
+    """Keys beyond 2**31 from many (n-1)-grams, not a big vocabulary (the char-level case).
+
+    A char model of 100k nsmc lines (V ~ 2,700, 1.25M 4-grams) got worse from order 5 on:
+    its 5-gram keys (4-gram index * V) wrapped in int32. Here 20,000 types keep the
+    bigram keys below 2**31 while ~155k distinct bigrams push the trigram keys past it.
+    Every training trigram must then be found at full length, and the model normalised.
+    """
+    rng = np.random.default_rng(5)
+    sentences = [[f"t{i}" for i in row] for row in rng.integers(20_000, size=(4000, 40))]
+    model = NgramModel.train(sentences, 3)
+    V = len(model.vocab)
+    assert int(model._keys[2].max()) < 2**31 < int(model._keys[3].max())
+    for n in (2, 3):
+        assert model._keys[n].dtype == np.int64 and np.all(np.diff(model._keys[n]) > 0)
+    sample = sentences[::100]
+    (logp, match, oov, _), = model._token_scores(sample)
+    expected = np.concatenate([np.minimum(np.arange(len(t) + 1) + 2, 3) for t in sample])
+    np.testing.assert_array_equal(match, expected)  # every seen trigram found, none lost
+    assert not oov.any() and np.isfinite(logp).all()
+    for tokens in sample[:5]:
+        dist = model.next_distribution(tokens[:25])
+        assert abs(dist.sum() - 1) < 1e-5 and dist.size == V
+        assert math.isclose(math.log10(dist[model.vocab.id(tokens[25])]),
+                            model.token_logprobs(tokens)[25], rel_tol=0, abs_tol=1e-5)
+
+
 def test_high_order_without_limit(small_corpus, rng):
     """Order 9 trains (no compile-time limit) and stays normalised."""
     model = NgramModel.train(small_corpus[:100], 9)
