@@ -434,15 +434,18 @@ static void softmax_rows_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
  * forward
  * ---------------------------------------------------------------------------------- */
 
-int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
+int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogits,
                 float *work, int64_t work_size,
                 const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                const float *in_mask, const float *out_mask,
                 const float *h0, const float *params,
                 int activation, int T, int B, int H, int V) {
     int rc = check_sizes(T, B, H, V);
     if (rc) return rc;
     if (!loss || !logprobs || !hs || !inputs || !targets || !resets || !h0 || !params)
         return RNN_E_NULL;
+    if (out_mask && !hd) return RNN_E_NULL;
+    if (hd && hd == hs) return RNN_E_ALIAS;
     if (!check_activation(activation)) return RNN_E_ACTIVATION;
     const int64_t N = (int64_t)T * B;
     if (!dlogits) {
@@ -465,27 +468,39 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
         float *h_t = hs + (size_t)t * B * H;
         gemm(0, 1, B, H, H, 1.0f, h_prev, H, W_hh, H, 0.0f, h_t, H);
         for (int b = 0; b < B; b++) {
+            size_t pos = (size_t)t * B + b;
             float *row = h_t + (size_t)b * H;
-            const float *x = W_xh + (size_t)inputs[(size_t)t * B + b] * H;
-            if (resets[(size_t)t * B + b])
-                for (int j = 0; j < H; j++) row[j] = x[j] + b_h[j];
-            else
+            const float *x = W_xh + (size_t)inputs[pos] * H;
+            if (resets[pos])
+                for (int j = 0; j < H; j++) row[j] = 0.0f;
+            if (in_mask) {
+                const float *m = in_mask + pos * H;
+                for (int j = 0; j < H; j++) row[j] += x[j] * m[j] + b_h[j];
+            } else {
                 for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
+            }
             activate(row, H, activation);
         }
+    }
+
+    /* the output layer reads h_t, or h_t * out_mask (dropout; the recurrence is untouched) */
+    const float *hy = hs;
+    if (out_mask) {
+        for (int64_t i = 0; i < N * H; i++) hd[i] = hs[i] * out_mask[i];
+        hy = hd;
     }
 
     /* output layer + fused softmax / cross-entropy */
     /* Rows are independent: split them over threads; the loss is summed afterwards in
      * row order so that it does not depend on the thread count. */
     if (dlogits) {
-        gemm(0, 1, (int)N, V, H, 1.0f, hs, H, W_hy, H, 0.0f, dlogits, V);
+        gemm(0, 1, (int)N, V, H, 1.0f, hy, H, W_hy, H, 0.0f, dlogits, V);
         struct softmax_rows job = {dlogits, logprobs, targets, b_y, V, 1};
         parallel_for(threads_for(N * V, 1 << 20), N, softmax_rows_slice, &job);
     } else {
         for (int64_t start = 0; start < N; start += RNN_CHUNK_ROWS) {
             int rows = (int)(N - start < RNN_CHUNK_ROWS ? N - start : RNN_CHUNK_ROWS);
-            gemm(0, 1, rows, V, H, 1.0f, hs + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
+            gemm(0, 1, rows, V, H, 1.0f, hy + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
             struct softmax_rows job = {work, logprobs + start, targets + start, b_y, V, 0};
             parallel_for(threads_for((int64_t)rows * V, 1 << 20), rows, softmax_rows_slice, &job);
         }
@@ -501,14 +516,16 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
  * ---------------------------------------------------------------------------------- */
 
 int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
-                 const float *dlogits, const float *hs,
+                 const float *dlogits, const float *hs, const float *hd,
                  const int32_t *inputs, const int32_t *resets,
+                 const float *in_mask, const float *out_mask,
                  const float *h0, const float *params, float loss_scale,
                  int activation, int T, int B, int H, int V) {
     int rc = check_sizes(T, B, H, V);
     if (rc) return rc;
     if (!grads || !dh0 || !work || !dlogits || !hs || !inputs || !resets || !h0 || !params)
         return RNN_E_NULL;
+    if (out_mask && !hd) return RNN_E_NULL;
     if (!check_activation(activation)) return RNN_E_ACTIVATION;
     if (!isfinite(loss_scale)) return RNN_E_ARGUMENT;
     if (work_size < rnn_workspace_size(T, B, H, V)) return RNN_E_WORKSPACE;
@@ -530,9 +547,12 @@ int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
     float *dh_next = dz_kept + (size_t)N * H; /* (B, H): gradient flowing into h_{t-1} */
     float *ones = dh_next + (size_t)B * H;    /* (N,): all 1, for the db_y column sum */
 
-    /* output layer: dh = s * dlogits W_hy;  dW_hy += s * dlogits^T hs;  db_y += s * sum */
+    /* output layer: dh = s * dlogits W_hy (* out_mask);  dW_hy += s * dlogits^T hy;
+     * db_y += s * sum, where hy = hs, or hd = hs * out_mask with output dropout */
     gemm(0, 0, (int)N, H, V, loss_scale, dlogits, V, W_hy, H, 0.0f, dz, H);
-    gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, hs, H, 1.0f, dW_hy, H);
+    gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, out_mask ? hd : hs, H, 1.0f, dW_hy, H);
+    if (out_mask)
+        for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
     /* db_y as a GEMV with a ones vector: one more streaming pass over the (N, V)
      * dlogits, which BLAS spreads over its threads. */
     for (int64_t n = 0; n < N; n++) ones[n] = 1.0f;
@@ -552,9 +572,10 @@ int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
             float *dx = dW_xh + (size_t)inputs[pos] * H;
             float *kept = dz_kept + pos * H;
             int reset = resets[pos];
+            const float *m = in_mask ? in_mask + pos * H : NULL;
             for (int j = 0; j < H; j++) {
                 db_h[j] += g[j];
-                dx[j] += g[j];                                 /* embedding row of x_t */
+                dx[j] += m ? g[j] * m[j] : g[j];               /* embedding row of x_t */
                 kept[j] = reset ? 0.0f : g[j];                 /* h_{t-1} was zero at a reset */
             }
         }

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 1 };
+enum rnn_abi { RNN_ABI_VERSION = 2 };
 
 enum rnn_status {
     RNN_OK = 0,
@@ -63,6 +63,8 @@ int rnn_get_num_threads(void);
  * loss:     (1,) summed cross-entropy (natural log) over positions with target >= 0
  * logprobs: (T, B) natural-log probability of each target; 0 where target = -1
  * hs:       (T, B, H) hidden states h_1..h_T, saved for backward
+ * hd:       (T, B, H) or NULL; required with out_mask: receives hs * out_mask, the
+ *           output layer's input, saved for backward
  * dlogits:  (T, B, V) or NULL. When given, receives softmax - onehot(target) for
  *           rnn_backward (rows with target = -1 are zero). When NULL, the output
  *           layer is computed in chunks in `work` and nothing V-sized is kept.
@@ -70,11 +72,15 @@ int rnn_get_num_threads(void);
  * inputs:   (T, B) token ids in [0, V)
  * targets:  (T, B) token ids in [0, V), or -1 = ignored
  * resets:   (T, B) 1 where a sequence starts (h_{t-1} taken as zero), else 0
+ * in_mask:  (T, B, H) or NULL: dropout on the input rows, W_xh[x_t] * in_mask[t]
+ * out_mask: (T, B, H) or NULL: dropout before the output layer, y_t = (h_t * out_mask[t]) W_hy^T
+ *           (masks hold 0 or 1/(1-p): inverted dropout; the recurrence never sees out_mask)
  * h0:       (B, H) state before step 0
  * params:   (P,) */
-int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
+int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogits,
                 float *work, int64_t work_size,
                 const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                const float *in_mask, const float *out_mask,
                 const float *h0, const float *params,
                 int activation, int T, int B, int H, int V);
 
@@ -83,10 +89,12 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *dlogits,
  * dh0:      (B, H) gradient with respect to h0, accumulated (+=)
  * work:     (work_size,) scratch
  * dlogits:  (T, B, V) as written by rnn_forward (not modified)
- * hs, inputs, resets, h0, params: exactly as passed to / written by rnn_forward */
+ * hs, hd, inputs, resets, in_mask, out_mask, h0, params: exactly as passed to /
+ *           written by rnn_forward (hd may be NULL when out_mask is) */
 int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
-                 const float *dlogits, const float *hs,
+                 const float *dlogits, const float *hs, const float *hd,
                  const int32_t *inputs, const int32_t *resets,
+                 const float *in_mask, const float *out_mask,
                  const float *h0, const float *params, float loss_scale,
                  int activation, int T, int B, int H, int V);
 

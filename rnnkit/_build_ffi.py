@@ -9,10 +9,15 @@ import os
 import sys
 from pathlib import Path
 
-import cffi
-import scipy_openblas32
+# Run as a script, this file puts rnnkit/ first on sys.path, where rnnkit/tokenize.py
+# would shadow the standard library's tokenize (which cffi's parser imports).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+import cffi  # noqa: E402
+import scipy_openblas32  # noqa: E402
+
+CSRC = _HERE.parent / "csrc"
 
 
 def header_cdef() -> str:

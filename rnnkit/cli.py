@@ -154,6 +154,8 @@ def cli():
               help="Learning rate [default: 0.002 adam, 0.5 sgd].")
 @click.option("--clip", type=click.FloatRange(0), default=1.0, show_default=True,
               help="Gradient clipping by global norm (0: off).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Dropout on the input rows and before the output layer.")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
@@ -165,7 +167,7 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, min_count, max_vocab, valid_path, stream, seed,
+          epochs, time_budget, optimizer, lr, clip, dropout, min_count, max_vocab, valid_path, stream, seed,
           threads, resume):
     """Train a language model on a text file (one sentence per line).
 
@@ -192,7 +194,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
     else:
         valid = read_lines(valid_path) if valid_path else None
         train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-                  clip, min_count, max_vocab, stream, seed, threads, resume)
+                  clip, dropout, min_count, max_vocab, stream, seed, threads, resume)
 
 
 def bundled_corpus() -> Path:
@@ -257,13 +259,13 @@ class EpochProgress:
 
 
 def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
-              min_count, max_vocab, stream, seed, threads, resume):
+              dropout, min_count, max_vocab, stream, seed, threads, resume):
     from .rnnlm import RNNModel
     from .train import TrainConfig, train as run_training
     config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
                          time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
                          min_count=min_count, max_vocab=max_vocab, seed=seed, threads=threads,
-                         stream=stream)
+                         stream=stream, dropout=dropout)
     resume_from = None
     if resume:
         if not Path(output).exists():

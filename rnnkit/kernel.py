@@ -12,14 +12,12 @@ another thread while a call that reads it runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 import scipy_openblas32  # noqa: F401  (loads libscipy_openblas before the kernel module)
 
 from .errors import KernelError
-from .layout import param_shapes, param_views  # noqa: F401  (re-exported: same API as reference)
+from .layout import ForwardCache, param_shapes, param_views  # noqa: F401  (same API as reference)
 
 try:
     from ._rnn_cffi import ffi, lib
@@ -28,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         f"rnnkit's C kernel is not built ({exc}); reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -108,20 +106,6 @@ def _sizes(inputs: np.ndarray, h0: np.ndarray) -> tuple[int, int, int]:
 # forward / backward
 # ----------------------------------------------------------------------------------
 
-@dataclass
-class ForwardCache:
-    """What backward needs from forward (and the buffers a later call can reuse)."""
-    inputs: np.ndarray
-    resets: np.ndarray
-    h0: np.ndarray
-    params: np.ndarray
-    hs: np.ndarray         # (T, B, H)
-    dlogits: np.ndarray | None  # (T, B, V) softmax - onehot, or None when not kept
-    activation: str
-    V: int
-    work: np.ndarray | None = None
-
-
 def _buffer(reuse, name, shape, dtype=np.float32):
     old = getattr(reuse, name, None) if reuse is not None else None
     if isinstance(old, np.ndarray) and old.shape == shape and old.dtype == dtype:
@@ -129,15 +113,24 @@ def _buffer(reuse, name, shape, dtype=np.float32):
     return np.empty(shape, dtype=dtype)
 
 
+def _optional(name, array, shape):
+    if array is not None:
+        _expect(name, array, np.float32, shape)
+        return ffi.from_buffer("float[]", array)
+    return ffi.NULL
+
+
 def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
-            keep_for_backward=True, reuse=None):
+            keep_for_backward=True, reuse=None, in_mask=None, out_mask=None):
     """Run the RNN over a (T, B) batch.
 
     Returns (loss, logprobs, hs, cache): the summed natural-log cross-entropy over
     positions whose target is not -1, the (T, B) target log-probabilities (0 where
     ignored), the (T, B, H) hidden states and a ForwardCache for backward. With
     keep_for_backward=False nothing V-sized is kept (scoring). `reuse` takes a
-    previous cache whose buffers are reused when their shapes match.
+    previous cache whose buffers are reused when their shapes match. in_mask and
+    out_mask, (T, B, H) float32 of 0 or 1/(1-p), are dropout on the input rows and
+    before the output layer.
     """
     T, B, H = _sizes(inputs, h0)
     _expect("inputs", inputs, np.int32, (T, B))
@@ -155,15 +148,20 @@ def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
     loss = np.zeros(1, dtype=np.float32)
     work = _buffer(reuse, "work", (work_size,))
     dlogits = _buffer(reuse, "dlogits", (T, B, V)) if keep_for_backward else None
+    hd = _buffer(reuse, "hd", (T, B, H)) if out_mask is not None else None
+    p_in_mask = _optional("in_mask", in_mask, (T, B, H))
+    p_out_mask = _optional("out_mask", out_mask, (T, B, H))
+    p_hd = ffi.from_buffer("float[]", hd) if hd is not None else ffi.NULL
 
     p_loss, p_logprobs, p_hs = ffi.from_buffer("float[]", loss), ffi.from_buffer("float[]", logprobs), ffi.from_buffer("float[]", hs)
     p_dlogits = ffi.from_buffer("float[]", dlogits) if dlogits is not None else ffi.NULL
     p_work = ffi.from_buffer("float[]", work)
     p_in, p_tg, p_rs = (ffi.from_buffer("int32_t[]", a) for a in (inputs, targets, resets))
     p_h0, p_params = ffi.from_buffer("float[]", h0), ffi.from_buffer("float[]", params)
-    _check(lib.rnn_forward(p_loss, p_logprobs, p_hs, p_dlogits, p_work, work_size,
-                           p_in, p_tg, p_rs, p_h0, p_params, act, T, B, H, V))
-    cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V, work)
+    _check(lib.rnn_forward(p_loss, p_logprobs, p_hs, p_hd, p_dlogits, p_work, work_size,
+                           p_in, p_tg, p_rs, p_in_mask, p_out_mask, p_h0, p_params, act, T, B, H, V))
+    cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V, work,
+                         hd, in_mask, out_mask)
     return float(loss[0]), logprobs, hs, cache
 
 
@@ -191,9 +189,12 @@ def backward(grads, cache: ForwardCache, *, loss_scale=1.0, dh0=None):
     p_dlogits, p_hs = ffi.from_buffer("float[]", cache.dlogits), ffi.from_buffer("float[]", cache.hs)
     p_in, p_rs = ffi.from_buffer("int32_t[]", cache.inputs), ffi.from_buffer("int32_t[]", cache.resets)
     p_h0, p_params = ffi.from_buffer("float[]", cache.h0), ffi.from_buffer("float[]", cache.params)
-    _check(lib.rnn_backward(p_grads, p_dh0, p_work, work.size, p_dlogits, p_hs, p_in, p_rs,
-                            p_h0, p_params, float(loss_scale), _activation_code(cache.activation),
-                            T, B, H, V))
+    p_hd = ffi.from_buffer("float[]", cache.hd) if cache.hd is not None else ffi.NULL
+    p_in_mask = _optional("in_mask", cache.in_mask, (T, B, H))
+    p_out_mask = _optional("out_mask", cache.out_mask, (T, B, H))
+    _check(lib.rnn_backward(p_grads, p_dh0, p_work, work.size, p_dlogits, p_hs, p_hd, p_in, p_rs,
+                            p_in_mask, p_out_mask, p_h0, p_params, float(loss_scale),
+                            _activation_code(cache.activation), T, B, H, V))
     return dh0
 
 

@@ -9,6 +9,8 @@ a test checks it against this layout.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import KernelError
@@ -38,3 +40,21 @@ def param_views(flat: np.ndarray, V: int, H: int) -> dict[str, np.ndarray]:
         views[name] = flat[offset:offset + size].reshape(shape)
         offset += size
     return views
+
+
+@dataclass
+class ForwardCache:
+    """What backward needs from forward (kernel.py and reference.py alike), and the
+    buffers a later forward can reuse."""
+    inputs: np.ndarray          # (T, B) int32
+    resets: np.ndarray          # (T, B) int32
+    h0: np.ndarray              # (B, H)
+    params: np.ndarray          # (P,)
+    hs: np.ndarray              # (T, B, H)
+    dlogits: np.ndarray | None  # (T, B, V) softmax - onehot, or None when not kept
+    activation: str
+    V: int
+    work: np.ndarray | None = None      # kernel scratch
+    hd: np.ndarray | None = None        # (T, B, H) hs * out_mask, with output dropout
+    in_mask: np.ndarray | None = None   # (T, B, H) dropout on the input rows
+    out_mask: np.ndarray | None = None  # (T, B, H) dropout before the output layer

@@ -10,12 +10,10 @@ where reset[t] = 1;  y_t = h_t W_hy^T + b_y;  loss = -sum log softmax(y_t)[targe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .errors import KernelError
-from .layout import layout_size, param_shapes, param_views  # noqa: F401  (same API as kernel)
+from .layout import ForwardCache, layout_size, param_shapes, param_views  # noqa: F401  (same API as kernel)
 
 ACTIVATIONS = ("tanh", "logistic", "identity")
 
@@ -54,20 +52,8 @@ def _check_ids(name, ids, low, V):
         raise KernelError(f"{name} id out of range [{low}, {V})")
 
 
-@dataclass
-class ForwardCache:
-    inputs: np.ndarray
-    resets: np.ndarray
-    h0: np.ndarray
-    params: np.ndarray
-    hs: np.ndarray
-    dlogits: np.ndarray | None
-    activation: str
-    V: int
-
-
 def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
-            keep_for_backward=True, reuse=None):
+            keep_for_backward=True, reuse=None, in_mask=None, out_mask=None):
     """Same contract as kernel.forward; computes in params' dtype (float32 or float64)."""
     dtype = params.dtype
     T, B = inputs.shape
@@ -81,10 +67,12 @@ def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
     h_prev = h0.astype(dtype)
     for t in range(T):
         keep = (1 - resets[t]).astype(dtype)[:, None]            # 0 where a sequence starts
-        z = p["W_xh"][inputs[t]] + (h_prev * keep) @ p["W_hh"].T + p["b_h"]
+        x = p["W_xh"][inputs[t]] if in_mask is None else p["W_xh"][inputs[t]] * in_mask[t]
+        z = x + (h_prev * keep) @ p["W_hh"].T + p["b_h"]
         hs[t] = _activate(z, activation)
         h_prev = hs[t]
-    logits = hs @ p["W_hy"].T + p["b_y"]                          # (T, B, V)
+    hd = hs if out_mask is None else hs * out_mask                # output dropout
+    logits = hd @ p["W_hy"].T + p["b_y"]                          # (T, B, V)
     logp_all = _log_softmax(logits)
     valid = targets >= 0
     safe_targets = np.where(valid, targets, 0)
@@ -97,7 +85,8 @@ def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
         t_idx, b_idx = np.nonzero(valid)
         dlogits[t_idx, b_idx, targets[t_idx, b_idx]] -= 1.0       # - onehot(target)
         dlogits[~valid] = 0.0
-    cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V)
+    cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V,
+                         hd=hd, in_mask=in_mask, out_mask=out_mask)
     return loss, logprobs, hs, cache
 
 
@@ -114,15 +103,18 @@ def backward(grads, cache: ForwardCache, *, loss_scale=1.0, dh0=None):
     dlogits = cache.dlogits * loss_scale
     hs = cache.hs
     # output layer: y = h W_hy^T + b_y
-    g["W_hy"] += np.einsum("tbv,tbh->vh", dlogits, hs)
+    g["W_hy"] += np.einsum("tbv,tbh->vh", dlogits, cache.hd)
     g["b_y"] += dlogits.sum(axis=(0, 1))
     dh_from_output = dlogits @ p["W_hy"]                          # (T, B, H)
+    if cache.out_mask is not None:
+        dh_from_output = dh_from_output * cache.out_mask
     dh_next = np.zeros((B, H), dtype=grads.dtype)
     for t in reversed(range(T)):
         dh = dh_from_output[t] + dh_next                          # from y_t and from h_{t+1}
         dz = dh * _activation_grad(hs[t], cache.activation)       # through the nonlinearity
         g["b_h"] += dz.sum(axis=0)
-        np.add.at(g["W_xh"], cache.inputs[t], dz)                 # embedding rows of x_t
+        dx = dz if cache.in_mask is None else dz * cache.in_mask[t]
+        np.add.at(g["W_xh"], cache.inputs[t], dx)                 # embedding rows of x_t
         keep = (1 - cache.resets[t]).astype(grads.dtype)[:, None]
         h_prev = (hs[t - 1] if t > 0 else cache.h0) * keep
         g["W_hh"] += dz.T @ h_prev                                # z = h_{t-1} W_hh^T

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 2                  # Adam: epochs without improvement before stopping
     embedding_lr_scale: float | None = None  # W_xh's rate / the others' (default 10 adam, 1 sgd)
     final_lr_fraction: float = 0.05    # Adam: the rate at the end of the planned run
+    dropout: float = 0.0               # on the input rows and before the output layer
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
@@ -75,6 +76,8 @@ class TrainConfig:
             raise RnnkitError(f"learning rate must be > 0, got {self.learning_rate()}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise RnnkitError(f"time budget must be > 0 seconds, got {self.time_budget}")
+        if not 0 <= self.dropout < 1:
+            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.final_lr_fraction <= 1:
             raise RnnkitError(f"final learning-rate fraction must be in (0, 1], got {self.final_lr_fraction}")
         if not self.embedding_scale() > 0:
@@ -137,10 +140,21 @@ class Trainer:
         floor = self.config.final_lr_fraction
         return self.config.learning_rate() * (floor + (1.0 - floor) * (1.0 - min(done, 1.0)))
 
+    def dropout_masks(self, shape: tuple[int, int, int]) -> dict:
+        """Inverted-dropout masks (0 or 1/(1-p)); drawn from (seed, step) so that a
+        resumed run draws the same masks as an uninterrupted one."""
+        p = self.config.dropout
+        if p <= 0:
+            return {}
+        rng = np.random.default_rng([self.config.seed, self.step_count])
+        scale = np.float32(1.0 / (1.0 - p))
+        return {name: (rng.random(shape, dtype=np.float32) >= p) * scale for name in ("in_mask", "out_mask")}
+
     def step(self, inputs, targets, resets, h0) -> tuple[float, int, np.ndarray]:
         model = self.model
+        masks = self.dropout_masks((*inputs.shape, model.hidden))
         loss, _, hs, self.cache = kernel.forward(model.params, inputs, targets, resets, h0, V=model.V,
-                                                 activation=model.activation, reuse=self.cache)
+                                                 activation=model.activation, reuse=self.cache, **masks)
         count = int((targets >= 0).sum())
         if count == 0:
             return 0.0, 0, hs[-1].copy()

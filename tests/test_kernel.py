@@ -365,3 +365,67 @@ def test_torch_parity(dtype):
     assert_close("dW_hy", g["W_hy"], head.weight.grad.numpy(), 1e-4, 1e-5)
     assert_close("db_y", g["b_y"], head.bias.grad.numpy(), 1e-4, 1e-5)
     assert_close("dh0", dh0, h0_t.grad.numpy(), 1e-4, 1e-5)
+
+
+# ----------------------------------------------------------------------------------
+# dropout masks (input rows and before the output layer)
+# ----------------------------------------------------------------------------------
+
+def make_masks(rng, T, B, H, p=0.3, dtype=np.float32):
+    keep = 1.0 / (1.0 - p)
+    return tuple(((rng.random((T, B, H)) >= p) * keep).astype(dtype) for _ in range(2))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("which", ["in", "out", "both"])
+def test_dropout_parity(rng, shape, which):
+    """With dropout masks, C forward and every gradient still equal reference.py."""
+    T, B, H, V = shape
+    batch = make_batch(rng, T, B, H, V)
+    in_mask, out_mask = make_masks(rng, T, B, H)
+    masks = {"in_mask": in_mask if which != "out" else None, "out_mask": out_mask if which != "in" else None}
+    results = []
+    for impl in (kernel, reference):
+        loss, logp, hs, cache = impl.forward(*batch, V=V, **masks)
+        grads = np.zeros_like(batch[0])
+        dh0 = impl.backward(grads, cache, loss_scale=0.5)
+        results.append((loss, logp, hs, grads, dh0))
+    (lc, pc, hc, gc, dc), (lr, pr, hr, gr, dr) = results
+    assert_close("loss", lc, lr, 1e-5, 1e-6)
+    assert_close("logprobs", pc, pr, 1e-5, 1e-6)
+    assert_close("hs", hc, hr, 1e-5, 1e-6)
+    assert_close("grads", gc, gr, 1e-4, 1e-5)
+    assert_close("dh0", dc, dr, 1e-4, 1e-5)
+
+
+def test_dropout_gradient_matches_finite_differences():
+    """reference.py's gradients with both masks agree with central differences in float64."""
+    rng = np.random.default_rng(11)
+    T, B, H, V = 4, 2, 5, 7
+    params, inputs, targets, resets, h0 = make_batch(rng, T, B, H, V, dtype=np.float64)
+    in_mask, out_mask = make_masks(rng, T, B, H, dtype=np.float64)
+
+    def loss_of(p):
+        return reference.forward(p, inputs, targets, resets, h0, V=V, keep_for_backward=False,
+                                 in_mask=in_mask, out_mask=out_mask)[0]
+
+    _, _, _, cache = reference.forward(params, inputs, targets, resets, h0, V=V, in_mask=in_mask, out_mask=out_mask)
+    grads = np.zeros_like(params)
+    reference.backward(grads, cache)
+    for j in rng.choice(params.size, size=40, replace=False):
+        plus, minus = params.copy(), params.copy()
+        plus[j] += 1e-5
+        minus[j] -= 1e-5
+        numeric = (loss_of(plus) - loss_of(minus)) / 2e-5
+        rel = abs(grads[j] - numeric) / max(abs(grads[j]) + abs(numeric), 1e-12)
+        assert rel < 1e-6 or abs(grads[j] - numeric) < 1e-10, f"param {j}: {grads[j]} vs {numeric}"
+
+
+def test_dropout_mask_shape_checked(rng):
+    """A mask of the wrong shape or dtype is a clear error."""
+    T, B, H, V = 3, 2, 4, 5
+    batch = make_batch(rng, T, B, H, V)
+    with pytest.raises(KernelError, match="in_mask"):
+        kernel.forward(*batch, V=V, in_mask=np.ones((T, B, H + 1), np.float32))
+    with pytest.raises(KernelError, match="out_mask"):
+        kernel.forward(*batch, V=V, out_mask=np.ones((T, B, H), np.float64))

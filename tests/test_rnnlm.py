@@ -174,10 +174,11 @@ def test_seeded_training_is_bit_identical():
     assert np.array_equal(a.params, b.params)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_resume_continues_exactly(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer, dropout", [("adam", 0.0), ("sgd", 0.0), ("adam", 0.3)])
+def test_resume_continues_exactly(tmp_path, optimizer, dropout):
     """A 3-epoch run interrupted after epoch 1 and resumed ends bit-identical to an uninterrupted one."""
-    config = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5, epochs=3)
+    config = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5, epochs=3,
+                  dropout=dropout)
     straight = train(KOREAN, KOREAN[:8], TrainConfig(**config))
     path = tmp_path / "r.model"
 
@@ -200,6 +201,17 @@ def test_sgd_schedule_halves_then_stops():
     lrs = [e["lr"] for e in model.record["epochs"]]
     assert len(lrs) < 10
     assert model.train_state["halving"] and model.train_state["lr"] < 1e-6
+
+
+def test_dropout_trains_and_scores_deterministically():
+    """Training with dropout lowers the loss; scoring uses no masks, so it is repeatable."""
+    config = TrainConfig(hidden=32, bptt=16, batch=8, epochs=3, seed=3, threads=1, dropout=0.3)
+    model = train(KOREAN, KOREAN[:8], config)
+    record = model.record["epochs"]
+    assert record[-1]["valid_loss"] < record[0]["valid_loss"]
+    assert model.score_many(KOREAN[:4]) == model.score_many(KOREAN[:4])
+    with pytest.raises(RnnkitError, match="dropout"):
+        train(KOREAN, None, TrainConfig(dropout=1.0))
 
 
 def test_stream_mode_trains_and_scores():
