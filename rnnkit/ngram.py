@@ -28,8 +28,9 @@ Smoothing (every model is stored as a backoff model: log10 prob and backoff per 
     prune=[t1, t2, ...] drops n-grams of order n >= 2 whose count is <= t_n (the last value
     repeats, as in lmplz --prune; t1 must be 0), keeping any n-gram that a kept longer
     n-gram needs as its context or suffix; the dropped mass goes to the backoff, so the
-    model stays normalised. Literal `<s>`, `</s>`, `<unk>` in training text are skipped
-    (lmplz --skip_symbols).
+    model stays normalised. Literal `<s>` and `</s>` in training text are skipped; a
+    literal `<unk>` is the unknown word, counted like any word (lmplz's defaults: on
+    Penn Treebank this gives KenLM's 148.28 / 141.19 test perplexity at orders 3 / 5).
 
 Scoring follows KenLM: the longest matching n-gram, plus the backoffs of the longer
 contexts that the previous word's match left in the state; an OOV word scores
@@ -74,8 +75,10 @@ def _encode_training(token_lists) -> tuple[list[str], np.ndarray, np.ndarray, in
         index[t] = i
     flat = np.fromiter(map(index.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
     del all_tokens
-    special = flat < len(SPECIALS)
-    if special.any():  # lmplz --skip_symbols: literal <s> </s> <unk> are whitespace
+    # literal <s> and </s> are whitespace (as lmplz reads them); a literal <unk> is the
+    # unknown word and is counted like any word (lmplz's default; PTB relies on it)
+    special = (flat == BOS_ID) | (flat == EOS_ID)
+    if special.any():
         sentence_of = np.repeat(np.arange(len(lengths)), lengths)
         lengths = lengths - np.bincount(sentence_of[special], minlength=len(lengths))
         flat = flat[~special]
@@ -187,7 +190,6 @@ def _estimate_interpolated(tables, order, V, keep, smoothing, info):
             a = tables[n]["count"].copy()
         if n == 1:
             a[BOS_ID] = 0
-            a[UNK_ID] = 0
         stats.append(a)
     fallback = []
     discounts = [None]

@@ -141,20 +141,25 @@ def test_kenlm_arpa_read_reproduces_kenlm_scores(corpus, order, tmp_path):
     check_scores(model, corpus, fixture_scores(f"{corpus}.o{order}.scores.json"))
 
 
-def test_skip_symbols_like_lmplz(tmp_path):
-    """Literal <unk>, <s>, </s> in training text are skipped (lmplz --skip_symbols)."""
+def test_literal_sentence_markers_skipped_unk_counted(tmp_path):
+    """Literal <s> and </s> in training text are skipped; a literal <unk> is counted as
+    the unknown word (lmplz's defaults), so it gets a real probability and contexts."""
     lines = fixture_lines("ptb_train.txt")[:400]
     rng = np.random.default_rng(7)
     noisy = []
     for line in lines:
         words = line.split()
         for _ in range(2):
-            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(["<unk>", "<s>", "</s>"])))
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(["<s>", "</s>"])))
         noisy.append(" ".join(words))
     a, b = tmp_path / "a.arpa", tmp_path / "b.arpa"
     NgramModel.train(lines, 3).write_arpa(a)
     NgramModel.train(noisy, 3).write_arpa(b)
     assert a.read_bytes() == b.read_bytes()
+    with_unk = NgramModel.train([line + " <unk>" for line in lines], 3)
+    without = NgramModel.train(lines, 3)
+    assert with_unk.full_scores("the <unk>")[1][0] > without.full_scores("the <unk>")[1][0] + 1.0
+    assert with_unk.full_scores("the <unk>")[1][2], "<unk> is still reported as OOV"
 
 
 # ---------------------------------------------------------------- normalisation
@@ -397,7 +402,7 @@ def test_arpa_and_model_file_errors(tmp_path):
 
 def test_bad_training_inputs(tmp_path):
     """Empty corpus and order 0 are refused clearly; bad files raise CorpusError."""
-    for empty in ([], [""], ["", "   "], ["<unk> <s>"]):
+    for empty in ([], [""], ["", "   "], ["</s> <s>"]):
         with pytest.raises(CorpusError, match="no tokens"):
             NgramModel.train(empty, 3)
     for order in (0, -1, 2.5):
@@ -430,3 +435,18 @@ def test_one_word_corpus(smoothing):
     assert abs(model.next_distribution(["안녕"]).sum() - 1) < 1e-6
     if smoothing == "mle":
         assert model.next_distribution(["안녕"])[EOS_ID] == 1.0
+
+
+SHARED_PTB = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
+
+
+@pytest.mark.skipif(not SHARED_PTB.is_dir(), reason="../shared/data/ptb not present")
+def test_full_ptb_matches_kenlm():
+    """On the full Penn Treebank, KN 3-gram and 5-gram test perplexities equal KenLM's
+    (148.28 and 141.19, the literal <unk> counted as the unknown word)."""
+    from rnnkit.tokenize import read_lines
+    train_lines = read_lines(SHARED_PTB / "ptb.train.txt")
+    test_lines = read_lines(SHARED_PTB / "ptb.test.txt")
+    for order, expected in ((3, 148.28), (5, 141.19)):
+        ppl = NgramModel.train(train_lines, order=order).evaluate(test_lines)["perplexity"]
+        assert abs(ppl - expected) < 0.01, (order, ppl)

@@ -1,0 +1,108 @@
+"""Reproduce the RNN language-model paper's Penn Treebank table with one command.
+
+Mikolov's PhD thesis (Table 4.1) and Interspeech 2011 report test perplexity on
+PTB: Kneser-Ney 3-gram 148.3, 5-gram 141.2, a single RNN LM 124.7, and the RNN
+linearly interpolated with the KN5 model 105.7. This script trains all of them on
+../shared/data/ptb/ptb.train.txt (word unit; the data's literal `<unk>` is the unknown
+word and is counted like any word), tunes the mixture weight on ptb.valid.txt, and
+prints test perplexities beside the paper's, with training time and tokens/s.
+
+    python benchmarks/ptb_table.py                       # defaults below
+    python benchmarks/ptb_table.py --time-budget 3600 --hidden 256
+
+Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(os.environ.get("RNNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PAPER = {"KN 3-gram": 148.3, "KN 5-gram": 141.2, "RNN": 124.7, "RNN + KN5": 105.7}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--bptt", type=int, default=35)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
+    parser.add_argument("--time-budget", type=float, default=7200.0, help="seconds of RNN training at most")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("ptb-models"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    data = SHARED / "data" / "ptb"
+    if not data.is_dir():
+        print(f"skipped: {data} not found", file=sys.stderr)
+        return 0
+
+    from rnnkit.mix import tune_weights
+    from rnnkit.ngram import NgramModel
+    from rnnkit.tokenize import read_lines
+    from rnnkit.train import TrainConfig, train
+
+    train_lines = read_lines(data / "ptb.train.txt")
+    valid_lines = read_lines(data / "ptb.valid.txt")
+    test_lines = read_lines(data / "ptb.test.txt")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def note(text):
+        print(text, file=sys.stderr, flush=True)
+
+    ngrams = {}
+    for order in (3, 5):
+        started = time.perf_counter()
+        model = NgramModel.train(train_lines, order=order, smoothing="kn", unit="word")
+        seconds = time.perf_counter() - started
+        model.save(args.out / f"ptb.kn{order}.model")
+        ngrams[order] = model
+        ppl = model.evaluate(test_lines)["perplexity"]
+        note(f"KN {order}-gram: test perplexity {ppl:.2f} ({seconds:.1f} s)")
+        rows.append({"model": f"KN {order}-gram", "test_ppl": ppl, "train_s": seconds})
+
+    config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
+                         optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
+                         threads=args.threads, time_budget=args.time_budget, dropout=args.dropout)
+    started = time.perf_counter()
+    rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
+    seconds = time.perf_counter() - started
+    epochs = rnn.record["epochs"]
+    tokens_per_s = sum(e["tokens"] for e in epochs) / sum(e["seconds"] for e in epochs)
+    rnn_ppl = rnn.evaluate(test_lines)["perplexity"]
+    rows.append({"model": "RNN", "test_ppl": rnn_ppl, "train_s": seconds, "tokens_per_s": tokens_per_s,
+                 "epochs": len(epochs), "valid_ppl": rnn.evaluate(valid_lines)["perplexity"]})
+    note(f"RNN: test perplexity {rnn_ppl:.2f}")
+
+    mixture, history = tune_weights([rnn, ngrams[5]], valid_lines)
+    mixture.save(args.out / "ptb.rnn+kn5.model")
+    rows.append({"model": "RNN + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
+                 "weights": mixture.weights, "valid_ppl": history[-1]})
+
+    print(f"\nPenn Treebank test perplexity; RNN: tanh, H={args.hidden}, {args.optimizer}, "
+          f"bptt {args.bptt}, batch {args.batch}, dropout {args.dropout}, {args.threads} threads\n")
+    print("| model | paper | rnnkit | training time | tokens/s |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        train_s = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
+        speed = f"{row['tokens_per_s']:,.0f}" if "tokens_per_s" in row else "-"
+        extra = f" (weights {row['weights'][0]:.2f}/{row['weights'][1]:.2f})" if "weights" in row else ""
+        print(f"| {row['model']}{extra} | {PAPER[row['model']]} | {row['test_ppl']:.2f} | {train_s} | {speed} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
