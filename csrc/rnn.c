@@ -48,6 +48,16 @@
 
 /* Rows of logits computed at once when no (T, B, V) dlogits buffer is given. */
 #define RNN_CHUNK_ROWS 64
+/* ... or more rows, up to this many logits (16 MB): scoring a file then runs a few
+ * large GEMMs instead of hundreds of 64-row ones, each with its own thread fan-out. */
+#define RNN_CHUNK_FLOATS ((int64_t)1 << 22)
+
+/* Rows of logits per chunk of the scoring path (dlogits == NULL). */
+static int64_t chunk_rows(int64_t N, int V) {
+    int64_t rows = RNN_CHUNK_FLOATS / V;
+    if (rows < RNN_CHUNK_ROWS) rows = RNN_CHUNK_ROWS;
+    return rows < N ? rows : N;
+}
 
 /* Function multiversioning: GCC emits one copy of a function per listed target and an
  * ifunc resolver picks the best one for the running CPU (needs glibc's ifunc support,
@@ -99,7 +109,7 @@ static int check_sizes(int T, int B, int H, int V) {
 int64_t rnn_workspace_size(int T, int B, int H, int V) {
     if (check_sizes(T, B, H, V) != RNN_OK) return -1;
     int64_t N = (int64_t)T * B;
-    int64_t chunk = N < RNN_CHUNK_ROWS ? N : RNN_CHUNK_ROWS;
+    int64_t chunk = chunk_rows(N, V);
     int64_t fwd = chunk * V;                       /* logits of one chunk of rows */
     int64_t bwd = 2 * N * H + (int64_t)B * H + N;  /* dz, masked dz, dh_next, ones */
     return fwd > bwd ? fwd : bwd;
@@ -498,8 +508,9 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogi
         struct softmax_rows job = {dlogits, logprobs, targets, b_y, V, 1};
         parallel_for(threads_for(N * V, 1 << 20), N, softmax_rows_slice, &job);
     } else {
-        for (int64_t start = 0; start < N; start += RNN_CHUNK_ROWS) {
-            int rows = (int)(N - start < RNN_CHUNK_ROWS ? N - start : RNN_CHUNK_ROWS);
+        const int64_t chunk = chunk_rows(N, V);
+        for (int64_t start = 0; start < N; start += chunk) {
+            int rows = (int)(N - start < chunk ? N - start : chunk);
             gemm(0, 1, rows, V, H, 1.0f, hy + (size_t)start * H, H, W_hy, H, 0.0f, work, V);
             struct softmax_rows job = {work, logprobs + start, targets + start, b_y, V, 0};
             parallel_for(threads_for((int64_t)rows * V, 1 << 20), rows, softmax_rows_slice, &job);
