@@ -267,6 +267,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
             _restore(model, best)          # a worse epoch is rolled back
         entry = {"epoch": state["epoch"], "train_loss": result["loss"] / max(result["tokens"], 1),
                  "valid_loss": valid["per_token"], "valid_bpc": valid["bpc"],
+                 "valid_ppl": math.exp(valid["per_token"]),
                  "train_bpc": result["loss"] / LN2 / max(result["tokens"], 1) * valid["tokens_per_char"],
                  "lr": trainer.lr, "seconds": round(result["seconds"], 3),
                  "tokens_per_s": result["tokens"] / result["seconds"] if result["seconds"] else 0.0,
@@ -279,7 +280,8 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
             model.save(output_path)
         if notify is not None:
             notify(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f} nats/token, valid "
-                   f"{entry['valid_bpc']:.4f} bits/char{'' if kept else ' (worse: rolled back)'}, "
+                   f"{entry['valid_bpc']:.4f} bits/char (perplexity {entry['valid_ppl']:.2f})"
+                   f"{'' if kept else ' (worse: rolled back)'}, "
                    f"lr {entry['lr']:.3g}, {entry['tokens_per_s']:,.0f} tokens/s"
                    + ("; time budget reached" if result["out_of_time"] else ""))
     return model
