@@ -206,13 +206,21 @@ def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[n
     return [vocab.encode(tokenizer.split(line)) for line in lines]
 
 
-def build_model(train_lines: list[str], config: TrainConfig) -> RNNModel:
+def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, list[np.ndarray]]:
+    """A freshly initialised model (vocabulary from the training lines) and those lines' ids."""
     tokenizer = Tokenizer(config.unit)
     vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
                         min_count=config.min_count, max_vocab=config.max_vocab)
-    rng = np.random.default_rng(config.seed)
-    return RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
-                    hyper={k: v for k, v in asdict(config).items() if k not in ("threads",)}), rng
+    model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
+                     hyper={k: v for k, v in asdict(config).items() if k != "threads"})
+    train_ids = encode_lines(model.tokenizer, vocab, train_lines)
+    counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=model.V).astype(np.float64)
+    counts[vocab.id("</s>")] += len(train_lines)
+    model.params = init_params(model.V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum())
+    model.record = {"corpus": {"train_lines": len(train_lines)}, "epochs": []}
+    model.train_state = {"epoch": 0, "lr": config.learning_rate(), "halving": False,
+                         "best_valid": None, "step": 0, "stale": 0, "done": False}
+    return model, train_ids
 
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
@@ -231,24 +239,18 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
     if resume_from is not None:
         model = resume_from
+        train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
     else:
-        model, rng = build_model(train_lines, config)
-        counts = np.bincount(np.concatenate(encode_lines(model.tokenizer, model.vocab, train_lines) or [np.zeros(0, np.int32)]),
-                             minlength=model.V).astype(np.float64)
-        counts[model.vocab.id("</s>")] += len(train_lines)
-        model.params = init_params(model.V, model.hidden, rng, counts / counts.sum())
-        model.record = {"corpus": {"train_lines": len(train_lines), "valid_lines": len(valid_lines)},
-                        "epochs": []}
-        model.train_state = {"epoch": 0, "lr": config.learning_rate(), "halving": False,
-                             "best_valid": None, "step": 0, "stale": 0, "done": False}
-    train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
+        model, train_ids = new_model(train_lines, config)
     valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
     lanes = batching.split_lanes(batching.make_stream(train_ids, independent=not config.stream), config.batch)
     model.record.setdefault("corpus", {}).update(
-        {"train_tokens": int(sum(len(x) + 1 for x in train_ids)),
+        {"valid_lines": len(valid_lines),
+         "train_tokens": int(sum(len(x) + 1 for x in train_ids)),
          "valid_tokens": int(sum(len(x) + 1 for x in valid_ids))})
-    budget = (time.perf_counter(), time.perf_counter() + config.time_budget) if config.time_budget else None
-    trainer = Trainer(model, config, lanes, budget)
+    started = time.perf_counter()
+    deadline = started + config.time_budget if config.time_budget else None
+    trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None)
     state = model.train_state
     deadline = time.perf_counter() + config.time_budget if config.time_budget else None
     if state["best_valid"] is None:
