@@ -570,7 +570,14 @@ def info(plot, model_path, as_json):
         emit_json(description)
         return
     for key, value in description.items():
-        if key == "training" and isinstance(value, dict):
+        if key == "components":
+            for i, part in enumerate(value, 1):
+                size = f"hidden {part['hidden']}" if "hidden" in part else f"order {part.get('order')}"
+                click.echo(f"{'component ' + str(i):<16}{part['type']}, {part['unit']} unit, "
+                           f"{part['vocab_size']:,} units, {size}, weight {description['weights'][i - 1]:.4f}")
+        elif key == "weights":
+            click.echo(f"{key:<16}" + ", ".join(f"{w:.4f}" for w in value))
+        elif key == "training" and isinstance(value, dict):
             for epoch in value.get("epochs", []):
                 click.echo(f"epoch {epoch['epoch']:>3}   train {epoch['train_bpc']:.4f} bits/char   valid "
                            f"{epoch['valid_bpc']:.4f} bits/char   lr {epoch['lr']:.3g}   "
