@@ -183,6 +183,9 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         if model_type != "ngram":
             raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
         check_writable(arpa)
+    if resume and model_type != "rnn":
+        raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
+                                 param_hint="--resume")
     if corpus is None:
         corpus = bundled_corpus()
         click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "

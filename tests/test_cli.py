@@ -231,6 +231,11 @@ def test_error_wrong_model_kind_for_option(workspace, tmp_path):
     """--arpa with an RNN is refused; --resume without a model is refused."""
     assert_clean_error(invoke(["train", workspace["corpus"], "-o", tmp_path / "m", "--arpa", tmp_path / "a.arpa"]), 2, "--arpa")
     assert_clean_error(invoke(["train", workspace["corpus"], "-o", tmp_path / "absent", "--resume"]), 2, "resume")
+    assert_clean_error(invoke(["train", workspace["corpus"], "--type", "ngram", "-o", tmp_path / "n", "--resume"]), 2,
+                       "resume")
+    ngram = tmp_path / "kn.model"
+    assert invoke(["train", workspace["corpus"], "--type", "ngram", "-o", ngram]).exit_code == 0
+    assert_clean_error(invoke(["train", workspace["corpus"], "-o", ngram, "--resume"]), 1, "ngram model")
 
 
 def test_interrupt_keeps_last_good_model(workspace, tmp_path, monkeypatch):
