@@ -8,7 +8,7 @@ word and is counted like any word), tunes the mixture weight on ptb.valid.txt, a
 prints test perplexities beside the paper's, with training time and tokens/s.
 
     python benchmarks/ptb_table.py                       # defaults below
-    python benchmarks/ptb_table.py --time-budget 3600 --hidden 256
+    python benchmarks/ptb_table.py --time-budget 7200 --threads 2   # the issue's 2-hour cap
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
 """
@@ -36,8 +36,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
-    parser.add_argument("--time-budget", type=float, default=7200.0, help="seconds of RNN training at most")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds of RNN training at most")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("ptb-models"))
     parser.add_argument("--json", type=Path, default=None)
