@@ -85,7 +85,7 @@ def main() -> int:
                  "epochs": len(epochs), "valid_ppl": rnn.evaluate(valid_lines)["perplexity"]})
     note(f"RNN: test perplexity {rnn_ppl:.2f}")
 
-    mixture, history = tune_weights([rnn, ngrams[5]], valid_lines)
+    mixture, history, _ = tune_weights([rnn, ngrams[5]], valid_lines)
     mixture.save(args.out / "ptb.rnn+kn5.model")
     rows.append({"model": "RNN + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
                  "weights": mixture.weights, "valid_ppl": history[-1]})

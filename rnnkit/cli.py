@@ -491,10 +491,10 @@ def mix(model_paths, tune_path, weights, output, as_json):
     report = {"models": list(model_paths)}
     if tune_path:
         lines = [line for line in read_lines(tune_path) if line.strip()]
-        mixture, history = tune_weights(components, lines)
+        mixture, history, singles = tune_weights(components, lines)
         report["tune"] = tune_path
-        report["model_perplexity"] = [c.evaluate(lines)["perplexity"] for c in components]
-        report["mixture_perplexity"] = mixture.evaluate(lines)["perplexity"]
+        report["model_perplexity"] = singles
+        report["mixture_perplexity"] = history[-1]
         report["em_perplexity"] = history
     else:
         mixture = MixModel(components, parse_weights(weights, len(components)))

@@ -188,8 +188,9 @@ def check_weights(weights, count: int) -> list[float]:
 def tune_weights(components: list, lines: list[str], iterations: int = 1000, tolerance: float = 1e-9):
     """EM for the interpolation weights on held-out lines.
 
-    Returns (mixture, history) where history lists the held-out perplexity before the
-    first and after every iteration (non-increasing, as EM guarantees).
+    Returns (mixture, history, model_perplexities): history lists the held-out perplexity
+    before the first and after every iteration (non-increasing, as EM guarantees; the last
+    is the mixture's), model_perplexities each model's own, all from one scoring pass.
     """
     mixture = MixModel(components)
     probs = np.concatenate(mixture.component_token_probs(lines), axis=0)      # (N, M)
@@ -210,4 +211,5 @@ def tune_weights(components: list, lines: list[str], iterations: int = 1000, tol
         if history[-2] - history[-1] <= tolerance * history[-2]:
             break
     mixture.weights = [float(w) for w in weights]
-    return mixture, history
+    singles = [perplexity(np.eye(probs.shape[1])[m]) for m in range(probs.shape[1])]
+    return mixture, history, singles

@@ -57,7 +57,7 @@ def test_mixture_score_is_weighted_sum_of_probabilities(models):
 def test_em_never_increases_perplexity(models):
     """Every EM iteration keeps or lowers held-out perplexity; the result beats both models."""
     rnn, ngram, _ = models
-    mixture, history = tune_weights([rnn, ngram], HELD_OUT)
+    mixture, history, _ = tune_weights([rnn, ngram], HELD_OUT)
     assert all(b <= a * (1 + 1e-12) for a, b in zip(history, history[1:]))
     assert sum(mixture.weights) == pytest.approx(1.0)
     assert mixture.evaluate(HELD_OUT)["perplexity"] <= min(
