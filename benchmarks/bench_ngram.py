@@ -7,7 +7,8 @@ Each configuration runs in its own child process so that peak RSS is its own. It
 verifies (test perplexity of the order-5 model equals KenLM's 11,835 with 48,505 OOVs),
 then times: build (read text, count, estimate, write rnnkit's model file), ARPA export,
 and scoring nsmc/test.txt (one warm-up, median of 3). NLTK's KneserNeyInterpolated is
-fitted on the 20,000-line slice in the same run, next to rnnkit on the same slice; NLTK
+fitted on the 20,000-line slice in the same run, next to rnnkit on the same slice (both
+builds: median of 3, each in a fresh model; the full-file builds run once); NLTK
 scores so slowly that it is timed on a few sentences under a time cap. Skips cleanly when
 ../shared (the data) is absent. Timing is wall clock (time.perf_counter).
 """
@@ -40,18 +41,23 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int) -> dict:
+def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int, build_repeats: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from rnnkit.ngram import NgramModel
     from rnnkit.tokenize import read_lines
 
     out = {"tool": "rnnkit", "order": order, "train": Path(train).name}
     base_rss = rss_mib()
-    t0 = time.perf_counter()
-    model = NgramModel.train_file(train, order)
     model_path = Path(workdir) / f"o{order}.model"
-    model.save(model_path)
-    out["build_s"] = time.perf_counter() - t0
+    builds = []
+    for _ in range(build_repeats):
+        model = None  # free the previous build first: peak RSS stays that of one build
+        t0 = time.perf_counter()
+        model = NgramModel.train_file(train, order)
+        model.save(model_path)
+        builds.append(time.perf_counter() - t0)
+    out["build_s"] = statistics.median(builds)
+    out["build_runs_s"] = builds
     out["build_rss_mib"] = rss_mib()
     out["base_rss_mib"] = base_rss
     out["ngrams"] = model.ngram_counts()
@@ -82,7 +88,7 @@ def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int) 
     return out
 
 
-def child_nltk(order: int, train: str, test: str, cap_s: float) -> dict:
+def child_nltk(order: int, train: str, test: str, cap_s: float, build_repeats: int) -> dict:
     from nltk.lm import KneserNeyInterpolated
     from nltk.lm.preprocessing import padded_everygram_pipeline, pad_both_ends
     from nltk.util import ngrams
@@ -93,11 +99,16 @@ def child_nltk(order: int, train: str, test: str, cap_s: float) -> dict:
     out["version"] = nltk.__version__
     text = Path(train).read_text(encoding="utf-8").split("\n")
     sentences = [line.split() for line in text if line]
-    t = time.perf_counter()
-    grams, vocab = padded_everygram_pipeline(order, sentences)
-    model = KneserNeyInterpolated(order)
-    model.fit(grams, vocab)
-    out["build_s"] = time.perf_counter() - t
+    builds = []
+    for _ in range(build_repeats):
+        model = None
+        t = time.perf_counter()
+        grams, vocab = padded_everygram_pipeline(order, sentences)
+        model = KneserNeyInterpolated(order)
+        model.fit(grams, vocab)
+        builds.append(time.perf_counter() - t)
+    out["build_s"] = statistics.median(builds)
+    out["build_runs_s"] = builds
     out["build_rss_mib"] = rss_mib()
     queries = [line.split() for line in Path(test).read_text(encoding="utf-8").split("\n") if line]
     scored_tokens, scored_sentences = 0, 0
@@ -128,7 +139,7 @@ def run_child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--orders", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--orders", type=int, nargs="*", default=[3, 5], help="full-file orders (none: only the NLTK slice)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nltk-cap", type=float, default=30.0, help="seconds of NLTK scoring")
     parser.add_argument("--no-nltk", action="store_true")
@@ -139,9 +150,9 @@ def main() -> int:
     if args.child:
         kind, order, *rest = args.child
         if kind == "rnnkit":
-            result = child_rnnkit(int(order), rest[0], rest[1], rest[2], int(rest[3]))
+            result = child_rnnkit(int(order), rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
         else:
-            result = child_nltk(int(order), rest[0], rest[1], float(rest[2]))
+            result = child_nltk(int(order), rest[0], rest[1], float(rest[2]), int(rest[3]))
         print(json.dumps(result))
         return 0
 
@@ -156,7 +167,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as workdir:
         for order in args.orders:
             print(f"... rnnkit order {order} (full train.txt)", file=sys.stderr, flush=True)
-            r = run_child(["rnnkit", str(order), str(train), str(test), workdir, str(args.repeats)])
+            r = run_child(["rnnkit", str(order), str(train), str(test), workdir, str(args.repeats), "1"])
             if order == 5:  # verify before reporting: KenLM's test perplexity and OOVs
                 assert abs(r["perplexity"] / KENLM["ppl_o5"] - 1) < 1e-3 and r["oov"] == KENLM["oov_o5"], r
                 print(f"verified: order-5 test perplexity {r['perplexity']:.1f} with {r['oov']} OOVs "
@@ -165,7 +176,7 @@ def main() -> int:
         nltk_ok = False
         if not args.no_nltk and slice20k.exists():
             print("... rnnkit order 3 (20k slice)", file=sys.stderr, flush=True)
-            small = run_child(["rnnkit", "3", str(slice20k), str(test), workdir, str(args.repeats)])
+            small = run_child(["rnnkit", "3", str(slice20k), str(test), workdir, str(args.repeats), str(args.repeats)])
             results.append(small)
             try:
                 import nltk  # noqa: F401
@@ -174,7 +185,7 @@ def main() -> int:
                 print("NLTK not installed: NLTK rows skipped\n")
             if nltk_ok:
                 print("... NLTK order 3 (20k slice)", file=sys.stderr, flush=True)
-                results.append(run_child(["nltk", "3", str(slice20k), str(test), str(args.nltk_cap)]))
+                results.append(run_child(["nltk", "3", str(slice20k), str(test), str(args.nltk_cap), str(args.repeats)]))
 
     print("| measure | rnnkit | KenLM (README) | rnnkit / KenLM |")
     print("|---|---|---|---|")

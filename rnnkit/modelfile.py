@@ -62,7 +62,9 @@ def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> No
 
     def write_to(handle):
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.writestr("meta.json", json.dumps(header, ensure_ascii=False, indent=1))
+            # no indent: the vocabulary can hold millions of units, and only the compact
+            # form goes through json's C encoder (indent=1 made saving 5x slower)
+            archive.writestr("meta.json", json.dumps(header, ensure_ascii=False))
             for name, array in arrays.items():
                 buffer = io.BytesIO()
                 np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)

@@ -62,17 +62,16 @@ _BATCH_POSITIONS = 1 << 21
 
 # ---------------------------------------------------------------- counting
 
-def _encode_training(token_lists) -> tuple[list[str], np.ndarray, np.ndarray, int]:
-    """Ids in first-occurrence order (KenLM's), the padded flat sequence and its `rem`.
+def _encode_training(token_lists) -> tuple[Vocab, np.ndarray, np.ndarray, int]:
+    """Vocabulary in first-occurrence order (KenLM's), the padded flat sequence and its `rem`.
 
     rem[i] = number of positions after i in i's sentence (0 at `</s>`).
     """
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
     all_tokens = list(chain.from_iterable(token_lists))
-    index = dict.fromkeys(SPECIALS)
-    index.update(dict.fromkeys(all_tokens))  # insertion order = first occurrence
-    for i, t in enumerate(index):
-        index[t] = i
+    # every step below runs in C (dict.fromkeys, zip, map): this is most of a small build
+    tokens = list(dict.fromkeys(chain(SPECIALS, all_tokens)))  # insertion order = first occurrence
+    index = dict(zip(tokens, range(len(tokens))))
     flat = np.fromiter(map(index.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
     del all_tokens
     # literal <s> and </s> are whitespace (as lmplz reads them); a literal <unk> is the
@@ -95,10 +94,7 @@ def _encode_training(token_lists) -> tuple[list[str], np.ndarray, np.ndarray, in
     seq[starts] = BOS_ID
     seq[ends - 1] = EOS_ID
     rem = (np.repeat(ends - 1, sent_len) - np.arange(total)).astype(np.int32)
-    tokens = [None] * len(index)
-    for t, i in index.items():
-        tokens[i] = t
-    return tokens, seq, rem, n_tokens
+    return Vocab(tokens, index), seq, rem, n_tokens
 
 
 def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
@@ -346,10 +342,10 @@ class NgramModel:
             token_lists = tokenizer.split_lines(nfc(x) for x in data)
         else:
             token_lists = [list(x) for x in data]
-        tokens, seq, rem, n_tokens = _encode_training(token_lists)
+        vocab, seq, rem, n_tokens = _encode_training(token_lists)
         if n_tokens == 0:
             raise CorpusError("the training text has no tokens (empty corpus)")
-        V = len(tokens)
+        V = len(vocab)
         tables = _count(seq, rem, V, order)
         del seq, rem
         keep = _prune_masks(tables, order, thresholds)
@@ -386,7 +382,7 @@ class NgramModel:
         bo.append(None)
         info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
         info["train_seconds"] = round(time.perf_counter() - t0, 3)
-        return cls(order, Vocab(tokens), keys, prob, bo, unit=unit, smoothing=smoothing, info=info)
+        return cls(order, vocab, keys, prob, bo, unit=unit, smoothing=smoothing, info=info)
 
     @classmethod
     def train_file(cls, path, order: int, **kwargs) -> "NgramModel":

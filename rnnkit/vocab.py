@@ -24,11 +24,14 @@ SPECIALS = (UNK, BOS, EOS)
 class Vocab:
     """An immutable token list with a reverse index."""
 
-    def __init__(self, tokens: Iterable[str]):
+    def __init__(self, tokens: Iterable[str], index: dict[str, int] | None = None):
+        """`index`, when given, must map tokens[i] -> i (callers that counted the corpus
+        already hold it; rebuilding it is a tenth of a small n-gram build)."""
         tokens = list(tokens)
         if tuple(tokens[:3]) != SPECIALS:
             raise VocabularyError(f"a vocabulary must start with {', '.join(SPECIALS)}; got {tokens[:3]}")
-        index = {token: i for i, token in enumerate(tokens)}
+        if index is None:
+            index = dict(zip(tokens, range(len(tokens))))
         if len(index) != len(tokens):
             seen = set()
             duplicate = next(t for t in tokens if t in seen or seen.add(t))
