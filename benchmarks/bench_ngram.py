@@ -49,15 +49,17 @@ def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int, 
     out = {"tool": "rnnkit", "order": order, "train": Path(train).name}
     base_rss = rss_mib()
     model_path = Path(workdir) / f"o{order}.model"
-    builds = []
+    builds, fits = [], []
     for _ in range(build_repeats):
         model = None  # free the previous build first: peak RSS stays that of one build
         t0 = time.perf_counter()
         model = NgramModel.train_file(train, order)
+        fits.append(time.perf_counter() - t0)
         model.save(model_path)
         builds.append(time.perf_counter() - t0)
     out["build_s"] = statistics.median(builds)
     out["build_runs_s"] = builds
+    out["fit_s"] = statistics.median(fits)  # read + count + estimate, in memory (what NLTK's fit does)
     out["build_rss_mib"] = rss_mib()
     out["base_rss_mib"] = base_rss
     out["ngrams"] = model.ngram_counts()
@@ -97,12 +99,12 @@ def child_nltk(order: int, train: str, test: str, cap_s: float, build_repeats: i
     import nltk
 
     out["version"] = nltk.__version__
-    text = Path(train).read_text(encoding="utf-8").split("\n")
-    sentences = [line.split() for line in text if line]
     builds = []
     for _ in range(build_repeats):
         model = None
-        t = time.perf_counter()
+        t = time.perf_counter()  # reading counts on both sides
+        text = Path(train).read_text(encoding="utf-8").split("\n")
+        sentences = [line.split() for line in text if line]
         grams, vocab = padded_everygram_pipeline(order, sentences)
         model = KneserNeyInterpolated(order)
         model.fit(grams, vocab)
@@ -214,8 +216,11 @@ def main() -> int:
     if small and nl:
         print("\n| order 3, nsmc/train-20k.txt | rnnkit | NLTK " + nl["version"] + " (same run) | rnnkit speed-up |")
         print("|---|---|---|---|")
-        print(f"| build | {small['build_s']:.2f} s, {small['build_rss_mib']:.0f} MiB | {nl['build_s']:.2f} s, "
-              f"{nl['build_rss_mib']:.0f} MiB | {nl['build_s'] / small['build_s']:,.0f}x |")
+        print(f"| build in memory (read the file, fit) | {small['fit_s']:.3f} s | {nl['build_s']:.2f} s | "
+              f"{nl['build_s'] / small['fit_s']:,.1f}x |")
+        print(f"| build to a model file (rnnkit only: NLTK keeps its model in memory) | {small['build_s']:.3f} s, "
+              f"{small['build_rss_mib']:.0f} MiB | {nl['build_s']:.2f} s, {nl['build_rss_mib']:.0f} MiB (no file) | "
+              f"{nl['build_s'] / small['build_s']:,.1f}x |")
         print(f"| scoring test.txt | {small['score_tps']:,.0f} tokens/s | {nl['score_tps']:,.1f} tokens/s "
               f"({nl['score_tokens']} tokens in {nl['score_capped_s']:.0f} s) | {small['score_tps'] / nl['score_tps']:,.0f}x |")
     if args.json:
