@@ -90,7 +90,7 @@ def test_file_score_is_sum_of_sentences():
     total = sum(model.score(s) for s in KOREAN[:10])
     assert stats["log10_total"] == pytest.approx(total, rel=1e-6)
     predicted = stats["tokens"] + stats["sentences"]
-    assert stats["perplexity"] == pytest.approx(10 ** (-total / predicted), rel=1e-9)
+    assert stats["perplexity"] == pytest.approx(10 ** (-stats["log10_total"] / predicted), rel=1e-9)
     assert stats["sentences"] == 10
 
 
