@@ -355,7 +355,7 @@ def blas_info():
     return info
 
 
-def sgemm_peak(repeats=5, n=2048):
+def sgemm_peak(threads, repeats=5, n=2048):
     """Median GFLOP/s of an n^3 sgemm through each available BLAS; the max is 'peak'."""
     import ctypes
     import glob
@@ -374,7 +374,14 @@ def sgemm_peak(repeats=5, n=2048):
                                            ctypes.c_void_p, ctypes.c_int, ctypes.c_float,
                                            ctypes.c_void_p, ctypes.c_int]
     args = (101, 111, 111, n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0, c.ctypes.data, n)
-    med, _ = time_calls(lambda: sgemm(*args), repeats)
+    # the kernel keeps this library on one thread and runs its own threads (rnn.c,
+    # rnn_set_num_threads); the peak is OpenBLAS's own, on `threads` threads
+    previous = lib.scipy_openblas_get_num_threads()
+    lib.scipy_openblas_set_num_threads(threads)
+    try:
+        med, _ = time_calls(lambda: sgemm(*args), repeats)
+    finally:
+        lib.scipy_openblas_set_num_threads(previous)
     out["kernel OpenBLAS"] = flops / med / 1e9
     med, _ = time_calls(lambda: np.matmul(a, b, out=c), repeats)
     out["numpy"] = flops / med / 1e9
@@ -513,7 +520,7 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
 
     note(f"[threads={threads}] sgemm peak ...")
     with OtherLoad() as load:
-        peaks = sgemm_peak()
+        peaks = sgemm_peak(threads)
     note(f"  sgemm GFLOP/s {peaks} (other load {fmt(load.cores, '.2f')} cores)")
     peak = max(peaks.values())
     rows = []
@@ -557,7 +564,7 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
     # Measure the peak again at the end and keep the better median per library: a
     # neighbour's burst during one measurement must not deflate the "% of peak".
     with OtherLoad() as load:
-        again = sgemm_peak()
+        again = sgemm_peak(threads)
     note(f"  sgemm GFLOP/s again {again} (other load {fmt(load.cores, '.2f')} cores)")
     peaks = {k: max(v, again.get(k, 0.0)) for k, v in peaks.items()}
     peak = max(peaks.values())

@@ -17,14 +17,17 @@
  *    semantics forbid the compiler from reassociating a single accumulator;
  *  - on x86-64 Linux with GCC the hot loops are compiled for AVX-512, AVX2 and the
  *    baseline and picked at load time (target_clones), so the wheel stays portable;
- *  - with POSIX threads, the softmax rows and the optimizer loops are split over the
- *    same number of threads as BLAS (rnn_set_num_threads sets both). The threads are
- *    created per loop and joined, not pooled: an OpenMP pool spins between regions
- *    and stole the cores from BLAS's threads (C5 at 2 threads: 2 ms -> 8 ms). Results
- *    do not depend on the thread count except for the order of the partial sums of
- *    the clip norm (summed in double, in a fixed order for a given count);
- *  - GEMMs under ~8 MFLOP (the recurrence's per-step products) run on one BLAS
- *    thread, see gemm().
+ *  - with POSIX threads, the softmax rows, the optimizer loops and the large matrix
+ *    products (split into single-threaded sgemm calls) run on our own threads, and
+ *    OpenBLAS stays single-threaded. The threads are created per loop and joined,
+ *    not pooled: a pool spins between regions and, on 2 cores, steals the core the
+ *    next loop needs (an OpenMP pool: C5 at 2 threads 2 ms -> 8 ms; OpenBLAS's own
+ *    pool, woken by every openblas_set_num_threads: C1 at 2 threads 154 -> 114 ms
+ *    once it was left asleep). Results do not depend on the thread count except for
+ *    the order of the partial sums of the clip norm (summed in double, in a fixed
+ *    order for a given count);
+ *  - GEMMs under ~8 MFLOP (the recurrence's per-step products) run on one thread,
+ *    see gemm().
  */
 #include "rnn.h"
 
@@ -125,7 +128,7 @@ static int own_threads = 0;
  * microseconds. */
 static int threads_for(int64_t items, int64_t min_items) {
 #ifdef RNN_PTHREADS
-    int64_t t = own_threads > 0 ? own_threads : RNN_BLAS(openblas_get_num_threads)();
+    int64_t t = rnn_get_num_threads();
     if (t > items / min_items) t = items / min_items;
     if (t > RNN_MAX_THREADS) t = RNN_MAX_THREADS;
     return t < 1 ? 1 : (int)t;
@@ -180,37 +183,83 @@ static void parallel_for(int nt, int64_t n, rnn_slice_fn fn, void *ctx) {
 #endif
 }
 
+/* The kernel runs its own threads, and OpenBLAS single-threaded. OpenBLAS's pool
+ * spins after it is woken (each openblas_set_num_threads call wakes it), and a
+ * spinning worker on a 2-core machine takes the core our next loop needs: a C1 step
+ * forward took 63 ms after a backward instead of 43 ms. */
 int rnn_set_num_threads(int n) {
     if (n < 1) return RNN_E_ARGUMENT;
-    RNN_BLAS(openblas_set_num_threads)(n);
     own_threads = n;
+    if (RNN_BLAS(openblas_get_num_threads)() != 1) RNN_BLAS(openblas_set_num_threads)(1);
     return RNN_OK;
 }
 
-int rnn_get_num_threads(void) { return RNN_BLAS(openblas_get_num_threads)(); }
+/* Threads the kernel uses; until rnn_set_num_threads is called, OpenBLAS's default
+ * (OPENBLAS_NUM_THREADS or the CPU count), which it then takes over. */
+int rnn_get_num_threads(void) {
+    if (own_threads == 0) rnn_set_num_threads(RNN_BLAS(openblas_get_num_threads)());
+    return own_threads;
+}
 
 /* ------------------------------------------------------------------------------------
  * helpers
  * ---------------------------------------------------------------------------------- */
 
-/* Below this many flops a GEMM runs on one BLAS thread: the per-step products of the
+/* Below this many flops a GEMM runs on one thread: the per-step products of the
  * recurrence (B x H x H, 4 MFLOP at C1) gain little from a second thread on an idle
  * machine, and when a core is busy every multithreaded call waits for a time slice
  * (C5 scoring at 2 threads went from 3 to 30 ms on a shared machine). */
 #define RNN_SERIAL_GEMM_FLOPS (8.0 * 1024 * 1024)
 
-/* C (M, N) = alpha * op(A) op(B) + beta * C, row-major. */
+/* One sgemm call on the calling thread's share of C, for parallel_for. */
+struct gemm_job {
+    int transA, transB, M, N, K, lda, ldb, ldc, split_n;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+};
+
+/* Slices are in units of RNN_GEMM_BLOCK rows or columns of C, so every slice but the
+ * last keeps whole register tiles of the BLAS kernel. */
+#define RNN_GEMM_BLOCK 16
+
+static void gemm_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct gemm_job *g = (const struct gemm_job *)ctx;
+    (void)slice;
+    int dim = g->split_n ? g->N : g->M;
+    int from = (int)(lo * RNN_GEMM_BLOCK), to = (int)(hi * RNN_GEMM_BLOCK < dim ? hi * RNN_GEMM_BLOCK : dim);
+    if (from >= to) return;
+    const float *A = g->A, *B = g->B;
+    float *C = g->C;
+    int M = g->M, N = g->N;
+    if (g->split_n) {           /* columns [from, to) of C and of op(B) */
+        B += g->transB ? (size_t)from * g->ldb : (size_t)from;
+        C += from;
+        N = to - from;
+    } else {                    /* rows [from, to) of C and of op(A) */
+        A += g->transA ? (size_t)from : (size_t)from * g->lda;
+        C += (size_t)from * g->ldc;
+        M = to - from;
+    }
+    RNN_BLAS(cblas_sgemm)(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
+                          g->transB ? CblasTrans : CblasNoTrans, M, N, g->K, g->alpha, A, g->lda,
+                          B, g->ldb, g->beta, C, g->ldc);
+}
+
+/* C (M, N) = alpha * op(A) op(B) + beta * C, row-major.
+ * Large products are split over our own threads along the longer side of C, each
+ * slice one single-threaded sgemm, instead of OpenBLAS's threads: one fork/join per
+ * product rather than a synchronisation per block, and every element of C is computed
+ * by the same single-threaded code whatever the thread count. */
 static void gemm(int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *Bm, int ldb, float beta,
                  float *C, int ldc) {
-    /* (This wheel's OpenBLAS has no openblas_set_num_threads_local: the setting is
-     * process-wide, which is why it is restored right after the call.) */
-    int threads = 2.0 * M * N * K < RNN_SERIAL_GEMM_FLOPS ? RNN_BLAS(openblas_get_num_threads)() : 1;
-    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(1);
-    RNN_BLAS(cblas_sgemm)(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                          transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
-                          Bm, ldb, beta, C, ldc);
-    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(threads);
+    double flops = 2.0 * M * N * K;
+    int split_n = N >= M;
+    int64_t blocks = ((split_n ? N : M) + RNN_GEMM_BLOCK - 1) / RNN_GEMM_BLOCK;
+    int nt = flops < RNN_SERIAL_GEMM_FLOPS ? 1 : threads_for(blocks, 1);
+    struct gemm_job job = {transA, transB, M, N, K, lda, ldb, ldc, split_n, alpha, beta, A, Bm, C};
+    parallel_for(nt, blocks, gemm_slice, &job);
 }
 
 static int check_ids(const int32_t *ids, int64_t n, int32_t lo, int32_t hi) {
@@ -437,10 +486,11 @@ static double sum_squares(const float *x, int64_t n) {
  * at a time, against blocks of h rows that stay in L1. Each dot product is summed
  * lane-wise over H, then across the lanes, in a fixed order for a given H. */
 RNN_DOT_MULTIVERSION
-static void few_rows_logits(float *out, const float *h, int M, const float *W, int V, int H) {
+static void few_rows_logits(float *out, const float *h, int M, const float *W, int V, int H,
+                            int v_from, int v_to) {
     enum { MB = RNN_FEW_ROWS_BLOCK };
-    for (int v = 0; v < V; v += 4) {
-        const int nv = V - v < 4 ? V - v : 4;
+    for (int v = v_from; v < v_to; v += 4) {
+        const int nv = v_to - v < 4 ? v_to - v : 4;
         const float *w[4];
         for (int j = 0; j < 4; j++) w[j] = W + (size_t)(v + (j < nv ? j : 0)) * H;
         for (int m = 0; m < M; m += MB) {
@@ -479,12 +529,29 @@ static void few_rows_logits(float *out, const float *h, int M, const float *W, i
     }
 }
 
+struct few_rows_job {
+    float *out;
+    const float *h, *W;
+    int M, V, H;
+};
+
+/* Vocabulary rows [4 lo, 4 hi) of few_rows_logits, for parallel_for. */
+static void few_rows_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct few_rows_job *job = (const struct few_rows_job *)ctx;
+    (void)slice;
+    int to = (int)(4 * hi < job->V ? 4 * hi : job->V);
+    if (4 * lo < to) few_rows_logits(job->out, job->h, job->M, job->W, job->V, job->H, (int)(4 * lo), to);
+}
+
 /* logits (M, V) = h (M, H) W_hy^T: few_rows_logits for a handful of rows, else sgemm. */
 static void output_logits(float *out, const float *h, int M, const float *W_hy, int V, int H) {
-    if (M <= RNN_FEW_ROWS)
-        few_rows_logits(out, h, M, W_hy, V, H);
-    else
+    if (M <= RNN_FEW_ROWS) {
+        struct few_rows_job job = {out, h, W_hy, M, V, H};
+        int64_t blocks = (V + 3) / 4;
+        parallel_for(threads_for((int64_t)M * V * H, RNN_SERIAL_GEMM_FLOPS / 2), blocks, few_rows_slice, &job);
+    } else {
         gemm(0, 1, M, V, H, 1.0f, h, H, W_hy, H, 0.0f, out, V);
+    }
 }
 
 /* Fused bias + log-softmax + cross-entropy for one row of logits.

@@ -55,7 +55,9 @@ int64_t rnn_num_params(int V, int H);
 /* Floats of scratch space rnn_forward / rnn_backward need for these sizes. */
 int64_t rnn_workspace_size(int T, int B, int H, int V);
 
-/* BLAS threads (OpenBLAS). */
+/* Threads of every parallel loop and large matrix product of the kernel. The kernel
+ * runs its own threads and keeps OpenBLAS single-threaded (see rnn.c). Until set,
+ * OpenBLAS's default count (OPENBLAS_NUM_THREADS or the CPU count). */
 int rnn_set_num_threads(int n);
 int rnn_get_num_threads(void);
 

@@ -56,7 +56,7 @@ def num_params(V: int, H: int) -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of BLAS threads the kernel's matrix products use."""
+    """Set the number of threads the kernel uses (its loops and its matrix products)."""
     _check(lib.rnn_set_num_threads(int(n)))
 
 

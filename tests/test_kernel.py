@@ -253,8 +253,32 @@ def test_optimizers_match_reference(rng):
     assert np.array_equal(small, before), "a norm under the limit leaves the gradient untouched"
 
 
+def test_results_do_not_depend_on_thread_count(rng):
+    """1 and 2 threads give bit-identical forward, scoring and gradients: products are
+    split by rows or columns of the output, each part one single-threaded sgemm."""
+    old = kernel.get_num_threads()
+    outputs = []
+    try:
+        for threads in (1, 2):
+            kernel.set_num_threads(threads)
+            runs = []
+            for T, B, H, V in [(35, 32, 64, 3000), (20, 1, 256, 10000), (9, 4, 33, 517)]:
+                batch = make_batch(np.random.default_rng(T), T, B, H, V)
+                loss, logp, hs, cache = kernel.forward(*batch, V=V)
+                grads = np.zeros_like(batch[0])
+                kernel.backward(grads, cache)
+                scored = kernel.forward(*batch, V=V, keep_for_backward=False)[1]
+                runs.append((loss, logp, hs, grads, scored))
+            outputs.append(runs)
+    finally:
+        kernel.set_num_threads(old)
+    for one, two in zip(*outputs):
+        for a, b in zip(one, two):
+            assert np.array_equal(a, b)
+
+
 def test_threads_settable():
-    """The BLAS thread count can be set and read back."""
+    """The kernel's thread count can be set and read back."""
     old = kernel.get_num_threads()
     kernel.set_num_threads(1)
     assert kernel.get_num_threads() == 1
