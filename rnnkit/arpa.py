@@ -13,7 +13,7 @@ lmplz for the same corpus can be compared line by line; `-inf` is written for lo
 
 Units that are whitespace (the space unit of char and jamo models) cannot appear raw in
 an ARPA line: U+0020 is written `<sp>`, any other whitespace character `<U+XXXX>`, and
-`read_arpa(..., unit="char"|"jamo")` maps them back.
+`read_arpa(..., unit="char"|"jamo")` maps them back. `detect_unit` recognises such files.
 """
 
 from __future__ import annotations
@@ -109,6 +109,19 @@ def unescape_token(token: str) -> str:
     return chr(int(match.group(1), 16)) if match else token
 
 
+def detect_unit(words: list[str]) -> str:
+    """The unit of an ARPA file's unigrams: "char" or "jamo" for a file written by a
+    char or jamo model (it has the `<sp>` space unit, and every other non-special unigram
+    is one character; conjoining jamo without any precomposed syllable make it "jamo"),
+    else "word", which is how KenLM and SRILM read every file."""
+    units = [unescape_token(w) for w in words if w not in SPECIALS]
+    if SPACE_TOKEN not in words or not all(len(u) == 1 for u in units):
+        return "word"
+    jamo = any("\u1100" <= u <= "\u11ff" for u in units)
+    syllables = any("\uac00" <= u <= "\ud7a3" for u in units)
+    return "jamo" if jamo and not syllables else "char"
+
+
 # ---------------------------------------------------------------- writing
 
 def write_arpa(handle, vocab: Vocab, keys: list, prob: list, bo: list, order: int, escape: bool = False) -> None:
@@ -173,8 +186,11 @@ def _open_text(path) -> list[str]:
     return text.replace("\r\n", "\n").split("\n")
 
 
-def read_arpa(path, unescape: bool = False):
-    """Parse an ARPA file. Returns (vocab, keys, prob, bo, order, notes).
+def read_arpa(path, unit: str | None = "word"):
+    """Parse an ARPA file. Returns (vocab, keys, prob, bo, order, notes, unit).
+
+    With unit "char" or "jamo", `<sp>` and `<U+XXXX>` are mapped back to the units they
+    stand for; unit None takes detect_unit's answer from the unigrams.
 
     Accepts KenLM, SRILM and rnnkit files (tabs or spaces, optional text before
     `\\data\\`, gzip). Raises ArpaError naming the line for anything malformed. A file
@@ -249,6 +265,9 @@ def read_arpa(path, unescape: bool = False):
 
     # unigrams define the vocabulary
     first_line, fields = fields_of(1)
+    if unit is None:
+        unit = detect_unit([f[1] for f in fields])
+    unescape = unit in ("char", "jamo")
     words = [unescape_token(f[1]) if unescape else f[1] for f in fields]
     p1 = floats([f[0] for f in fields], first_line, 1)
     b1 = floats([f[2] if len(f) == 3 else "0" for f in fields], first_line, 1)
@@ -320,7 +339,8 @@ def read_arpa(path, unescape: bool = False):
         prob.append(p[order_idx])
         bo.append(b[order_idx] if b is not None else None)
     bo[order] = None
-    return vocab, keys, prob, bo, order, notes
+    return vocab, keys, prob, bo, order, notes, unit
 
 
-__all__ = ["ngram_keys", "format_floats", "write_arpa", "read_arpa", "ngram_words", "escape_token", "unescape_token", "UNK_ID"]
+__all__ = ["ngram_keys", "format_floats", "write_arpa", "read_arpa", "detect_unit", "ngram_words", "escape_token",
+           "unescape_token", "UNK_ID"]

@@ -400,9 +400,15 @@ class NgramModel:
             h, self.vocab, self._keys, self._prob, self._bo, self.order, escape=escape))
 
     @classmethod
-    def read_arpa(cls, path, unit: str = "word") -> "NgramModel":
-        """Load any ARPA file (KenLM, SRILM, rnnkit). Raises ArpaError naming the line."""
-        vocab, keys, prob, bo, order, notes = _arpa.read_arpa(path, unescape=unit in ("char", "jamo"))
+    def read_arpa(cls, path, unit: str | None = None) -> "NgramModel":
+        """Load any ARPA file (KenLM, SRILM, rnnkit). Raises ArpaError naming the line.
+
+        unit None: a file rnnkit wrote from a char or jamo model (see arpa.detect_unit)
+        loads with that unit, any other file with words, as KenLM reads it.
+        """
+        if unit is not None and unit not in UNITS:
+            raise ConfigError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+        vocab, keys, prob, bo, order, notes, unit = _arpa.read_arpa(path, unit=unit)
         info = {"source": str(path), "notes": notes}
         return cls(order, vocab, keys, prob, bo, unit=unit, smoothing="arpa", info=info)
 

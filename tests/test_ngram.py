@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit.errors import ArpaError, CorpusError, ModelFileError
+import rnnkit
+from rnnkit.errors import ArpaError, ConfigError, CorpusError, ModelFileError
 from rnnkit.ngram import SMOOTHINGS, NgramModel
 from rnnkit.tokenize import read_text_lines
 from rnnkit.vocab import BOS_ID, EOS_ID, UNK_ID
@@ -327,6 +328,29 @@ def test_arpa_round_trip_is_byte_identical(smoothing, unit, small_corpus, tmp_pa
     assert first.read_bytes() == second.read_bytes()
     queries = small_corpus[150:200]
     np.testing.assert_array_equal(model.score_many(queries), again.score_many(queries))
+
+
+@pytest.mark.parametrize("unit", ["word", "char", "jamo"])
+def test_arpa_unit_is_detected(unit, small_corpus, tmp_path):
+    """rnnkit.load on an ARPA file rnnkit wrote from a char or jamo model gets that unit
+    back (its space unit is `<sp>`), so it scores sentences like the model that wrote it."""
+    model = NgramModel.train(small_corpus[:150], 3, unit=unit)
+    path = tmp_path / "m.arpa"
+    model.write_arpa(path)
+    loaded = rnnkit.load(path)
+    assert loaded.unit == unit
+    queries = small_corpus[150:200]
+    np.testing.assert_array_equal(model.score_many(queries), loaded.score_many(queries))
+
+
+def test_arpa_with_single_character_words_stays_word(tmp_path):
+    """Without the `<sp>` unit a file of one-character words is a word model, as KenLM reads it."""
+    path = tmp_path / "w.arpa"
+    NgramModel.train(["가 나 다", "나 다"], 2).write_arpa(path)
+    assert rnnkit.load(path).unit == "word"
+    assert NgramModel.read_arpa(path, unit="char").unit == "char"
+    with pytest.raises(ConfigError, match="unit"):
+        NgramModel.read_arpa(path, unit="syllable")
 
 
 def test_kenlm_arpa_round_trip_is_byte_identical(tmp_path):
