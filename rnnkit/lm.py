@@ -31,6 +31,11 @@ class SentenceScorer:
     def score_many(self, sentences: list[str]) -> list[float]:
         return [float(lp.sum()) for lp in self.token_logprobs_many(sentences)]
 
+    def text_token_logprobs(self, lines: list[str]) -> list:
+        """token_logprobs_many for the lines of one text, in order. The same for models
+        that score each line alone; an RNN trained with `stream` carries its state."""
+        return self.token_logprobs_many(lines)
+
 
 def load(path):
     """Load an RNN, n-gram or mixture model file, or an ARPA file, by its contents."""

@@ -69,11 +69,12 @@ class MixModel(SentenceScorer):
             self._share.append(1.0 / (missing + 1))
 
     # -- scoring ------------------------------------------------------------------------------
-    def component_token_probs(self, sentences: list[str]) -> list[np.ndarray]:
-        """Per sentence: a (tokens + 1, models) array of each model's probability of each unit."""
+    def component_token_probs(self, sentences: list[str], text: bool = False) -> list[np.ndarray]:
+        """Per sentence: a (tokens + 1, models) array of each model's probability of each unit.
+        text=True: the sentences are the lines of one text (see text_token_logprobs)."""
         per_model = []
         for component, share in zip(self.components, self._share):
-            logps = component.token_logprobs_many(sentences)
+            logps = component.text_token_logprobs(sentences) if text else component.token_logprobs_many(sentences)
             probs = []
             for sentence, lp in zip(sentences, logps):
                 p = 10.0 ** np.asarray(lp, dtype=np.float64)
@@ -86,16 +87,22 @@ class MixModel(SentenceScorer):
                 for s in range(len(sentences))]
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
+        return self._mixed_logprobs(self.component_token_probs(sentences))
+
+    def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
+        return self._mixed_logprobs(self.component_token_probs(lines, text=True))
+
+    def _mixed_logprobs(self, probs: list[np.ndarray]) -> list[np.ndarray]:
         weights = np.asarray(self.weights)
         with np.errstate(divide="ignore"):
-            return [np.log10(p @ weights) for p in self.component_token_probs(sentences)]
+            return [np.log10(p @ weights) for p in probs]
 
 
     def encode(self, sentence: str) -> list[int]:
         return [self.vocab.id(BOS), *self.vocab.encode(self.tokenizer.split(sentence)).tolist(), self.vocab.id(EOS)]
 
     def evaluate(self, lines: list[str]) -> dict:
-        total = float(sum(lp.sum() for lp in self.token_logprobs_many(lines)))
+        total = float(sum(lp.sum() for lp in self.text_token_logprobs(lines)))
         token_lists = [self.tokenizer.split(line) for line in lines]
         tokens = sum(len(t) for t in token_lists)
         # a unit is OOV for the mixture only when no component knows it
@@ -193,7 +200,7 @@ def tune_weights(components: list, lines: list[str], iterations: int = 1000, tol
     is the mixture's), model_perplexities each model's own, all from one scoring pass.
     """
     mixture = MixModel(components)
-    probs = np.concatenate(mixture.component_token_probs(lines), axis=0)      # (N, M)
+    probs = np.concatenate(mixture.component_token_probs(lines, text=True), axis=0)      # (N, M)
     if (probs <= 0).all(axis=1).any():
         raise RnnkitError("some held-out token has probability 0 under every model; cannot tune")
     weights = np.full(probs.shape[1], 1.0 / probs.shape[1])

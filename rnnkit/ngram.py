@@ -49,6 +49,7 @@ import numpy as np
 from . import arpa as _arpa
 from . import modelfile
 from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
+from .lm import SentenceScorer
 from .metrics import corpus_summary
 from .sampling import generate
 from .tokenize import UNITS, Tokenizer, nfc, read_lines
@@ -295,7 +296,7 @@ def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the model
 
-class NgramModel:
+class NgramModel(SentenceScorer):
     """A backoff n-gram model held as sorted NumPy arrays (see rnnkit.arpa for the layout)."""
 
     def __init__(self, order: int, vocab: Vocab, keys: list, prob: list, bo: list,

@@ -75,17 +75,22 @@ class RNNModel(SentenceScorer):
         return [self.vocab.id(BOS), *self.sentence_ids(sentence).tolist(), self.vocab.id(EOS)]
 
     # -- scoring ------------------------------------------------------------------------------
-    def _natural_logprobs(self, id_lists: list[np.ndarray]) -> list[np.ndarray]:
-        """Per sentence: natural-log probability of each unit and of </s>."""
-        stream = batching.make_stream(id_lists, independent=True)
+    def natural_logprobs(self, id_lists: list[np.ndarray], carry: bool = False) -> list[np.ndarray]:
+        """Per sentence: natural-log probability of each unit and of </s>.
+
+        carry=False: every sentence from the start state, many side by side. carry=True:
+        the sentences in order as one text, the state running on across them (one lane),
+        which is how a model trained with `stream` reads a text.
+        """
+        stream = batching.make_stream(id_lists, independent=not carry)
         if len(stream) == 0:
             return []
-        lanes = batching.split_lanes(stream, min(SCORE_BATCH, len(id_lists)))
+        lanes = batching.split_lanes(stream, 1 if carry else min(SCORE_BATCH, len(id_lists)))
         out = np.zeros(lanes.inputs.shape, dtype=np.float64)
         h = np.zeros((lanes.inputs.shape[1], self.hidden), dtype=np.float32)
         cache = None
         step = 0
-        for inputs, targets, resets in lanes.windows(SCORE_STEPS):
+        for inputs, targets, resets in lanes.windows(SCORE_STEPS * 4 if carry else SCORE_STEPS):
             _, logp, hs, cache = kernel.forward(self.params, inputs, targets, resets, h, V=self.V,
                                                 activation=self.activation, keep_for_backward=False,
                                                 reuse=cache)
@@ -98,31 +103,19 @@ class RNNModel(SentenceScorer):
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
         """log10 probability of each unit after <s>, </s> included, for many sentences."""
-        return [lp * LOG10_E for lp in self._natural_logprobs([self.sentence_ids(s) for s in sentences])]
+        return [lp * LOG10_E for lp in self.natural_logprobs([self.sentence_ids(s) for s in sentences])]
 
+    def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
+        """token_logprobs_many for the lines of one text: a `stream` model carries its state
+        from line to line (what evaluate, mixtures and weight tuning score)."""
+        ids = [self.sentence_ids(line) for line in lines]
+        return [lp * LOG10_E for lp in self.natural_logprobs(ids, carry=self.stream)]
 
     def evaluate(self, lines: list[str]) -> dict:
         """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char."""
         id_lists = [self.sentence_ids(line) for line in lines]
-        if self.stream:
-            total_nats = self.stream_loss(id_lists)
-        else:
-            total_nats = -sum(float(lp.sum()) for lp in self._natural_logprobs(id_lists))
+        total_nats = -sum(float(lp.sum()) for lp in self.natural_logprobs(id_lists, carry=self.stream))
         return corpus_stats(lines, id_lists, -total_nats * LOG10_E)
-
-    def stream_loss(self, id_lists: list[np.ndarray]) -> float:
-        """Summed natural-log loss with the state carried across lines (one lane)."""
-        stream = batching.make_stream(id_lists, independent=False)
-        lanes = batching.split_lanes(stream, 1)
-        h = np.zeros((1, self.hidden), dtype=np.float32)
-        total, cache = 0.0, None
-        for inputs, targets, resets in lanes.windows(SCORE_STEPS * 4):
-            loss, _, hs, cache = kernel.forward(self.params, inputs, targets, resets, h, V=self.V,
-                                                activation=self.activation, keep_for_backward=False,
-                                                reuse=cache)
-            total += loss
-            h = hs[-1].copy()
-        return total
 
     # -- incremental state, next-token distribution and sampling ------------------------------
     def start(self, prefix_ids: list[int]):

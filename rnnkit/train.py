@@ -321,10 +321,7 @@ def _schedule(state: dict, trainer: Trainer, improved: bool, kept: bool, config:
 
 
 def _valid_loss(model: RNNModel, lines: list[str], id_lists: list[np.ndarray]) -> dict:
-    if model.stream:
-        nats = model.stream_loss(id_lists)
-    else:
-        nats = -sum(float(lp.sum()) for lp in model._natural_logprobs(id_lists))
+    nats = -sum(float(lp.sum()) for lp in model.natural_logprobs(id_lists, carry=model.stream))
     stats = corpus_stats(lines, id_lists, -nats / math.log(10.0))
     predicted = stats["tokens"] + stats["sentences"]
     return {"nats": nats, "per_token": nats / predicted, "bpc": stats["bits_per_char"],

@@ -64,6 +64,27 @@ def test_em_never_increases_perplexity(models):
         rnn.evaluate(HELD_OUT)["perplexity"], ngram.evaluate(HELD_OUT)["perplexity"]) * (1 + 1e-6)
 
 
+def test_stream_rnn_reads_a_text_with_its_state_carried(models):
+    """A --stream RNN scores a text's lines with the state running on; a mixture's
+    evaluate and weight tuning see exactly those probabilities (lambda = 1 reproduces
+    the RNN's own evaluate), while single sentences are still scored from <s>."""
+    _, ngram, _ = models
+    rnn = train(LINES, LINES[:8], TrainConfig(hidden=16, bptt=8, batch=4, epochs=2, seed=1, threads=1, stream=True))
+    text = rnn.text_token_logprobs(HELD_OUT)
+    alone = rnn.token_logprobs_many(HELD_OUT)
+    np.testing.assert_allclose(text[0], alone[0], rtol=1e-6)     # the first line starts the text
+    assert not np.allclose(text[1], alone[1])                   # later lines see the lines before
+    total = sum(float(lp.sum()) for lp in text)
+    assert rnn.evaluate(HELD_OUT)["log10_total"] == pytest.approx(total, rel=1e-9)
+    mixed = MixModel([rnn, ngram], [1.0, 0.0]).evaluate(HELD_OUT)
+    assert mixed["perplexity"] == pytest.approx(rnn.evaluate(HELD_OUT)["perplexity"], rel=1e-9)
+    mixture, history, singles = tune_weights([rnn, ngram], HELD_OUT)
+    assert singles[0] == pytest.approx(rnn.evaluate(HELD_OUT)["perplexity"], rel=1e-9)
+    assert history[-1] == pytest.approx(mixture.evaluate(HELD_OUT)["perplexity"], rel=1e-9)
+    for sentence in HELD_OUT:   # an n-gram reads a text line by line
+        np.testing.assert_array_equal(ngram.text_token_logprobs([sentence])[0], ngram.token_logprobs(sentence))
+
+
 def test_bad_mixtures(models):
     """Different units, a single model and weights not summing to one are refused clearly."""
     rnn, ngram, _ = models
