@@ -190,7 +190,11 @@ static void parallel_for(int nt, int64_t n, rnn_slice_fn fn, void *ctx) {
 int rnn_set_num_threads(int n) {
     if (n < 1) return RNN_E_ARGUMENT;
     own_threads = n;
+#ifdef RNN_PTHREADS
     if (RNN_BLAS(openblas_get_num_threads)() != 1) RNN_BLAS(openblas_set_num_threads)(1);
+#else
+    RNN_BLAS(openblas_set_num_threads)(n);  /* no threads of our own: BLAS's are all there are */
+#endif
     return RNN_OK;
 }
 
