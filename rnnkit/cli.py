@@ -161,7 +161,10 @@ def cli():
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
 @click.option("--valid", "valid_path", type=click.Path(dir_okay=False), default=None,
               help="Validation text [default: every 20th line of the corpus].")
-@click.option("--stream", is_flag=True, help="Carry the RNN state across lines (one text stream).")
+@click.option("--stream", is_flag=True,
+              help="Carry the RNN state across lines (one text stream): eval, mix --tune and mixtures then "
+                   "read a file's lines in order with the state running on; score and rank still start "
+                   "each sentence at <s>.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="BLAS threads.")
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
