@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
+    parser.add_argument("--embedding-lr-scale", type=float, default=None,
+                        help="W_xh's learning rate over the others' (TrainConfig's default: 10 with adam)")
     parser.add_argument("--stream", action="store_true",
                         help="carry the RNN's state across sentences in training and evaluation, as the "
                              "paper's RNNLM does (the n-grams score sentences independently either way)")
@@ -87,7 +89,7 @@ def main() -> int:
         config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
                              optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
                              threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
-                             stream=args.stream)
+                             stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
         started = time.perf_counter()
         rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
         seconds = time.perf_counter() - started
