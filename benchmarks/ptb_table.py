@@ -39,7 +39,6 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
     parser.add_argument("--embedding-lr-scale", type=float, default=None,
                         help="W_xh's learning rate over the others' (TrainConfig's default: 10 with adam)")
-    parser.add_argument("--tie-weights", action="store_true", help="one matrix for W_xh and W_hy")
     parser.add_argument("--stream", action="store_true",
                         help="carry the RNN's state across sentences in training and evaluation, as the "
                              "paper's RNNLM does (the n-grams score sentences independently either way)")
@@ -90,8 +89,7 @@ def main() -> int:
         config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
                              optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
                              threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
-                             stream=args.stream, embedding_lr_scale=args.embedding_lr_scale,
-                             tie_weights=args.tie_weights)
+                             stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
         started = time.perf_counter()
         rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
         seconds = time.perf_counter() - started
@@ -110,8 +108,7 @@ def main() -> int:
     h = rnn.hyper
     mode = "state carried across sentences" if rnn.stream else "sentences independent"
     print(f"\nPenn Treebank test perplexity; RNN: tanh, H={rnn.hidden}, {h.get('optimizer')}, "
-          f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, "
-          f"{'tied W_xh = W_hy, ' if h.get('tie_weights') else ''}{mode}, "
+          f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, {mode}, "
           f"{len(epochs)} epochs\n")
     print("| model | paper | rnnkit | training time | tokens/s |")
     print("|---|---:|---:|---:|---:|")

@@ -58,7 +58,6 @@ class TrainConfig:
     embedding_lr_scale: float | None = None  # W_xh's rate / the others' (default 10 adam, 1 sgd)
     final_lr_fraction: float = 0.05    # Adam: the rate at the end of the planned run
     dropout: float = 0.0               # on the input rows and before the output layer
-    tie_weights: bool = False          # W_hy = W_xh: one V x H matrix of input and output rows
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
@@ -66,7 +65,7 @@ class TrainConfig:
     def embedding_scale(self) -> float:
         if self.embedding_lr_scale is not None:
             return self.embedding_lr_scale
-        return 10.0 if self.optimizer == "adam" and not self.tie_weights else 1.0
+        return 10.0 if self.optimizer == "adam" else 1.0
 
     def check(self) -> None:
         for name in ("hidden", "bptt", "batch", "epochs", "min_count"):
@@ -84,8 +83,6 @@ class TrainConfig:
             raise RnnkitError(f"final learning-rate fraction must be in (0, 1], got {self.final_lr_fraction}")
         if not self.embedding_scale() > 0:
             raise RnnkitError(f"embedding learning-rate scale must be > 0, got {self.embedding_scale()}")
-        if self.tie_weights and self.embedding_scale() != 1:
-            raise RnnkitError("tied weights take one learning rate; leave the embedding learning-rate scale at 1")
         if self.max_vocab is not None and self.max_vocab < 1:
             raise RnnkitError(f"max-vocab must be >= 1, got {self.max_vocab}")
 
@@ -101,25 +98,17 @@ def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list
     return train, valid
 
 
-# std of the shared matrix of a tied model: input rows of N(0, 1) would make the first
-# logits (h . W_hy rows over H = 256 units) spread over +-15 and the start far from the
-# unigram model; 0.3 keeps them within a few nats.
-TIED_INIT_STD = 0.3
-
-
-def init_params(V: int, H: int, rng: np.random.Generator, unigram: np.ndarray | None,
-                tied: bool = False) -> np.ndarray:
+def init_params(V: int, H: int, rng: np.random.Generator, unigram: np.ndarray | None) -> np.ndarray:
     """Uniform +-1/sqrt(H) (PyTorch's RNN default) for W_hh and W_hy, N(0, 1) for the
     input rows (an embedding: unit-scale rows use the tanh's range from the first step;
     on tinyshakespeare std 1.0 beat 0.3 and 0.6 after one epoch), zero b_h, and b_y
-    set to the log unigram distribution so training starts from the unigram model.
-    tied: W_xh = W_hy, N(0, TIED_INIT_STD)."""
+    set to the log unigram distribution so training starts from the unigram model."""
     params = np.zeros(kernel.num_params(V, H), dtype=np.float32)
     w = kernel.param_views(params, V, H)
     bound = 1.0 / math.sqrt(H)
-    w["W_xh"][:] = rng.normal(0.0, TIED_INIT_STD if tied else 1.0, size=(V, H))
+    w["W_xh"][:] = rng.normal(0.0, 1.0, size=(V, H))
     w["W_hh"][:] = rng.uniform(-bound, bound, size=(H, H))
-    w["W_hy"][:] = w["W_xh"] if tied else rng.uniform(-bound, bound, size=(V, H))
+    w["W_hy"][:] = rng.uniform(-bound, bound, size=(V, H))
     if unigram is not None:
         w["b_y"][:] = np.log(np.maximum(unigram, 1e-8))
     return params
@@ -172,12 +161,6 @@ class Trainer:
             return 0.0, 0, hs[-1].copy()
         self.grads.fill(0.0)
         kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
-        if self.config.tie_weights:
-            # one matrix in two places: both copies get the sum of their gradients, and
-            # identical updates keep them identical (the clip norm counts it twice)
-            g = kernel.param_views(self.grads, model.V, model.hidden)
-            g["W_xh"] += g["W_hy"]
-            g["W_hy"][:] = g["W_xh"]
         try:
             kernel.clip_grad_norm(self.grads, self.config.clip)
         except RnnkitError:
@@ -234,8 +217,7 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
     train_ids = encode_lines(model.tokenizer, vocab, train_lines)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=model.V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
-    model.params = init_params(model.V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum(),
-                               tied=config.tie_weights)
+    model.params = init_params(model.V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum())
     model.record = {"corpus": {"train_lines": len(train_lines)}, "epochs": []}
     model.train_state = {"epoch": 0, "lr": config.learning_rate(), "halving": False,
                          "best_valid": None, "step": 0, "stale": 0, "done": False}

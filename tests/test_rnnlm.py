@@ -214,43 +214,6 @@ def test_dropout_trains_and_scores_deterministically():
         train(KOREAN, None, TrainConfig(dropout=1.0))
 
 
-def test_tied_weights_stay_one_matrix_and_learn():
-    """With tie_weights, W_xh and W_hy start equal and stay bit-identical (each copy gets
-    the sum of both gradients), training still lowers the loss, and a second learning
-    rate for the embedding is refused."""
-    config = TrainConfig(hidden=32, bptt=16, batch=8, epochs=3, seed=3, threads=1, tie_weights=True, dropout=0.1)
-    model = train(KOREAN, KOREAN[:8], config)
-    assert np.array_equal(model.W_xh, model.W_hy)
-    record = model.record["epochs"]
-    assert record[-1]["valid_loss"] < record[0]["valid_loss"]
-    assert model.hyper["tie_weights"] is True
-    with pytest.raises(RnnkitError, match="tied weights"):
-        train(KOREAN, None, TrainConfig(tie_weights=True, embedding_lr_scale=10))
-
-
-def test_tied_step_applies_the_sum_of_both_gradients():
-    """One SGD step of a tied model moves the shared matrix by -lr (dL/dW_xh + dL/dW_hy)."""
-    from rnnkit import kernel
-    from rnnkit.train import Trainer, new_model
-
-    config = TrainConfig(hidden=8, bptt=6, batch=2, epochs=1, optimizer="sgd", lr=0.5, clip=1e9,
-                         seed=2, threads=1, tie_weights=True)
-    model, ids = new_model(KOREAN, config)
-    lanes = batching.split_lanes(batching.make_stream(ids), config.batch)
-    inputs, targets, resets = next(lanes.windows(config.bptt))
-    h0 = np.zeros((config.batch, config.hidden), np.float32)
-    before = model.params.copy()
-    _, _, _, cache = kernel.forward(before, inputs, targets, resets, h0, V=model.V)
-    grads = np.zeros_like(before)
-    kernel.backward(grads, cache, loss_scale=1.0 / int((targets >= 0).sum()))
-    g = kernel.param_views(grads, model.V, model.hidden)
-    Trainer(model, config, lanes).step(inputs, targets, resets, h0)
-    moved = kernel.param_views(before - model.params, model.V, model.hidden)
-    np.testing.assert_allclose(moved["W_xh"], 0.5 * (g["W_xh"] + g["W_hy"]), rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(moved["W_xh"], moved["W_hy"])
-    np.testing.assert_allclose(moved["W_hh"], 0.5 * g["W_hh"], rtol=1e-5, atol=1e-7)
-
-
 def test_stream_mode_trains_and_scores():
     """--stream training carries the state across lines and evaluates as one stream."""
     model = train(KOREAN, KOREAN[:8], TrainConfig(hidden=16, bptt=8, batch=2, epochs=1, stream=True, threads=1))
