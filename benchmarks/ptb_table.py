@@ -10,6 +10,7 @@ prints test perplexities beside the paper's, with training time and tokens/s.
     python benchmarks/ptb_table.py                       # defaults below
     python benchmarks/ptb_table.py --time-budget 7200 --threads 2   # the issue's 2-hour cap
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
+    python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
 """
@@ -50,6 +51,8 @@ def main() -> int:
     parser.add_argument("--rnn-model", type=Path, default=None,
                         help="evaluate and mix this trained RNN instead of training one "
                              "(its hyperparameters and training time come from its record)")
+    parser.add_argument("--also-rnn", type=Path, action="append", default=[],
+                        help="another trained RNN (repeatable): adds a row mixing every RNN with KN5")
     args = parser.parse_args()
     data = SHARED / "data" / "ptb"
     if not data.is_dir():
@@ -104,6 +107,13 @@ def main() -> int:
     mixture.save(args.out / "ptb.rnn+kn5.model")
     rows.append({"model": "RNN + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
                  "weights": mixture.weights, "valid_ppl": history[-1]})
+    if args.also_rnn:
+        others = [load(path) for path in args.also_rnn]
+        for path, other in zip(args.also_rnn, others):
+            note(f"{path}: test perplexity {other.evaluate(test_lines)['perplexity']:.2f}")
+        mixture, history, _ = tune_weights([rnn, *others, ngrams[5]], valid_lines)
+        rows.append({"model": f"{1 + len(others)} RNNs + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
+                     "weights": mixture.weights, "valid_ppl": history[-1]})
 
     h = rnn.hyper
     mode = "state carried across sentences" if rnn.stream else "sentences independent"
@@ -115,8 +125,8 @@ def main() -> int:
     for row in rows:
         train_s = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
         speed = f"{row['tokens_per_s']:,.0f}" if "tokens_per_s" in row else "-"
-        extra = f" (weights {row['weights'][0]:.2f}/{row['weights'][1]:.2f})" if "weights" in row else ""
-        print(f"| {row['model']}{extra} | {PAPER[row['model']]} | {row['test_ppl']:.2f} | {train_s} | {speed} |")
+        extra = f" (weights {'/'.join(f'{w:.2f}' for w in row['weights'])})" if "weights" in row else ""
+        print(f"| {row['model']}{extra} | {PAPER.get(row['model'], '-')} | {row['test_ppl']:.2f} | {train_s} | {speed} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
