@@ -382,6 +382,7 @@ def sgemm_peak(threads, repeats=5, n=2048):
         med, _ = time_calls(lambda: sgemm(*args), repeats)
     finally:
         lib.scipy_openblas_set_num_threads(previous)
+        time.sleep(1.0)  # let OpenBLAS's woken pool stop spinning before anything is timed
     out["kernel OpenBLAS"] = flops / med / 1e9
     med, _ = time_calls(lambda: np.matmul(a, b, out=c), repeats)
     out["numpy"] = flops / med / 1e9

@@ -118,14 +118,15 @@ int64_t rnn_workspace_size(int T, int B, int H, int V) {
     return fwd > bwd ? fwd : bwd;
 }
 
-/* Threads for our own loops: 0 = follow BLAS (OPENBLAS_NUM_THREADS or its default). */
+/* Threads of the kernel's loops and products; 0 until set or first used (then
+ * OpenBLAS's default: OPENBLAS_NUM_THREADS or the CPU count). */
 static int own_threads = 0;
 
 #define RNN_MAX_THREADS 64
 
-/* Threads for a loop of `items` units: at most the BLAS count and RNN_MAX_THREADS, and
- * at least min_items units each, since starting and joining a thread costs tens of
- * microseconds. */
+/* Threads for a loop of `items` units: at most rnn_get_num_threads() and
+ * RNN_MAX_THREADS, and at least min_items units each, since starting and joining a
+ * thread costs tens of microseconds. */
 static int threads_for(int64_t items, int64_t min_items) {
 #ifdef RNN_PTHREADS
     int64_t t = rnn_get_num_threads();
@@ -186,23 +187,46 @@ static void parallel_for(int nt, int64_t n, rnn_slice_fn fn, void *ctx) {
 /* The kernel runs its own threads, and OpenBLAS single-threaded. OpenBLAS's pool
  * spins after it is woken (each openblas_set_num_threads call wakes it), and a
  * spinning worker on a 2-core machine takes the core our next loop needs: a C1 step
- * forward took 63 ms after a backward instead of 43 ms. */
+ * forward took 63 ms after a backward instead of 43 ms. threads_init runs once, before
+ * any product (gemm and every rnn_*_threads call it): it takes over OpenBLAS's default
+ * count, unless rnn_set_num_threads already gave one, and leaves OpenBLAS at 1. */
+#ifdef RNN_PTHREADS
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+
+static void threads_init_once(void) {
+    int expected = 0;
+    int blas_default = RNN_BLAS(openblas_get_num_threads)();
+    __atomic_compare_exchange_n(&own_threads, &expected, blas_default < 1 ? 1 : blas_default, 0,
+                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    RNN_BLAS(openblas_set_num_threads)(1);
+}
+
+static void threads_init(void) { pthread_once(&threads_once, threads_init_once); }
+#else
+static void threads_init(void) {
+    if (own_threads == 0) own_threads = RNN_BLAS(openblas_get_num_threads)();
+}
+#endif
+
 int rnn_set_num_threads(int n) {
     if (n < 1) return RNN_E_ARGUMENT;
-    own_threads = n;
+    threads_init();
 #ifdef RNN_PTHREADS
-    if (RNN_BLAS(openblas_get_num_threads)() != 1) RNN_BLAS(openblas_set_num_threads)(1);
+    __atomic_store_n(&own_threads, n, __ATOMIC_SEQ_CST);
 #else
+    own_threads = n;
     RNN_BLAS(openblas_set_num_threads)(n);  /* no threads of our own: BLAS's are all there are */
 #endif
     return RNN_OK;
 }
 
-/* Threads the kernel uses; until rnn_set_num_threads is called, OpenBLAS's default
- * (OPENBLAS_NUM_THREADS or the CPU count), which it then takes over. */
 int rnn_get_num_threads(void) {
-    if (own_threads == 0) rnn_set_num_threads(RNN_BLAS(openblas_get_num_threads)());
+    threads_init();
+#ifdef RNN_PTHREADS
+    return __atomic_load_n(&own_threads, __ATOMIC_SEQ_CST);
+#else
     return own_threads;
+#endif
 }
 
 /* ------------------------------------------------------------------------------------
@@ -253,17 +277,26 @@ static void gemm_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
 /* C (M, N) = alpha * op(A) op(B) + beta * C, row-major.
  * Large products are split over our own threads along the longer side of C, each
  * slice one single-threaded sgemm, instead of OpenBLAS's threads: one fork/join per
- * product rather than a synchronisation per block, and every element of C is computed
- * by the same single-threaded code whatever the thread count. */
+ * product rather than a synchronisation per block. Splitting C does not change how an
+ * element is summed over K, so on this OpenBLAS 1 and 2 threads give identical bits
+ * (tested); other BLAS builds may pick other kernels for narrower slices. */
 static void gemm(int transA, int transB, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *Bm, int ldb, float beta,
                  float *C, int ldc) {
+    threads_init();  /* OpenBLAS single-threaded from the first product on */
     double flops = 2.0 * M * N * K;
     int split_n = N >= M;
     int64_t blocks = ((split_n ? N : M) + RNN_GEMM_BLOCK - 1) / RNN_GEMM_BLOCK;
-    int nt = flops < RNN_SERIAL_GEMM_FLOPS ? 1 : threads_for(blocks, 1);
     struct gemm_job job = {transA, transB, M, N, K, lda, ldb, ldc, split_n, alpha, beta, A, Bm, C};
-    parallel_for(nt, blocks, gemm_slice, &job);
+#ifdef RNN_PTHREADS
+    parallel_for(flops < RNN_SERIAL_GEMM_FLOPS ? 1 : threads_for(blocks, 1), blocks, gemm_slice, &job);
+#else
+    /* no threads of our own: OpenBLAS's, except for small products (see above) */
+    int threads = flops < RNN_SERIAL_GEMM_FLOPS ? RNN_BLAS(openblas_get_num_threads)() : 1;
+    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(1);
+    gemm_slice(&job, 0, 0, blocks);
+    if (threads > 1) RNN_BLAS(openblas_set_num_threads)(threads);
+#endif
 }
 
 static int check_ids(const int32_t *ids, int64_t n, int32_t lo, int32_t hi) {
@@ -456,16 +489,17 @@ static double sum_squares(const float *x, int64_t n) {
 
 /* Up to this many rows of logits go through few_rows_logits() instead of sgemm. */
 #define RNN_FEW_ROWS 32
-/* h rows per block: 2 rows x 4 W rows = 8 accumulators, + 6 loaded vectors, fit AVX2's
- * 16 registers. 4 rows measured ~10% faster with AVX-512's 32 registers but spill on
- * AVX2, and one code path is worth more than that. */
+/* h rows per block: 2 rows x 4 W rows = 8 accumulators, + 6 loaded vectors, fit the
+ * 16 AVX registers (4 rows spill there). */
 #define RNN_FEW_ROWS_BLOCK 2
 
 /* The dot products below want fused multiply-adds; -std=c99 turns contraction off
- * file-wide, so it is turned back on for this function alone. */
+ * file-wide, so it is turned back on for this function alone. The "fma" clone (AVX +
+ * FMA, 8-float vectors) is the fast one on AVX2 and AVX-512 CPUs alike ("avx512f" alone
+ * does not enable FMA), and the option names work on old GCCs (x86-64-v3 needs GCC 11). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 #define RNN_DOT_MULTIVERSION \
-    __attribute__((optimize("fp-contract=fast"), target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    __attribute__((optimize("fp-contract=fast"), target_clones("fma", "default")))
 #else
 #define RNN_DOT_MULTIVERSION
 #endif

@@ -56,8 +56,9 @@ int64_t rnn_num_params(int V, int H);
 int64_t rnn_workspace_size(int T, int B, int H, int V);
 
 /* Threads of every parallel loop and large matrix product of the kernel. The kernel
- * runs its own threads and keeps OpenBLAS single-threaded (see rnn.c). Until set,
- * OpenBLAS's default count (OPENBLAS_NUM_THREADS or the CPU count). */
+ * runs its own threads: from its first call on it sets the process's OpenBLAS (the
+ * library it links) to one thread (see rnn.c). Until set, the count is OpenBLAS's
+ * default (OPENBLAS_NUM_THREADS or the CPU count). */
 int rnn_set_num_threads(int n);
 int rnn_get_num_threads(void);
 

@@ -166,7 +166,7 @@ def cli():
                    "read a file's lines in order with the state running on; score and rank still start "
                    "each sentence at <s>.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="BLAS threads.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads of the RNN kernel [default: OPENBLAS_NUM_THREADS or the CPU count].")
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
