@@ -489,9 +489,6 @@ static double sum_squares(const float *x, int64_t n) {
 
 /* Up to this many rows of logits go through few_rows_logits() instead of sgemm. */
 #define RNN_FEW_ROWS 32
-/* h rows per block: 2 rows x 4 W rows = 8 accumulators, + 6 loaded vectors, fit the
- * 16 AVX registers (4 rows spill there). */
-#define RNN_FEW_ROWS_BLOCK 2
 
 /* The dot products below want fused multiply-adds; -std=c99 turns contraction off
  * file-wide, so it is turned back on for this function alone. The "fma" clone (AVX +
@@ -521,45 +518,51 @@ static double sum_squares(const float *x, int64_t n) {
  * Why not sgemm: for M ~ 20 rows (one sentence) OpenBLAS spends half of the call
  * packing W_hy (10 MB at V = 10000, H = 256) into its panel layout, every call
  * (perf: sgemm_incopy 48%, the compute kernel 32%). Here W is read once, four rows
- * at a time, against blocks of h rows that stay in L1. Each dot product is summed
- * lane-wise over H, then across the lanes, in a fixed order for a given H. */
+ * at a time, against pairs of h rows that stay in L1: 8 accumulators and 6 loaded
+ * vectors fit the 16 AVX registers. Each dot product is summed lane-wise over H, then
+ * across the lanes, in a fixed order for a given H. */
 RNN_DOT_MULTIVERSION
 static void few_rows_logits(float *out, const float *h, int M, const float *W, int V, int H,
                             int v_from, int v_to) {
-    enum { MB = RNN_FEW_ROWS_BLOCK };
     for (int v = v_from; v < v_to; v += 4) {
         const int nv = v_to - v < 4 ? v_to - v : 4;
-        const float *w[4];
-        for (int j = 0; j < 4; j++) w[j] = W + (size_t)(v + (j < nv ? j : 0)) * H;
-        for (int m = 0; m < M; m += MB) {
-            const int nm = M - m < MB ? M - m : MB;
-            const float *x[MB];
-            for (int i = 0; i < MB; i++) x[i] = h + (size_t)(m + (i < nm ? i : 0)) * H;
-            float dot[MB][4];
+        /* a vocabulary tail repeats row v; its results are not stored */
+        const float *w0 = W + (size_t)v * H;
+        const float *w1 = nv > 1 ? w0 + H : w0, *w2 = nv > 2 ? w0 + 2 * H : w0, *w3 = nv > 3 ? w0 + 3 * H : w0;
+        for (int m = 0; m < M; m += 2) {
+            const int nm = M - m < 2 ? M - m : 2;
+            const float *x0 = h + (size_t)m * H, *x1 = nm > 1 ? x0 + H : x0;
+            float dot[2][4];
             int k = 0;
 #if defined(__GNUC__)
-            rnn_vf acc[MB][4];
-            memset(acc, 0, sizeof acc);
+            /* named variables, not arrays: GCC then keeps all 14 vectors in registers */
+            rnn_vf c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0}, c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
             for (; k + RNN_VLEN <= H; k += RNN_VLEN) {
-                rnn_vf a[MB], b[4];
-                for (int i = 0; i < MB; i++) memcpy(&a[i], x[i] + k, sizeof a[i]);
-                for (int j = 0; j < 4; j++) memcpy(&b[j], w[j] + k, sizeof b[j]);
-                for (int i = 0; i < MB; i++)
-                    for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+                rnn_vf a0, a1, b0, b1, b2, b3;
+                memcpy(&a0, x0 + k, sizeof a0);
+                memcpy(&a1, x1 + k, sizeof a1);
+                memcpy(&b0, w0 + k, sizeof b0);
+                memcpy(&b1, w1 + k, sizeof b1);
+                memcpy(&b2, w2 + k, sizeof b2);
+                memcpy(&b3, w3 + k, sizeof b3);
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
             }
             /* a row's 4 lane-wise sums at once: pairwise adds of shuffled halves (hadd);
              * q = [d0 d1 d2 d3 | d0 d1 d2 d3], the two halves of each sum */
-            for (int i = 0; i < MB; i++) {
-                rnn_vf p0 = RNN_HADD8(acc[i][0], acc[i][1]), p1 = RNN_HADD8(acc[i][2], acc[i][3]);
-                rnn_vf q = RNN_HADD8(p0, p1);
-                for (int j = 0; j < 4; j++) dot[i][j] = q[j] + q[j + 4];
+            rnn_vf q0 = RNN_HADD8(RNN_HADD8(c00, c01), RNN_HADD8(c02, c03));
+            rnn_vf q1 = RNN_HADD8(RNN_HADD8(c10, c11), RNN_HADD8(c12, c13));
+            for (int j = 0; j < 4; j++) {
+                dot[0][j] = q0[j] + q0[j + 4];
+                dot[1][j] = q1[j] + q1[j + 4];
             }
 #else
-            for (int i = 0; i < MB; i++)
+            for (int i = 0; i < 2; i++)
                 for (int j = 0; j < 4; j++) dot[i][j] = 0.0f;
 #endif
+            const float *x[2] = {x0, x1}, *w[4] = {w0, w1, w2, w3};
             for (; k < H; k++)
-                for (int i = 0; i < MB; i++)
+                for (int i = 0; i < 2; i++)
                     for (int j = 0; j < 4; j++) dot[i][j] += x[i][k] * w[j][k];
             for (int i = 0; i < nm; i++)
                 for (int j = 0; j < nv; j++) out[(size_t)(m + i) * V + v + j] = dot[i][j];
