@@ -38,6 +38,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="epochs without a better validation perplexity before stopping "
+                             "(TrainConfig's default: 2; the learning rate still decays over the whole budget)")
     parser.add_argument("--embedding-lr-scale", type=float, default=None,
                         help="W_xh's learning rate over the others' (TrainConfig's default: 10 with adam)")
     parser.add_argument("--stream", action="store_true",
@@ -97,6 +100,8 @@ def main() -> int:
                              optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
                              threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
                              stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
+        if args.patience is not None:
+            config.patience = args.patience
         rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
     epochs = rnn.record["epochs"]
     seconds = sum(e["seconds"] for e in epochs)  # training epochs (validation passes excluded)
