@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import chain
+from itertools import chain, repeat
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -52,7 +52,7 @@ from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
 from .lm import SentenceScorer
 from .metrics import corpus_summary
 from .sampling import generate
-from .tokenize import UNITS, Tokenizer, nfc, read_lines
+from .tokenize import UNITS, Tokenizer, nfc, nfc_lines, read_lines
 from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
@@ -339,8 +339,8 @@ class NgramModel(SentenceScorer):
             thresholds = (prune + [prune[-1]] * order)[:order]
         data = list(data)
         tokenizer = Tokenizer(unit)
-        if data and all(isinstance(x, str) for x in data):
-            token_lists = tokenizer.split_lines(nfc(x) for x in data)
+        if data and all(map(isinstance, data, repeat(str))):
+            token_lists = tokenizer.split_lines(nfc_lines(data))
         else:
             token_lists = [list(x) for x in data]
         vocab, seq, rem, n_tokens = _encode_training(token_lists)
@@ -548,8 +548,8 @@ class NgramModel(SentenceScorer):
         if isinstance(sentences, str):
             sentences = [sentences]
         sentences = list(sentences)
-        if all(isinstance(s, str) for s in sentences):
-            return self.tokenizer.split_lines(nfc(s) for s in sentences)
+        if all(map(isinstance, sentences, repeat(str))):
+            return self.tokenizer.split_lines(nfc_lines(sentences))
         return [self.tokenizer.split(nfc(s)) if isinstance(s, str) else list(s) for s in sentences]
 
     def _token_scores(self, token_lists, bos=True, eos=True):
@@ -604,7 +604,7 @@ class NgramModel(SentenceScorer):
         `perplexity_excl_oov` drops their own terms. `zero_prob` counts tokens with
         probability 0 (possible only for `mle`), which make the perplexity infinite.
         """
-        lines = [nfc(line) for line in lines]
+        lines = nfc_lines(list(lines))
         token_lists = self._split(lines)
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):

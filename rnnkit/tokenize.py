@@ -59,6 +59,14 @@ def nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
+def nfc_lines(lines: list[str]) -> list[str]:
+    """`nfc` of every line, with one check of the whole text when all already are NFC
+    (the usual case; a newline joins nothing, so the text is NFC iff every line is)."""
+    if unicodedata.is_normalized("NFC", "\n".join(lines)):
+        return lines
+    return [nfc(line) for line in lines]
+
+
 def _split_text(text: str) -> list[str]:
     """Strip a BOM, split on LF / CRLF / CR (only those), NFC; drop the final newline."""
     if text.startswith("\ufeff"):
@@ -181,7 +189,7 @@ class Tokenizer:
         """`split` applied to many lines."""
         if self.unit == "word":
             lines = list(lines)
-            if not any(_UNICODE_ONLY_WS.search(line) for line in lines):
+            if _UNICODE_ONLY_WS.search("\n".join(lines)) is None:  # one search, not one per line
                 return [line.split() for line in lines]
             return [split_words(line) for line in lines]
         if self.unit == "jamo":

@@ -330,6 +330,20 @@ def test_arpa_round_trip_is_byte_identical(smoothing, unit, small_corpus, tmp_pa
     np.testing.assert_array_equal(model.score_many(queries), again.score_many(queries))
 
 
+def test_decomposed_text_is_normalised(small_corpus):
+    """NFD input (a line of it among NFC lines) trains and scores exactly like its NFC form."""
+    import unicodedata
+    lines = small_corpus[:100]
+    mixed = [unicodedata.normalize("NFD", line) if i % 7 == 3 else line for i, line in enumerate(lines)]
+    for unit in ("word", "char"):
+        a, b = NgramModel.train(lines, 3, unit=unit), NgramModel.train(mixed, 3, unit=unit)
+        assert a.ngram_counts() == b.ngram_counts()
+        queries = small_corpus[100:120]
+        nfd = [unicodedata.normalize("NFD", q) for q in queries]
+        np.testing.assert_array_equal(a.score_many(queries), b.score_many(nfd))
+        assert a.evaluate(queries)["perplexity"] == b.evaluate(nfd)["perplexity"]
+
+
 @pytest.mark.parametrize("unit", ["word", "char", "jamo"])
 def test_arpa_unit_is_detected(unit, small_corpus, tmp_path):
     """rnnkit.load on an ARPA file rnnkit wrote from a char or jamo model gets that unit
