@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import chain, repeat
+from collections import defaultdict
+from itertools import chain, count, repeat
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -70,10 +71,14 @@ def _encode_training(token_lists) -> tuple[Vocab, np.ndarray, np.ndarray, int]:
     """
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
     all_tokens = list(chain.from_iterable(token_lists))
-    # every step below runs in C (dict.fromkeys, zip, map): this is most of a small build
-    tokens = list(dict.fromkeys(chain(SPECIALS, all_tokens)))  # insertion order = first occurrence
-    index = dict(zip(tokens, range(len(tokens))))
-    flat = np.fromiter(map(index.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
+    # One pass, all in C: a token seen for the first time gets the next id from the
+    # counter (first-occurrence order, as lmplz numbers words); this is most of a small build.
+    first_seen = defaultdict(count().__next__)
+    for special in SPECIALS:
+        first_seen[special]
+    flat = np.fromiter(map(first_seen.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
+    index = dict(first_seen)  # a plain dict: lookups must not add tokens
+    tokens = list(index)
     del all_tokens
     # literal <s> and </s> are whitespace (as lmplz reads them); a literal <unk> is the
     # unknown word and is counted like any word (lmplz's default; PTB relies on it)
