@@ -105,7 +105,7 @@ def main() -> int:
         rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
     epochs = rnn.record["epochs"]
     seconds = sum(e["seconds"] for e in epochs)  # training epochs (validation passes excluded)
-    tokens_per_s = sum(e["tokens"] for e in epochs) / sum(e["seconds"] for e in epochs)
+    tokens_per_s = sum(e["tokens"] for e in epochs) / seconds
     rnn_ppl = rnn.evaluate(test_lines)["perplexity"]
     rows.append({"model": "RNN", "test_ppl": rnn_ppl, "train_s": seconds, "tokens_per_s": tokens_per_s,
                  "epochs": len(epochs), "valid_ppl": rnn.evaluate(valid_lines)["perplexity"]})

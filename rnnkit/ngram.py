@@ -610,7 +610,7 @@ class NgramModel(SentenceScorer):
         probability 0 (possible only for `mle`), which make the perplexity infinite.
         """
         lines = nfc_lines(list(lines))
-        token_lists = self._split(lines)
+        token_lists = self.tokenizer.split_lines(lines)  # (not _split: the lines are NFC already)
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):
             total += float(logp.sum())
