@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.25, help="dropout on the input rows and before the output layer")
+    parser.add_argument("--average", type=float, default=0.999,
+                        help="decay of the moving average of the weights that the model keeps (0: off)")
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a better validation perplexity before stopping "
                              "(TrainConfig's default: 2; the learning rate still decays over the whole budget)")
@@ -99,6 +101,7 @@ def main() -> int:
         config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
                              optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
                              threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
+                             average=args.average,
                              stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
         if args.patience is not None:
             config.patience = args.patience

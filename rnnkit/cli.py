@@ -156,6 +156,9 @@ def cli():
               help="Gradient clipping by global norm (0: off).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Dropout on the input rows and before the output layer.")
+@click.option("--average", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Keep a moving average of the weights with this decay per step (e.g. 0.999) and "
+                   "use it as the model (0: off).")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
@@ -170,8 +173,8 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, dropout, min_count, max_vocab, valid_path, stream, seed,
-          threads, resume):
+          epochs, time_budget, optimizer, lr, clip, dropout, average, min_count, max_vocab, valid_path, stream,
+          seed, threads, resume):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -200,7 +203,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
     else:
         valid = read_lines(valid_path) if valid_path else None
         train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-                  clip, dropout, min_count, max_vocab, stream, seed, threads, resume)
+                  clip, dropout, average, min_count, max_vocab, stream, seed, threads, resume)
 
 
 def bundled_corpus() -> Path:
@@ -265,13 +268,13 @@ class EpochProgress:
 
 
 def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
-              dropout, min_count, max_vocab, stream, seed, threads, resume):
+              dropout, average, min_count, max_vocab, stream, seed, threads, resume):
     from .rnnlm import RNNModel
     from .train import TrainConfig, train as run_training
     config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
                          time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
                          min_count=min_count, max_vocab=max_vocab, seed=seed, threads=threads,
-                         stream=stream, dropout=dropout)
+                         stream=stream, dropout=dropout, average=average)
     resume_from = None
     if resume:
         if not Path(output).exists():

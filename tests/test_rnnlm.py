@@ -174,11 +174,12 @@ def test_seeded_training_is_bit_identical():
     assert np.array_equal(a.params, b.params)
 
 
-@pytest.mark.parametrize("optimizer, dropout", [("adam", 0.0), ("sgd", 0.0), ("adam", 0.3)])
-def test_resume_continues_exactly(tmp_path, optimizer, dropout):
+@pytest.mark.parametrize("optimizer, dropout, average",
+                         [("adam", 0.0, 0.0), ("sgd", 0.0, 0.0), ("adam", 0.3, 0.0), ("adam", 0.0, 0.9)])
+def test_resume_continues_exactly(tmp_path, optimizer, dropout, average):
     """A 3-epoch run interrupted after epoch 1 and resumed ends bit-identical to an uninterrupted one."""
     config = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5, epochs=3,
-                  dropout=dropout)
+                  dropout=dropout, average=average)
     straight = train(KOREAN, KOREAN[:8], TrainConfig(**config))
     path = tmp_path / "r.model"
 
@@ -192,6 +193,19 @@ def test_resume_continues_exactly(tmp_path, optimizer, dropout):
                     resume_from=rnnlm.RNNModel.load(path))
     assert np.array_equal(straight.params, resumed.params)
     assert [e["valid_loss"] for e in straight.record["epochs"]] == [e["valid_loss"] for e in resumed.record["epochs"]]
+
+
+def test_weight_average_is_what_the_model_keeps():
+    """With averaging the optimizer's path is unchanged (its raw weights equal a plain run's)
+    and the model holds their moving average, which is what it is validated and saved with."""
+    config = dict(hidden=32, bptt=16, batch=8, epochs=1, seed=3, threads=1)
+    plain = train(KOREAN, KOREAN[:8], TrainConfig(**config))
+    averaged = train(KOREAN, KOREAN[:8], TrainConfig(**config, average=0.9))
+    assert np.array_equal(averaged.optimizer_arrays["raw_params"], plain.params)
+    assert not np.array_equal(averaged.params, plain.params)
+    assert averaged.record["epochs"][0]["valid_loss"] != plain.record["epochs"][0]["valid_loss"]
+    with pytest.raises(RnnkitError, match="average"):
+        train(KOREAN, None, TrainConfig(average=1.0))
 
 
 def test_sgd_schedule_halves_then_stops():
