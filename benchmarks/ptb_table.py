@@ -7,8 +7,8 @@ linearly interpolated with the KN5 model 105.7. This script trains all of them o
 word and is counted like any word), tunes the mixture weight on ptb.valid.txt, and
 prints test perplexities beside the paper's, with training time and tokens/s.
 
-    python benchmarks/ptb_table.py                       # defaults below
-    python benchmarks/ptb_table.py --time-budget 7200 --threads 2   # the 2-hour cap
+    python benchmarks/ptb_table.py                       # defaults below: RNN test 126.86, + KN5 111.48
+    python benchmarks/ptb_table.py --epochs 10 --threads 2          # a longer plan on 2 threads
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
     python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
 
@@ -33,7 +33,9 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--bptt", type=int, default=35)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=7,
+                        help="the planned run: Adam's rate decays linearly over it (on valid, 7 epochs "
+                             "beat every longer plan tried)")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
@@ -48,7 +50,8 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true",
                         help="carry the RNN's state across sentences in training and evaluation, as the "
                              "paper's RNNLM does (the n-grams score sentences independently either way)")
-    parser.add_argument("--time-budget", type=float, default=1800.0, help="seconds of RNN training at most")
+    parser.add_argument("--time-budget", type=float, default=7200.0,
+                        help="seconds of RNN training at most (the 7 epochs take ~23 min on 1 thread)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("ptb-models"))
