@@ -160,7 +160,7 @@ class MixModel(SentenceScorer):
         meta = {"unit": self.unit, "weights": list(self.weights), "training": self.record, "components": []}
         arrays = {}
         for i, component in enumerate(self.components):
-            kind, component_meta, component_arrays = component.file_contents()
+            kind, component_meta, component_arrays = component.file_contents(resumable=False)
             meta["components"].append({"type": kind, "meta": component_meta})
             arrays.update({f"c{i}.{name}": array for name, array in component_arrays.items()})
         modelfile.save(path, "mix", meta, arrays)

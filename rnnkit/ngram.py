@@ -418,8 +418,10 @@ class NgramModel(SentenceScorer):
         info = {"source": str(path), "notes": notes}
         return cls(order, vocab, keys, prob, bo, unit=unit, smoothing="arpa", info=info)
 
-    def file_contents(self) -> tuple[str, dict, dict]:
-        """(model type, meta, arrays) as stored in a model file (also inside a mixture)."""
+    def file_contents(self, resumable: bool = True) -> tuple[str, dict, dict]:
+        """(model type, meta, arrays) as stored in a model file (also inside a mixture).
+        `resumable` is accepted so a mixture can ask every component alike: an n-gram
+        model has no training state to leave out."""
         arrays = {}
         for n in range(1, self.order + 1):
             if n > 1:

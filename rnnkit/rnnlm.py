@@ -160,12 +160,16 @@ class RNNModel(SentenceScorer):
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
                 "training": self.record}
 
-    def file_contents(self) -> tuple[str, dict, dict]:
-        """(model type, meta, arrays) as stored in a model file (also inside a mixture)."""
+    def file_contents(self, resumable: bool = True) -> tuple[str, dict, dict]:
+        """(model type, meta, arrays) as stored in a model file (also inside a mixture).
+        With resumable=False the training state (the schedule, Adam's moments, the raw
+        weights behind an average) is left out: up to three weight-sized arrays that
+        scoring never reads, and that a mixture's component cannot resume from."""
         meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
-                "training": self.record, "train_state": self.train_state}
-        return "rnn", meta, {"params": self.params, **self.optimizer_arrays}
+                "training": self.record, "train_state": self.train_state if resumable else {}}
+        arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {})}
+        return "rnn", meta, arrays
 
     def save(self, path) -> None:
         modelfile.save(path, *self.file_contents())

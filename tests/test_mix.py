@@ -114,6 +114,10 @@ def test_mixture_file_round_trip_and_cli(models, tmp_path):
     loaded = lm.load(out)
     assert isinstance(loaded, MixModel) and loaded.weights == pytest.approx(report["weights"])
     np.testing.assert_allclose(loaded.score_many(HELD_OUT), MixModel([rnn, ngram], report["weights"]).score_many(HELD_OUT))
+    # the mixture keeps what scoring reads: not the RNN's Adam moments or schedule
+    assert set(rnn.optimizer_arrays) == {"adam_m", "adam_v"}
+    assert loaded.components[0].optimizer_arrays == {} and loaded.components[0].train_state == {}
+    assert out.stat().st_size < rnn_path.stat().st_size + ngram_path.stat().st_size
     for args in (["score", "나는 버스를 탔다"], ["eval", str(held)], ["rank", "나는", "버스"],
                  ["sample", "-n", "2", "--seed", "1"], ["info"]):
         assert runner.invoke(cli, [*args, "-m", str(out)]).exit_code == 0, args
