@@ -288,7 +288,8 @@ def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budg
     summary = f"Wrote {output}: RNN, {model.unit} unit, {model.V:,} units, hidden {model.hidden}"
     if model.record.get("epochs"):
         best = min(e["valid_bpc"] for e in model.record["epochs"])
-        summary += f", {len(model.record['epochs'])} epochs, best valid {best:.4f} bits/char"
+        count = len(model.record["epochs"])
+        summary += f", {count} epoch{'s' if count != 1 else ''}, best valid {best:.4f} bits/char"
     click.echo(summary + ".", err=True)
 
 
