@@ -59,6 +59,18 @@ def models_option(func):
                              f"${MODEL_ENV}]. Repeat to mix models.")(func)
 
 
+def threads_option(func):
+    """--threads sets the kernel's thread count as soon as it is parsed (training,
+    scoring and tuning all run through the kernel), so commands never see it."""
+    def set_threads(ctx, param, value):
+        if value is not None:
+            from . import kernel
+            kernel.set_num_threads(value)
+    return click.option("--threads", type=click.IntRange(1), default=None, expose_value=False,
+                        callback=set_threads,
+                        help="Threads of the RNN kernel [default: OPENBLAS_NUM_THREADS or the CPU count].")(func)
+
+
 def parse_weights(text: str | None, count: int) -> list[float] | None:
     if text is None:
         return None
@@ -169,12 +181,12 @@ def cli():
                    "read a file's lines in order with the state running on; score and rank still start "
                    "each sentence at <s>.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Threads of the RNN kernel [default: OPENBLAS_NUM_THREADS or the CPU count].")
+@threads_option
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
           epochs, time_budget, optimizer, lr, clip, dropout, average, min_count, max_vocab, valid_path, stream,
-          seed, threads, resume):
+          seed, resume):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -203,7 +215,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
     else:
         valid = read_lines(valid_path) if valid_path else None
         train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-                  clip, dropout, average, min_count, max_vocab, stream, seed, threads, resume)
+                  clip, dropout, average, min_count, max_vocab, stream, seed, resume)
 
 
 def bundled_corpus() -> Path:
@@ -268,12 +280,12 @@ class EpochProgress:
 
 
 def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
-              dropout, average, min_count, max_vocab, stream, seed, threads, resume):
+              dropout, average, min_count, max_vocab, stream, seed, resume):
     from .rnnlm import RNNModel
     from .train import TrainConfig, train as run_training
     config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
                          time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
-                         min_count=min_count, max_vocab=max_vocab, seed=seed, threads=threads,
+                         min_count=min_count, max_vocab=max_vocab, seed=seed,
                          stream=stream, dropout=dropout, average=average)
     resume_from = None
     if resume:
@@ -326,6 +338,7 @@ def token_rows(model, sentence: str) -> list[dict]:
 @click.option("--per-token", is_flag=True, help="Show each token's log10 probability; OOVs marked.")
 @models_option
 @json_option
+@threads_option
 @library_errors
 def score(sentences, file_path, per_token, model_paths, weights, as_json):
     """Log10 probability of each sentence (<s> context, </s> predicted).
@@ -361,6 +374,7 @@ def score(sentences, file_path, per_token, model_paths, weights, as_json):
 @click.argument("file_path", metavar="FILE", type=click.Path(dir_okay=False))
 @models_option
 @json_option
+@threads_option
 @library_errors
 def eval_command(file_path, model_paths, weights, as_json):
     """Perplexity and bits per character of a text file.
@@ -396,6 +410,7 @@ def eval_command(file_path, model_paths, weights, as_json):
               help="n-best: combined = score + weight * LM log10.")
 @models_option
 @json_option
+@threads_option
 @library_errors
 def rank(candidates, context, nbest, lm_weight, model_paths, weights, as_json):
     """Rank candidate sentences, best first.
@@ -473,6 +488,7 @@ def rescore_nbest(path, lm_weight, model, as_json):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the mixture as a model file every command accepts.")
 @json_option
+@threads_option
 @library_errors
 def mix(model_paths, tune_path, weights, output, as_json):
     """Interpolate models that share a unit: P = sum_i weight_i P_i.
@@ -539,6 +555,7 @@ def mix(model_paths, tune_path, weights, output, as_json):
 @click.option("--seed", type=int, default=None, help="Random seed for reproducible samples.")
 @models_option
 @json_option
+@threads_option
 @library_errors
 def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_paths, weights, as_json):
     """Sample sentences from a model.

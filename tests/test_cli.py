@@ -112,6 +112,23 @@ def test_eval(workspace):
     assert "perplexity" in invoke(["eval", "-m", workspace["model"], workspace["corpus"]]).stdout
 
 
+def test_threads_option_on_scoring_commands(workspace):
+    """--threads (as on train) sets the kernel's threads for eval, score, rank, sample and mix."""
+    from rnnkit import kernel
+    before = kernel.get_num_threads()
+    try:
+        one = invoke(["eval", "-m", workspace["model"], workspace["corpus"], "--json", "--threads", "1"])
+        assert kernel.get_num_threads() == 1
+        two = invoke(["eval", "-m", workspace["model"], workspace["corpus"], "--json", "--threads", "2"])
+        assert kernel.get_num_threads() == 2
+        assert json.loads(one.stdout)["log10_total"] == pytest.approx(json.loads(two.stdout)["log10_total"], rel=1e-6)
+        for args in (["score", "영화"], ["rank", "영화", "버스"], ["sample", "--seed", "1"],
+                     ["mix", "-m", workspace["model"], "--weights", "0.5,0.5"]):
+            assert invoke([*args, "-m", workspace["model"], "--threads", "1"]).exit_code == 0, args
+    finally:
+        kernel.set_num_threads(before)
+
+
 def test_rank_candidates_context_and_nbest(workspace):
     """rank orders candidates best first, ranks continuations of a context, rescores n-best lists."""
     m = workspace["model"]
@@ -209,6 +226,7 @@ def test_error_bad_arpa_line(tmp_path):
     (["train", "--epochs", "0"], 2),
     (["train", "--unit", "byte"], 2),
     (["score"], 2),
+    (["score", "--threads", "0", "영화"], 2),
 ])
 def test_error_bad_option_values(workspace, args, code):
     """Bad option values are usage errors (exit 2) with a one-line message."""
