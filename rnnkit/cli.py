@@ -620,6 +620,37 @@ def info(plot, model_path, as_json):
                        else f"{key:<16}{value}")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="File to write.")
+@click.option("--arpa", is_flag=True, help="Write an n-gram model in the ARPA format instead.")
+@model_option
+@library_errors
+def export(output, arpa, model_path):
+    """Write a copy of a model for scoring and sampling.
+
+    An RNN's copy leaves out its training state (Adam's moments and the raw weights
+    behind the average), which only `train --resume` reads: the file shrinks to a third
+    (a quarter for a model trained with --average). With --arpa, an n-gram model (or an ARPA file's) is written in the
+    ARPA format that KenLM and SRILM read.
+
+    \b
+    Example:
+      rnnkit export -m ko.model -o ko.small.model
+      rnnkit export -m kn5.model --arpa -o kn5.arpa
+    """
+    model = load_model(model_path)
+    check_writable(output)
+    if arpa:
+        if not hasattr(model, "write_arpa"):
+            raise click.BadParameter(f"{model_path} is not an n-gram model; only n-grams have an ARPA form",
+                                     param_hint="--arpa")
+        model.write_arpa(output)
+    else:
+        model.save(output, resumable=False)
+    before, after = Path(model_path).stat().st_size, Path(output).stat().st_size
+    click.echo(f"Wrote {output} ({after:,} bytes; {model_path}: {before:,} bytes).", err=True)
+
+
 def draw_training_plot(description: dict, path: str) -> None:
     epochs = (description.get("training") or {}).get("epochs") or []
     if not epochs:

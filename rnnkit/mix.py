@@ -156,7 +156,9 @@ class MixModel(SentenceScorer):
                 "weights": list(self.weights),
                 "components": [c.describe() for c in self.components], "training": self.record}
 
-    def save(self, path) -> None:
+    def save(self, path, resumable: bool = False) -> None:
+        """Components are always written for scoring only (`resumable` is accepted so that
+        every model type saves alike): a mixture's component is never trained on."""
         meta = {"unit": self.unit, "weights": list(self.weights), "training": self.record, "components": []}
         arrays = {}
         for i, component in enumerate(self.components):

@@ -433,9 +433,9 @@ class NgramModel(SentenceScorer):
                 "vocab": self.vocab.to_list(), "training": self.info}
         return "ngram", meta, arrays
 
-    def save(self, path) -> None:
-        """Write an rnnkit model file (model type "ngram")."""
-        modelfile.save(path, *self.file_contents())
+    def save(self, path, resumable: bool = True) -> None:
+        """Write an rnnkit model file (model type "ngram"); `resumable` as in file_contents."""
+        modelfile.save(path, *self.file_contents(resumable))
 
     @classmethod
     def load(cls, path) -> "NgramModel":

@@ -171,8 +171,8 @@ class RNNModel(SentenceScorer):
         arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {})}
         return "rnn", meta, arrays
 
-    def save(self, path) -> None:
-        modelfile.save(path, *self.file_contents())
+    def save(self, path, resumable: bool = True) -> None:
+        modelfile.save(path, *self.file_contents(resumable))
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":

@@ -13,7 +13,7 @@ CORPUS = "\n".join([
     "메론을 먹는다", "오늘은 날씨가 좋다", "영화 정말 재미있다", "이 영화 최고", "버스를 타고 집에 왔다",
 ] * 5) + "\n"
 
-COMMANDS = ["train", "score", "eval", "rank", "sample", "info"]
+COMMANDS = ["train", "score", "eval", "rank", "sample", "info", "export"]
 
 
 def invoke(args, **kwargs):
@@ -327,3 +327,25 @@ def test_ngram_bad_prune_option(workspace, tmp_path):
     """A malformed --prune value is a usage error."""
     result = invoke(["train", workspace["corpus"], "--type", "ngram", "--prune", "a,b", "-o", tmp_path / "m"])
     assert_clean_error(result, 2, "--prune")
+
+
+def test_export_scoring_copy_and_arpa(workspace, tmp_path):
+    """export drops the RNN's training state (same scores, smaller file, no resume) and
+    writes an n-gram model as ARPA; an RNN has no ARPA form."""
+    small = tmp_path / "rnn.small.model"
+    result = invoke(["export", "-m", workspace["model"], "-o", small], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert small.stat().st_size < workspace["model"].stat().st_size / 2
+    scores = [json.loads(invoke(["score", "-m", m, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
+              for m in (workspace["model"], small)]
+    assert scores[0] == scores[1]
+    assert_clean_error(invoke(["train", workspace["corpus"], "-o", small, "--resume"]), 1, "no training state")
+    assert_clean_error(invoke(["export", "-m", workspace["model"], "--arpa", "-o", tmp_path / "r.arpa"]), 2,
+                       "not an n-gram")
+    ngram, arpa = tmp_path / "kn.model", tmp_path / "kn.arpa"
+    invoke(["train", workspace["corpus"], "--type", "ngram", "--order", 3, "-o", ngram], catch_exceptions=False)
+    assert invoke(["export", "-m", ngram, "--arpa", "-o", arpa]).exit_code == 0
+    assert arpa.read_text(encoding="utf-8").startswith("\\data\\")
+    scores = [json.loads(invoke(["score", "-m", m, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
+              for m in (ngram, arpa)]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-4)
