@@ -630,8 +630,8 @@ def export(output, arpa, model_path):
 
     An RNN's copy leaves out its training state (Adam's moments and the raw weights
     behind the average), which only `train --resume` reads: the file shrinks to a third
-    (a quarter for a model trained with --average). With --arpa, an n-gram model (or an ARPA file's) is written in the
-    ARPA format that KenLM and SRILM read.
+    (a quarter for a model trained with --average). With --arpa, an n-gram model (also
+    one read from an ARPA file) is written in the ARPA format that KenLM and SRILM read.
 
     \b
     Example:

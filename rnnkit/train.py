@@ -267,8 +267,8 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
     if resume_from is not None:
         if not resume_from.train_state:
-            raise RnnkitError("this model file holds no training state (written by `rnnkit export` or "
-                              "taken from a mixture), so training cannot resume from it")
+            raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
+                              "so training cannot resume from it")
         model = resume_from
         train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
     else:
