@@ -43,6 +43,8 @@ def main() -> int:
                         help="dropout on the input rows and before the output layer (valid 129.50; 0.15: 130.28)")
     parser.add_argument("--average", type=float, default=0.999,
                         help="decay of the moving average of the weights that the model keeps (0: off)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="decoupled weight decay of the matrices (AdamW's)")
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a better validation perplexity before stopping "
                              "(TrainConfig's default: 2; the learning rate still decays over the whole budget)")
@@ -106,7 +108,7 @@ def main() -> int:
         config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
                              optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
                              threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
-                             average=args.average,
+                             average=args.average, weight_decay=args.weight_decay,
                              stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
         if args.patience is not None:
             config.patience = args.patience
@@ -134,7 +136,8 @@ def main() -> int:
     h = rnn.hyper
     mode = "state carried across sentences" if rnn.stream else "sentences independent"
     print(f"\nPenn Treebank test perplexity; RNN: {rnn.activation}, H={rnn.hidden}, {h.get('optimizer')}, "
-          f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, {mode}, "
+          f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, "
+          f"weight decay {h.get('weight_decay', 0.0)}, {mode}, "
           f"{len(epochs)} epochs\n")
     print("| model | paper | rnnkit | training time | tokens/s |")
     print("|---|---:|---:|---:|---:|")

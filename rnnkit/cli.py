@@ -171,6 +171,9 @@ def cli():
 @click.option("--average", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Keep a moving average of the weights with this decay per step (e.g. 0.999) and "
                    "use it as the model (0: off).")
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Decoupled weight decay: each step the weight matrices shrink by lr times this "
+                   "(AdamW's; e.g. 0.05).")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
@@ -185,8 +188,8 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, dropout, average, min_count, max_vocab, valid_path, stream,
-          seed, resume):
+          epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
+          valid_path, stream, seed, resume):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -215,7 +218,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
     else:
         valid = read_lines(valid_path) if valid_path else None
         train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-                  clip, dropout, average, min_count, max_vocab, stream, seed, resume)
+                  clip, dropout, average, weight_decay, min_count, max_vocab, stream, seed, resume)
 
 
 def bundled_corpus() -> Path:
@@ -280,13 +283,13 @@ class EpochProgress:
 
 
 def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
-              dropout, average, min_count, max_vocab, stream, seed, resume):
+              dropout, average, weight_decay, min_count, max_vocab, stream, seed, resume):
     from .rnnlm import RNNModel
     from .train import TrainConfig, train as run_training
     config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
                          time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
                          min_count=min_count, max_vocab=max_vocab, seed=seed,
-                         stream=stream, dropout=dropout, average=average)
+                         stream=stream, dropout=dropout, average=average, weight_decay=weight_decay)
     resume_from = None
     if resume:
         if not Path(output).exists():

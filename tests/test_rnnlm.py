@@ -7,7 +7,7 @@ import pytest
 
 from rnnkit import batching, lm, rnnlm
 from rnnkit.errors import CorpusError, ModelFileError, RnnkitError
-from rnnkit.train import TrainConfig, split_validation, train
+from rnnkit.train import TrainConfig, Trainer, new_model, split_validation, train
 from rnnkit.vocab import Vocab
 
 KOREAN = [
@@ -174,12 +174,13 @@ def test_seeded_training_is_bit_identical():
     assert np.array_equal(a.params, b.params)
 
 
-@pytest.mark.parametrize("optimizer, dropout, average",
-                         [("adam", 0.0, 0.0), ("sgd", 0.0, 0.0), ("adam", 0.3, 0.0), ("adam", 0.0, 0.9)])
-def test_resume_continues_exactly(tmp_path, optimizer, dropout, average):
+@pytest.mark.parametrize("optimizer, dropout, average, weight_decay",
+                         [("adam", 0.0, 0.0, 0.0), ("sgd", 0.0, 0.0, 0.0), ("adam", 0.3, 0.0, 0.0),
+                          ("adam", 0.0, 0.9, 0.5)])
+def test_resume_continues_exactly(tmp_path, optimizer, dropout, average, weight_decay):
     """A 3-epoch run interrupted after epoch 1 and resumed ends bit-identical to an uninterrupted one."""
     config = dict(hidden=16, bptt=8, batch=4, seed=2, threads=1, optimizer=optimizer, patience=5, epochs=3,
-                  dropout=dropout, average=average)
+                  dropout=dropout, average=average, weight_decay=weight_decay)
     straight = train(KOREAN, KOREAN[:8], TrainConfig(**config))
     path = tmp_path / "r.model"
 
@@ -288,3 +289,23 @@ def test_bad_training_inputs():
         train(KOREAN, None, TrainConfig(hidden=0))
     train_part, valid_part = split_validation(list(map(str, range(100))), 0.05)
     assert len(valid_part) == 5 and len(train_part) == 95 and not set(train_part) & set(valid_part)
+
+
+def test_weight_decay_shrinks_matrices_not_biases():
+    """Decoupled weight decay: after one step each matrix is the plain run's times
+    (1 - lr * weight_decay) and the biases equal the plain run's; a negative value is refused."""
+    config = dict(hidden=16, bptt=8, batch=4, epochs=1, seed=3, threads=1, optimizer="sgd", lr=0.1)
+    lanes = batching.split_lanes(batching.make_stream([np.arange(3, 20, dtype=np.int32)] * 4), 4)
+    steps = {}
+    for decay in (0.0, 2.0):
+        model, _ = new_model(KOREAN, TrainConfig(**config))
+        trainer = Trainer(model, TrainConfig(**config, weight_decay=decay), lanes)
+        inputs, targets, resets = next(lanes.windows(8))
+        trainer.step(inputs, targets, resets, np.zeros((4, 16), np.float32))
+        steps[decay] = {name: view.copy() for name, view in model.weights().items()}
+    for name in ("W_xh", "W_hh", "W_hy"):
+        np.testing.assert_allclose(steps[2.0][name], steps[0.0][name] * (1 - 0.1 * 2.0), rtol=1e-6, atol=1e-7)
+    for name in ("b_h", "b_y"):
+        assert np.array_equal(steps[2.0][name], steps[0.0][name])
+    with pytest.raises(RnnkitError, match="weight decay"):
+        train(KOREAN, KOREAN[:8], TrainConfig(**config, weight_decay=-1.0))
