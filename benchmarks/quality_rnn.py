@@ -39,6 +39,7 @@ def main() -> int:
                         help="Adam's starting rate, decayed linearly to 5%% over the run")
     parser.add_argument("--average", type=float, default=0.0,
                         help="decay of the moving average of the weights that the model keeps (0: off)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay of the matrices")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--bptt", type=int, default=64)
     parser.add_argument("--ngram-orders", default="3,4,5,6,7", help="char n-gram orders to try")
@@ -63,7 +64,7 @@ def main() -> int:
     config = TrainConfig(unit="char", hidden=args.hidden, bptt=args.bptt, batch=args.batch,
                          epochs=args.epochs or setup["epochs"], optimizer="adam", lr=args.lr, clip=1.0,
                          seed=1, threads=args.threads, stream=args.stream, patience=10,
-                         average=args.average)
+                         average=args.average, weight_decay=args.weight_decay)
     started = time.perf_counter()
     model = train(train_lines, valid_lines, config, output_path=model_path,
                   notify=lambda text: print(text, file=sys.stderr, flush=True))
@@ -72,7 +73,7 @@ def main() -> int:
     tokens = sum(e["tokens"] for e in epochs)
     result = {
         "corpus": args.corpus, "mode": mode, "hidden": args.hidden, "threads": args.threads, "lr": args.lr,
-        "average": args.average, "batch": args.batch, "bptt": args.bptt,
+        "average": args.average, "weight_decay": args.weight_decay, "batch": args.batch, "bptt": args.bptt,
         "train_lines": len(train_lines), "tokens_seen": tokens, "train_wall_s": round(wall, 1),
         "train_tokens_per_s": round(tokens / sum(e["seconds"] for e in epochs)),
         "rnn_valid_bpc": model.evaluate(valid_lines)["bits_per_char"],
