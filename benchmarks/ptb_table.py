@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--dropout", type=float, default=0.1,
-                        help="dropout on the input rows and before the output layer (valid 129.50; 0.15: 130.28)")
+                        help="dropout on the input rows and before the output layer (valid without weight decay 129.50; 0.15: 130.28)")
     parser.add_argument("--average", type=float, default=0.999,
                         help="decay of the moving average of the weights that the model keeps (0: off)")
     parser.add_argument("--weight-decay", type=float, default=0.2,

@@ -89,6 +89,10 @@ class TrainConfig:
             raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.weight_decay >= 0:
             raise RnnkitError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not self.learning_rate() * self.weight_decay < 1:
+            # the matrices are multiplied by 1 - lr * weight_decay each step
+            raise RnnkitError(f"weight decay times the learning rate must be < 1, got "
+                              f"{self.weight_decay} x {self.learning_rate()}")
         if not 0 <= self.average < 1:
             raise RnnkitError(f"weight-average decay must be in [0, 1), got {self.average}")
         if not 0 < self.final_lr_fraction <= 1:

@@ -307,5 +307,6 @@ def test_weight_decay_shrinks_matrices_not_biases():
         np.testing.assert_allclose(steps[2.0][name], steps[0.0][name] * (1 - 0.1 * 2.0), rtol=1e-6, atol=1e-7)
     for name in ("b_h", "b_y"):
         assert np.array_equal(steps[2.0][name], steps[0.0][name])
-    with pytest.raises(RnnkitError, match="weight decay"):
-        train(KOREAN, KOREAN[:8], TrainConfig(**config, weight_decay=-1.0))
+    for bad in (-1.0, 10.0):   # 10 x lr 0.1 would flip the matrices' sign every step
+        with pytest.raises(RnnkitError, match="weight decay"):
+            train(KOREAN, KOREAN[:8], TrainConfig(**config, weight_decay=bad))
