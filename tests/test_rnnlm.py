@@ -293,7 +293,8 @@ def test_bad_training_inputs():
 
 def test_weight_decay_shrinks_matrices_not_biases():
     """Decoupled weight decay: after one step each matrix is the plain run's times
-    (1 - lr * weight_decay) and the biases equal the plain run's; a negative value is refused."""
+    (1 - lr * weight_decay) and the biases equal the plain run's; a negative value, or one
+    whose product with the learning rate reaches 1, is refused."""
     config = dict(hidden=16, bptt=8, batch=4, epochs=1, seed=3, threads=1, optimizer="sgd", lr=0.1)
     lanes = batching.split_lanes(batching.make_stream([np.arange(3, 20, dtype=np.int32)] * 4), 4)
     steps = {}
