@@ -44,7 +44,7 @@ def rss_mib() -> float:
 def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int, build_repeats: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from rnnkit.ngram import NgramModel
-    from rnnkit.tokenize import read_lines
+    from rnnkit.units import read_lines
 
     out = {"tool": "rnnkit", "order": order, "train": Path(train).name}
     base_rss = rss_mib()

@@ -74,7 +74,7 @@ def main() -> int:
     from rnnkit.lm import load
     from rnnkit.mix import tune_weights
     from rnnkit.ngram import NgramModel
-    from rnnkit.tokenize import read_lines
+    from rnnkit.units import read_lines
     from rnnkit.train import TrainConfig, train
 
     train_lines = read_lines(data / "ptb.train.txt")

@@ -51,7 +51,7 @@ def main() -> int:
         print(f"skipped: {data} not found", file=sys.stderr)
         return 0
 
-    from rnnkit.tokenize import read_lines
+    from rnnkit.units import read_lines
     from rnnkit.train import TrainConfig, train
 
     setup = SETUPS[args.corpus]

@@ -9,13 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-# Run as a script, this file puts rnnkit/ first on sys.path, where rnnkit/tokenize.py
-# would shadow the standard library's tokenize (which cffi's parser imports).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import cffi
+import scipy_openblas32
 
-import cffi  # noqa: E402
-import scipy_openblas32  # noqa: E402
+_HERE = Path(__file__).resolve().parent
 
 CSRC = _HERE.parent / "csrc"
 

@@ -109,7 +109,7 @@ def load_model(model_path: str):
 
 def gather_sentences(sentences: tuple[str, ...], file_path: str | None) -> list[str]:
     """Sentences from arguments, from --file, or from stdin when the only argument is '-'."""
-    from .tokenize import read_lines, read_text_lines
+    from .units import read_lines, read_text_lines
     if file_path is not None:
         if sentences:
             raise click.UsageError("give sentences as arguments or with --file, not both")
@@ -198,7 +198,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
       rnnkit train corpus.txt -o ko.model --hidden 256 --epochs 5
       rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
     """
-    from .tokenize import read_lines
+    from .units import read_lines
     check_writable(output)
     if arpa:
         if model_type != "ngram":
@@ -391,7 +391,7 @@ def eval_command(file_path, model_paths, weights, as_json):
     Example:
       rnnkit eval test.txt -m ko.model
     """
-    from .tokenize import read_lines
+    from .units import read_lines
     lines = read_lines(file_path)
     model = load_models(model_paths, weights)
     stats = model.evaluate(lines)
@@ -424,7 +424,7 @@ def rank(candidates, context, nbest, lm_weight, model_paths, weights, as_json):
       rnnkit rank --context "선생님이 교실로 부리나케" 달려갔다 잘려갔다
       rnnkit rank --nbest asr.nbest --lm-weight 0.5
     """
-    from .tokenize import nfc
+    from .units import nfc
     if nbest:
         if candidates or context:
             raise click.UsageError("--nbest takes no candidates or --context")
@@ -458,7 +458,7 @@ def rank(candidates, context, nbest, lm_weight, model_paths, weights, as_json):
 
 
 def rescore_nbest(path, lm_weight, model, as_json):
-    from .tokenize import read_lines
+    from .units import read_lines
     groups: dict[str, list[dict]] = {}
     for number, line in enumerate(read_lines(path), 1):
         parts = line.split("\t")
@@ -506,7 +506,7 @@ def mix(model_paths, tune_path, weights, output, as_json):
       rnnkit score -m rnn.model -m kn5.arpa --weights 0.6,0.4 "나는 버스를 탔다"
     """
     from .mix import MixModel, tune_weights
-    from .tokenize import read_lines
+    from .units import read_lines
     if len(model_paths) < 2:
         raise click.BadParameter("give at least two -m models", param_hint="-m")
     if tune_path and weights:
@@ -567,7 +567,7 @@ def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_pat
     Example:
       rnnkit sample -n 5 --prefix "오늘은" --temperature 0.8 --seed 1
     """
-    from .tokenize import nfc
+    from .units import nfc
     model = load_models(model_paths, weights)
     texts = model.sample(n=count, prefix=nfc(prefix), temperature=temperature, top_k=top_k,
                          top_p=top_p, max_tokens=max_tokens, seed=seed)

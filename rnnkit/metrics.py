@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .tokenize import count_chars
+from .units import count_chars
 
 
 def corpus_summary(lines: list[str], tokens: int, oov: int, total_log10: float) -> dict:

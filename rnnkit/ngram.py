@@ -53,7 +53,7 @@ from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
 from .lm import SentenceScorer
 from .metrics import corpus_summary
 from .sampling import generate
-from .tokenize import UNITS, Tokenizer, nfc, nfc_lines, read_lines
+from .units import UNITS, Tokenizer, nfc, nfc_lines, read_lines
 from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
@@ -345,7 +345,7 @@ class NgramModel(SentenceScorer):
         data = list(data)
         tokenizer = Tokenizer(unit)
         if data and all(map(isinstance, data, repeat(str))):
-            token_lists = tokenizer.split_lines(nfc_lines(data))
+            token_lists = tokenizer.split_lines(data)
         else:
             token_lists = [list(x) for x in data]
         vocab, seq, rem, n_tokens = _encode_training(token_lists)
@@ -392,7 +392,7 @@ class NgramModel(SentenceScorer):
 
     @classmethod
     def train_file(cls, path, order: int, **kwargs) -> "NgramModel":
-        """`train` on the lines of a UTF-8 text file (read strictly, see rnnkit.tokenize)."""
+        """`train` on the lines of a UTF-8 text file (read strictly, see rnnkit.units)."""
         model = cls.train(read_lines(path), order, **kwargs)
         model.info["corpus"] = str(path)
         return model
@@ -556,8 +556,8 @@ class NgramModel(SentenceScorer):
             sentences = [sentences]
         sentences = list(sentences)
         if all(map(isinstance, sentences, repeat(str))):
-            return self.tokenizer.split_lines(nfc_lines(sentences))
-        return [self.tokenizer.split(nfc(s)) if isinstance(s, str) else list(s) for s in sentences]
+            return self.tokenizer.split_lines(sentences)
+        return [self.tokenizer.split(s) if isinstance(s, str) else list(s) for s in sentences]
 
     def _token_scores(self, token_lists, bos=True, eos=True):
         """Per-sentence arrays (log10, ngram length, oov) for the scored positions, in batches."""
@@ -612,7 +612,7 @@ class NgramModel(SentenceScorer):
         probability 0 (possible only for `mle`), which make the perplexity infinite.
         """
         lines = nfc_lines(list(lines))
-        token_lists = self.tokenizer.split_lines(lines)  # (not _split: the lines are NFC already)
+        token_lists = self.tokenizer.split_lines(lines)
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):
             total += float(logp.sum())
@@ -640,7 +640,7 @@ class NgramModel(SentenceScorer):
         `history` is a list of units (or a string, split into units) after `<s>`.
         """
         if isinstance(history, str):
-            history = self.tokenizer.split(nfc(history))
+            history = self.tokenizer.split(history)
         N, V = self.order, len(self.vocab)
         ids = self._ids(history)
         if bos:
@@ -702,7 +702,7 @@ class NgramModel(SentenceScorer):
                max_tokens: int = 100, seed=None) -> list[str]:
         """Sample n sentences that start with prefix; stops at </s> or max_tokens units."""
         rng = np.random.default_rng(seed)
-        prefix_tokens = self.tokenizer.split(nfc(prefix))
+        prefix_tokens = self.tokenizer.split(prefix)
         prefix_ids = self._ids(prefix_tokens).tolist()
         banned = (BOS_ID, UNK_ID)
         return [self.tokenizer.join(prefix_tokens + self.vocab.decode(
@@ -712,7 +712,7 @@ class NgramModel(SentenceScorer):
 
     def encode(self, sentence: str) -> list[int]:
         """The id sequence scored: <s> first, </s> last."""
-        return [BOS_ID, *self._ids(self.tokenizer.split(nfc(sentence))).tolist(), EOS_ID]
+        return [BOS_ID, *self._ids(self.tokenizer.split(sentence)).tolist(), EOS_ID]
 
     def describe(self) -> dict:
         return {"type": "ngram", "unit": self.unit, "vocab_size": len(self.vocab), "order": self.order,

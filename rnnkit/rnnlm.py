@@ -17,7 +17,7 @@ from .lm import SentenceScorer
 from .errors import ModelFileError, RnnkitError
 from .sampling import generate
 from .metrics import corpus_summary
-from .tokenize import Tokenizer
+from .units import Tokenizer
 from .vocab import BOS, EOS, UNK, Vocab
 
 LOG10_E = 1.0 / math.log(10.0)

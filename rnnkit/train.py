@@ -36,7 +36,7 @@ from . import batching, kernel
 from .errors import CorpusError, RnnkitError
 from .layout import param_views
 from .rnnlm import RNNModel, corpus_stats
-from .tokenize import Tokenizer
+from .units import Tokenizer
 from .vocab import Vocab
 
 LN2 = math.log(2.0)

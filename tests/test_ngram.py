@@ -17,7 +17,7 @@ import pytest
 import rnnkit
 from rnnkit.errors import ArpaError, ConfigError, CorpusError, ModelFileError
 from rnnkit.ngram import SMOOTHINGS, NgramModel
-from rnnkit.tokenize import read_text_lines
+from rnnkit.units import read_text_lines
 from rnnkit.vocab import BOS_ID, EOS_ID, UNK_ID
 
 KENLM = Path(__file__).parent / "fixtures" / "kenlm"
@@ -482,7 +482,7 @@ SHARED_PTB = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb"
 def test_full_ptb_matches_kenlm():
     """On the full Penn Treebank, KN 3-gram and 5-gram test perplexities equal KenLM's
     (148.28 and 141.19, the literal <unk> counted as the unknown word)."""
-    from rnnkit.tokenize import read_lines
+    from rnnkit.units import read_lines
     train_lines = read_lines(SHARED_PTB / "ptb.train.txt")
     test_lines = read_lines(SHARED_PTB / "ptb.test.txt")
     for order, expected in ((3, 148.28), (5, 141.19)):

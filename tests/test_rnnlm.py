@@ -24,7 +24,7 @@ KOREAN = [
 
 def small_model(seed=0, hidden=8, unit="char", lines=KOREAN):
     """An untrained model with random weights (scoring does not need training)."""
-    from rnnkit.tokenize import Tokenizer
+    from rnnkit.units import Tokenizer
     from rnnkit.train import init_params
     tokenizer = Tokenizer(unit)
     vocab = Vocab.build([tokenizer.split(line) for line in lines])

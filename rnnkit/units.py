@@ -178,7 +178,9 @@ class Tokenizer:
         return isinstance(other, Tokenizer) and other.unit == self.unit
 
     def split(self, line: str) -> list[str]:
-        """Units of one line (the line should already be NFC; `read_lines` ensures it)."""
+        """Units of one line, NFC-normalised here: every model splits through this, so
+        the same sentence scores the same whatever normal form it arrives in."""
+        line = nfc(line)
         if self.unit == "word":
             return split_words(line)
         if self.unit == "jamo":
@@ -186,9 +188,9 @@ class Tokenizer:
         return list(line)
 
     def split_lines(self, lines: Iterable[str]) -> list[list[str]]:
-        """`split` applied to many lines."""
+        """`split` applied to many lines (one NFC check of the whole text)."""
+        lines = nfc_lines(list(lines))
         if self.unit == "word":
-            lines = list(lines)
             if _UNICODE_ONLY_WS.search("\n".join(lines)) is None:  # one search, not one per line
                 return [line.split() for line in lines]
             return [split_words(line) for line in lines]

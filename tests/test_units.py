@@ -1,4 +1,4 @@
-"""tokenize: strict UTF-8 reading, BOM/CRLF/NFC handling, char/word/jamo units."""
+"""units: strict UTF-8 reading, BOM/CRLF/NFC handling, char/word/jamo units."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unicodedata
 import pytest
 
 from rnnkit.errors import CorpusError
-from rnnkit.tokenize import UNITS, Tokenizer, count_chars, read_lines, read_text_lines, to_jamo
+from rnnkit.units import UNITS, Tokenizer, count_chars, read_lines, read_text_lines, to_jamo
 
 KOREAN = ["나는 버스를 탔다", "선생님이 교실로 부리나케 달려갔다", "ㅋㅋ 최고의 영화음악!", "값 없는 밟기 ㄱ"]
 
