@@ -71,7 +71,7 @@ def main() -> int:
         print(f"skipped: {data} not found", file=sys.stderr)
         return 0
 
-    from rnnkit.lm import load
+    from rnnkit.loader import load
     from rnnkit.mix import tune_weights
     from rnnkit.ngram import NgramModel
     from rnnkit.units import read_lines

@@ -14,6 +14,6 @@ __all__ = ["__version__", "load"]
 
 
 def load(path):
-    """Load any model file (RNN, n-gram, mixture) or ARPA file; see rnnkit.lm.load."""
-    from .lm import load as load_model
+    """Load any model file (RNN, n-gram, mixture) or ARPA file; see rnnkit.loader.load."""
+    from .loader import load as load_model
     return load_model(path)

@@ -100,11 +100,11 @@ def emit_json(document) -> None:
 
 
 def load_model(model_path: str):
-    from . import lm
+    from . import loader
     if not Path(model_path).exists():
         hint = " (train one with `rnnkit train`, or pass -m)" if model_path == default_model_path() else ""
         raise click.ClickException(f"model file not found: {model_path}{hint}")
-    return lm.load(model_path)
+    return loader.load(model_path)
 
 
 def gather_sentences(sentences: tuple[str, ...], file_path: str | None) -> list[str]:
@@ -320,21 +320,6 @@ def surprisal_color(log10p: float):
     return "red"
 
 
-def token_rows(model, sentence: str) -> list[dict]:
-    """Per token: the unit, its log10 probability, OOV flag and (n-grams) n-gram length."""
-    if hasattr(model, "full_scores"):
-        rows = []
-        tokens = model.tokenizer.split(sentence) + ["</s>"]
-        for token, entry in zip(tokens, model.full_scores(sentence)):
-            log10p, ngram_length, oov = entry[0], entry[1], entry[2]
-            rows.append({"token": token, "log10": float(log10p), "ngram": int(ngram_length), "oov": bool(oov)})
-        return rows
-    tokens = model.tokenizer.split(sentence) + ["</s>"]
-    ids = model.encode(sentence)[1:]
-    return [{"token": t, "log10": float(lp), "oov": i == 0 and t != "</s>"}
-            for t, lp, i in zip(tokens, model.token_logprobs(sentence), ids)]
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("sentences", nargs=-1)
 @click.option("--file", "file_path", type=click.Path(dir_okay=False), default=None, help="One sentence per line.")
@@ -356,17 +341,16 @@ def score(sentences, file_path, per_token, model_paths, weights, as_json):
     model = load_models(model_paths, weights)
     if per_token:
         results = [{"sentence": s, "log10": float(sum(r["log10"] for r in rows)), "tokens": rows}
-                   for s in lines for rows in [token_rows(model, s)]]
+                   for s in lines for rows in [model.token_rows(s)]]
     else:
-        scores = model.score_many(lines) if hasattr(model, "score_many") else [model.score(s) for s in lines]
-        results = [{"sentence": s, "log10": float(v)} for s, v in zip(lines, scores)]
+        results = [{"sentence": s, "log10": float(v)} for s, v in zip(lines, model.score_many(lines))]
     if as_json:
         emit_json(results)
         return
     for result in results:
         click.echo(f"{result['log10']:.4f}\t{result['sentence']}")
         for row in result.get("tokens", []):
-            extra = f"\t{row['ngram']}-gram" if "ngram" in row else ""
+            extra = f"\t{row['ngram']}-gram" if model.model_type == "ngram" else ""
             oov = "\tOOV" if row["oov"] else ""
             shown = row["token"] if row["token"] != " " else "␣"
             click.echo("  " + click.style(f"{row['log10']:9.4f}  {shown}", fg=surprisal_color(row["log10"]))
@@ -424,62 +408,27 @@ def rank(candidates, context, nbest, lm_weight, model_paths, weights, as_json):
       rnnkit rank --context "선생님이 교실로 부리나케" 달려갔다 잘려갔다
       rnnkit rank --nbest asr.nbest --lm-weight 0.5
     """
-    from .units import nfc
+    from .ranking import rank as rank_candidates, rescore_nbest
     if nbest:
         if candidates or context:
             raise click.UsageError("--nbest takes no candidates or --context")
-        return rescore_nbest(nbest, lm_weight, load_models(model_paths, weights), as_json)
+        groups = rescore_nbest(load_models(model_paths, weights), nbest, lm_weight)
+        if as_json:
+            emit_json(groups)
+            return
+        for row in (row for rows in groups.values() for row in rows):
+            click.echo(f"{row['id']}\t{row['combined']:.4f}\t{row['score']:.4f}\t{row['lm_log10']:.4f}"
+                       f"\t{row['sentence']}")
+        return
     if len(candidates) < 1:
         raise click.UsageError("give at least one candidate")
-    model = load_models(model_paths, weights)
-    candidates = [nfc(c) for c in candidates]
-    rows = []
-    if context:
-        context = nfc(context)
-        # the units of "context " are a prefix of the units of "context candidate" in
-        # every unit (for words the space is no unit at all)
-        n_context = len(model.tokenizer.split(context + " "))
-        for cand in candidates:
-            full = f"{context} {cand}"
-            logps = model.token_logprobs(full)
-            rows.append({"candidate": cand, "sentence": full, "log10": float(sum(logps)),
-                         "continuation_log10": float(sum(logps[n_context:]))})
-        key = "continuation_log10"
-    else:
-        for cand, value in zip(candidates, (model.score(c) for c in candidates)):
-            rows.append({"candidate": cand, "log10": float(value)})
-        key = "log10"
-    rows.sort(key=lambda r: r[key], reverse=True)
+    rows = rank_candidates(load_models(model_paths, weights), list(candidates), context)
     if as_json:
         emit_json(rows)
         return
+    key = "continuation_log10" if context else "log10"
     for i, row in enumerate(rows, 1):
         click.echo(f"{i}\t{row[key]:.4f}\t{row['candidate']}")
-
-
-def rescore_nbest(path, lm_weight, model, as_json):
-    from .units import read_lines
-    groups: dict[str, list[dict]] = {}
-    for number, line in enumerate(read_lines(path), 1):
-        parts = line.split("\t")
-        if len(parts) != 3:
-            raise click.ClickException(f"{path}:{number}: expected id<TAB>score<TAB>sentence")
-        try:
-            base = float(parts[1])
-        except ValueError:
-            raise click.ClickException(f"{path}:{number}: score {parts[1]!r} is not a number") from None
-        groups.setdefault(parts[0], []).append({"id": parts[0], "score": base, "sentence": parts[2]})
-    for rows in groups.values():
-        for row in rows:
-            row["lm_log10"] = float(model.score(row["sentence"]))
-            row["combined"] = row["score"] + lm_weight * row["lm_log10"]
-        rows.sort(key=lambda r: r["combined"], reverse=True)
-    if as_json:
-        emit_json(groups)
-        return
-    for rows in groups.values():
-        for row in rows:
-            click.echo(f"{row['id']}\t{row['combined']:.4f}\t{row['score']:.4f}\t{row['lm_log10']:.4f}\t{row['sentence']}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -567,14 +516,13 @@ def sample(count, prefix, temperature, top_k, top_p, max_tokens, seed, model_pat
     Example:
       rnnkit sample -n 5 --prefix "오늘은" --temperature 0.8 --seed 1
     """
-    from .units import nfc
     model = load_models(model_paths, weights)
-    texts = model.sample(n=count, prefix=nfc(prefix), temperature=temperature, top_k=top_k,
-                         top_p=top_p, max_tokens=max_tokens, seed=seed)
+    texts = model.samples(n=count, prefix=prefix, temperature=temperature, top_k=top_k,
+                          top_p=top_p, max_tokens=max_tokens, seed=seed)
     if as_json:
-        emit_json(texts)
+        emit_json(list(texts))
         return
-    for text in texts:
+    for text in texts:   # each as soon as it is drawn: -n 1000000 streams
         click.echo(text)
 
 
@@ -644,7 +592,7 @@ def export(output, arpa, model_path):
     model = load_model(model_path)
     check_writable(output)
     if arpa:
-        if not hasattr(model, "write_arpa"):
+        if model.model_type != "ngram":
             raise click.BadParameter(f"{model_path} is not an n-gram model; only n-grams have an ARPA form",
                                      param_hint="--arpa")
         model.write_arpa(output)

@@ -18,17 +18,14 @@ import math
 
 import numpy as np
 
-from . import modelfile
-from .lm import SentenceScorer
-from .errors import ModelFileError, RnnkitError
-from .sampling import generate
-from .metrics import corpus_summary
-from .vocab import BOS, EOS, UNK, Vocab
+from .lm import LanguageModel
+from .errors import RnnkitError
+from .vocab import UNK, Vocab
 
 LN10 = math.log(10.0)
 
 
-class MixModel(SentenceScorer):
+class MixModel(LanguageModel):
     """A weighted mixture of RNN and/or n-gram models with one unit."""
 
     model_type = "mix"
@@ -98,17 +95,6 @@ class MixModel(SentenceScorer):
             return [np.log10(p @ weights) for p in probs]
 
 
-    def encode(self, sentence: str) -> list[int]:
-        return [self.vocab.id(BOS), *self.vocab.encode(self.tokenizer.split(sentence)).tolist(), self.vocab.id(EOS)]
-
-    def evaluate(self, lines: list[str]) -> dict:
-        total = float(sum(lp.sum() for lp in self.text_token_logprobs(lines)))
-        token_lists = [self.tokenizer.split(line) for line in lines]
-        tokens = sum(len(t) for t in token_lists)
-        # a unit is OOV for the mixture only when no component knows it
-        oov = sum(1 for t in token_lists for u in t if u not in self.vocab)
-        return corpus_summary(lines, tokens, oov, total)
-
     # -- distributions and sampling -----------------------------------------------------------
     def _mixed(self, logps: list[np.ndarray]) -> np.ndarray:
         out = np.zeros(len(self.vocab))
@@ -136,51 +122,23 @@ class MixModel(SentenceScorer):
             logps.append(logp)
         return new_states, np.log(np.maximum(self._mixed(logps), 1e-300))
 
-    def next_distribution(self, prefix: str) -> np.ndarray:
-        _, logp = self.start(self.vocab.encode(self.tokenizer.split(prefix)).tolist())
-        return np.exp(logp)
-
-    def sample(self, n=1, prefix="", temperature=1.0, top_k=None, top_p=None, max_tokens=100, seed=None):
-        rng = np.random.default_rng(seed)
-        prefix_tokens = self.tokenizer.split(prefix)
-        prefix_ids = self.vocab.encode(prefix_tokens).tolist()
-        banned = (self.vocab.id(BOS), self.vocab.id(UNK))
-        return [self.tokenizer.join(prefix_tokens + self.vocab.decode(
-                    generate(self, prefix_ids, rng, eos_id=self.vocab.id(EOS), banned=banned,
-                             temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens)))
-                for _ in range(n)]
-
     # -- files --------------------------------------------------------------------------------
     def describe(self) -> dict:
         return {"type": "mix", "unit": self.unit, "vocab_size": len(self.vocab),
                 "weights": list(self.weights),
                 "components": [c.describe() for c in self.components], "training": self.record}
 
-    def save(self, path, resumable: bool = False) -> None:
+    def file_contents(self, resumable: bool = False) -> tuple[str, dict, dict]:
         """Components are always written for scoring only (`resumable` is accepted so that
-        every model type saves alike): a mixture's component is never trained on."""
+        every model type saves alike): a mixture's component is never trained on.
+        Component i's arrays are stored as `c{i}.NAME` (loader.py reads them back)."""
         meta = {"unit": self.unit, "weights": list(self.weights), "training": self.record, "components": []}
         arrays = {}
         for i, component in enumerate(self.components):
             kind, component_meta, component_arrays = component.file_contents(resumable=False)
             meta["components"].append({"type": kind, "meta": component_meta})
             arrays.update({f"c{i}.{name}": array for name, array in component_arrays.items()})
-        modelfile.save(path, "mix", meta, arrays)
-
-    @classmethod
-    def from_file_contents(cls, path, meta: dict, arrays: dict) -> "MixModel":
-        from .ngram import NgramModel
-        from .rnnlm import RNNModel
-        kinds = {"rnn": RNNModel, "ngram": NgramModel}
-        try:
-            components = []
-            for i, entry in enumerate(meta["components"]):
-                prefix = f"c{i}."
-                own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-                components.append(kinds[entry["type"]].from_file_contents(path, entry["meta"], own))
-            return cls(components, meta["weights"], meta.get("training"))
-        except (KeyError, TypeError) as exc:
-            raise ModelFileError(f"{path}: mixture model file is missing {exc}") from None
+        return "mix", meta, arrays
 
 
 def check_weights(weights, count: int) -> list[float]:

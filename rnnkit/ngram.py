@@ -50,10 +50,9 @@ import numpy as np
 from . import arpa as _arpa
 from . import modelfile
 from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
-from .lm import SentenceScorer
+from .lm import LanguageModel, checked
 from .metrics import corpus_summary
-from .sampling import generate
-from .units import UNITS, Tokenizer, nfc, nfc_lines, read_lines
+from .units import UNITS, Tokenizer, nfc_lines, read_lines
 from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
@@ -301,7 +300,9 @@ def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- the model
 
-class NgramModel(SentenceScorer):
+class NgramModel(LanguageModel):
+
+    model_type = "ngram"
     """A backoff n-gram model held as sorted NumPy arrays (see rnnkit.arpa for the layout)."""
 
     def __init__(self, order: int, vocab: Vocab, keys: list, prob: list, bo: list,
@@ -432,10 +433,6 @@ class NgramModel(SentenceScorer):
         meta = {"order": self.order, "unit": self.unit, "smoothing": self.smoothing,
                 "vocab": self.vocab.to_list(), "training": self.info}
         return "ngram", meta, arrays
-
-    def save(self, path, resumable: bool = True) -> None:
-        """Write an rnnkit model file (model type "ngram"); `resumable` as in file_contents."""
-        modelfile.save(path, *self.file_contents(resumable))
 
     @classmethod
     def load(cls, path) -> "NgramModel":
@@ -581,9 +578,14 @@ class NgramModel(SentenceScorer):
 
     # ------------------------------------------------------------ public scoring
 
-    def score(self, sentence, bos: bool = True, eos: bool = True) -> float:
-        """log10 P(sentence) with `<s>` as context and `</s>` predicted (KenLM's `score`)."""
-        return float(self.score_many([sentence], bos=bos, eos=eos)[0])
+    def _scores(self, sentences, bos: bool, eos: bool) -> list[np.ndarray]:
+        """log10 P of each scored position, per sentence (the base class derives score,
+        token_logprobs and score_many's fallback from this); bos=False starts from the
+        null context, as KenLM's."""
+        out = []
+        for logp, _, _, seg in self._token_scores(self._split(sentences), bos, eos):
+            out.extend(np.split(checked(logp), np.cumsum(seg)[:-1]))
+        return out
 
     def score_many(self, sentences, bos: bool = True, eos: bool = True) -> np.ndarray:
         """log10 probabilities of many sentences, vectorised (float64 array)."""
@@ -591,18 +593,13 @@ class NgramModel(SentenceScorer):
         out = []
         for logp, _, _, seg in self._token_scores(token_lists, bos, eos):
             sentence = np.repeat(np.arange(len(seg)), seg)
-            out.append(np.bincount(sentence, weights=logp, minlength=len(seg)))
+            out.append(np.bincount(sentence, weights=checked(logp), minlength=len(seg)))
         return np.concatenate(out) if out else np.zeros(0)
 
     def full_scores(self, sentence, bos: bool = True, eos: bool = True) -> list[tuple[float, int, bool]]:
         """(log10 prob, n-gram length used, is OOV) per token and for `</s>` (KenLM's `full_scores`)."""
         (logp, match, oov, _), = self._token_scores(self._split([sentence]), bos, eos)
-        return [(float(p), int(m), bool(o)) for p, m, o in zip(logp, match, oov)]
-
-    def token_logprobs(self, sentence, bos: bool = True, eos: bool = True) -> np.ndarray:
-        """log10 P of each token (and `</s>`) as a float64 array."""
-        (logp, _, _, _), = self._token_scores(self._split([sentence]), bos, eos)
-        return logp
+        return [(float(p), int(m), bool(o)) for p, m, o in zip(checked(logp), match, oov)]
 
     def evaluate(self, lines: Iterable[str]) -> dict:
         """Corpus statistics: perplexity = 10^(-total / (tokens + sentences)), bits per char, OOVs.
@@ -615,6 +612,7 @@ class NgramModel(SentenceScorer):
         token_lists = self.tokenizer.split_lines(lines)
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):
+            logp = checked(logp)
             total += float(logp.sum())
             total_oov += float(logp[oov].sum())
             n_oov += int(oov.sum())
@@ -679,10 +677,7 @@ class NgramModel(SentenceScorer):
 
     def token_logprobs_many(self, sentences) -> list[np.ndarray]:
         """log10 P of each token (and `</s>`) for many sentences, vectorised."""
-        out = []
-        for logp, _, _, seg in self._token_scores(self._split(sentences)):
-            out.extend(np.split(logp, np.cumsum(seg)[:-1]))
-        return out
+        return self._scores(sentences, True, True)
 
     def start(self, prefix_ids):
         """State (the ids after <s>) and the natural-log next-unit distribution."""
@@ -697,22 +692,6 @@ class NgramModel(SentenceScorer):
         tokens = self.vocab.decode(history)
         with np.errstate(divide="ignore"):
             return history, np.log(self.next_distribution(tokens))
-
-    def sample(self, n: int = 1, prefix: str = "", temperature: float = 1.0, top_k=None, top_p=None,
-               max_tokens: int = 100, seed=None) -> list[str]:
-        """Sample n sentences that start with prefix; stops at </s> or max_tokens units."""
-        rng = np.random.default_rng(seed)
-        prefix_tokens = self.tokenizer.split(prefix)
-        prefix_ids = self._ids(prefix_tokens).tolist()
-        banned = (BOS_ID, UNK_ID)
-        return [self.tokenizer.join(prefix_tokens + self.vocab.decode(
-                    generate(self, prefix_ids, rng, eos_id=EOS_ID, banned=banned, temperature=temperature,
-                             top_k=top_k, top_p=top_p, max_tokens=max_tokens)))
-                for _ in range(n)]
-
-    def encode(self, sentence: str) -> list[int]:
-        """The id sequence scored: <s> first, </s> last."""
-        return [BOS_ID, *self._ids(self.tokenizer.split(sentence)).tolist(), EOS_ID]
 
     def describe(self) -> dict:
         return {"type": "ngram", "unit": self.unit, "vocab_size": len(self.vocab), "order": self.order,

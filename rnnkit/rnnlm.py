@@ -13,19 +13,18 @@ import numpy as np
 
 from . import batching, kernel, modelfile
 from .layout import param_views
-from .lm import SentenceScorer
+from .lm import LanguageModel
 from .errors import ModelFileError, RnnkitError
-from .sampling import generate
 from .metrics import corpus_summary
 from .units import Tokenizer
-from .vocab import BOS, EOS, UNK, Vocab
+from .vocab import BOS_ID, Vocab
 
 LOG10_E = 1.0 / math.log(10.0)
 SCORE_BATCH = 64   # sentences scored side by side in one kernel call
 SCORE_STEPS = 256  # window length when scoring long lanes
 
 
-class RNNModel(SentenceScorer):
+class RNNModel(LanguageModel):
     """An Elman RNN language model: h_t = tanh(W_xh[x_t] + W_hh h_{t-1} + b_h)."""
 
     model_type = "rnn"
@@ -65,15 +64,6 @@ class RNNModel(SentenceScorer):
             return self.weights()[name]
         raise AttributeError(name)
 
-    # -- text to ids --------------------------------------------------------------------------
-    def sentence_ids(self, sentence: str) -> np.ndarray:
-        """Ids of the sentence's units (no <s>/</s>); unknown units map to <unk>."""
-        return self.vocab.encode(self.tokenizer.split(sentence))
-
-    def encode(self, sentence: str) -> list[int]:
-        """The id sequence the model sees: <s> first, </s> last."""
-        return [self.vocab.id(BOS), *self.sentence_ids(sentence).tolist(), self.vocab.id(EOS)]
-
     # -- scoring ------------------------------------------------------------------------------
     def natural_logprobs(self, id_lists: list[np.ndarray], carry: bool = False) -> list[np.ndarray]:
         """Per sentence: natural-log probability of each unit and of </s>.
@@ -103,26 +93,20 @@ class RNNModel(SentenceScorer):
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
         """log10 probability of each unit after <s>, </s> included, for many sentences."""
-        return [lp * LOG10_E for lp in self.natural_logprobs([self.sentence_ids(s) for s in sentences])]
+        return [lp * LOG10_E for lp in self.natural_logprobs([self.unit_ids(s) for s in sentences])]
 
     def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
         """token_logprobs_many for the lines of one text: a `stream` model carries its state
         from line to line (what evaluate, mixtures and weight tuning score)."""
-        ids = [self.sentence_ids(line) for line in lines]
+        ids = [self.unit_ids(line) for line in lines]
         return [lp * LOG10_E for lp in self.natural_logprobs(ids, carry=self.stream)]
-
-    def evaluate(self, lines: list[str]) -> dict:
-        """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char."""
-        id_lists = [self.sentence_ids(line) for line in lines]
-        total_nats = -sum(float(lp.sum()) for lp in self.natural_logprobs(id_lists, carry=self.stream))
-        return corpus_stats(lines, id_lists, -total_nats * LOG10_E)
 
     # -- incremental state, next-token distribution and sampling ------------------------------
     def start(self, prefix_ids: list[int]):
         """State after <s> and prefix_ids, with the natural-log next-token distribution."""
         h = np.zeros((1, self.hidden), dtype=np.float32)
         logp = None
-        for token in [self.vocab.id(BOS), *prefix_ids]:
+        for token in [BOS_ID, *prefix_ids]:
             h, logp = kernel.step(self.params, h, np.array([token], dtype=np.int32), V=self.V,
                                   activation=self.activation)
         return h, logp[0]
@@ -131,27 +115,6 @@ class RNNModel(SentenceScorer):
         h, logp = kernel.step(self.params, state, np.array([token_id], dtype=np.int32), V=self.V,
                               activation=self.activation)
         return h, logp[0]
-
-    def next_distribution(self, prefix: str) -> np.ndarray:
-        """P(next unit | <s> prefix) over the vocabulary (sums to 1; <s> has ~0)."""
-        _, logp = self.start(self.sentence_ids(prefix).tolist())
-        probs = np.exp(logp.astype(np.float64))
-        return probs / probs.sum()
-
-    def sample(self, n: int = 1, prefix: str = "", temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, max_tokens: int = 100,
-               seed: int | None = None) -> list[str]:
-        """Sample n sentences that start with prefix; stops at </s> or max_tokens units."""
-        rng = np.random.default_rng(seed)
-        prefix_tokens = self.tokenizer.split(prefix)
-        prefix_ids = self.vocab.encode(prefix_tokens).tolist()
-        banned = (self.vocab.id(BOS), self.vocab.id(UNK))
-        out = []
-        for _ in range(n):
-            ids = generate(self, prefix_ids, rng, eos_id=self.vocab.id(EOS), banned=banned,
-                           temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens)
-            out.append(self.tokenizer.join(prefix_tokens + self.vocab.decode(ids)))
-        return out
 
     # -- files --------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -170,9 +133,6 @@ class RNNModel(SentenceScorer):
                 "training": self.record, "train_state": self.train_state if resumable else {}}
         arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {})}
         return "rnn", meta, arrays
-
-    def save(self, path, resumable: bool = True) -> None:
-        modelfile.save(path, *self.file_contents(resumable))
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":

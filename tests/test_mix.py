@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnnkit import lm
+from rnnkit import loader as lm
 from rnnkit.cli import cli
 from rnnkit.errors import RnnkitError
 from rnnkit.mix import MixModel, tune_weights

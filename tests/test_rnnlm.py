@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from rnnkit import batching, lm, rnnlm
+from rnnkit import batching, rnnlm
+from rnnkit import loader as lm
 from rnnkit.errors import CorpusError, ModelFileError, RnnkitError
 from rnnkit.train import TrainConfig, Trainer, new_model, split_validation, train
 from rnnkit.vocab import Vocab
