@@ -21,6 +21,7 @@ from . import __version__
 
 DEFAULT_MODEL = "rnnkit.model"
 MODEL_ENV = "RNNKIT_MODEL"
+MAX_THREADS = 1024
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -66,7 +67,7 @@ def threads_option(func):
         if value is not None:
             from . import kernel
             kernel.set_num_threads(value)
-    return click.option("--threads", type=click.IntRange(1), default=None, expose_value=False,
+    return click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, expose_value=False,
                         callback=set_threads,
                         help="Threads of the RNN kernel [default: OPENBLAS_NUM_THREADS or the CPU count].")(func)
 
@@ -176,14 +177,15 @@ def cli():
                    "(AdamW's; e.g. 0.05).")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
-@click.option("--max-vocab", type=click.IntRange(1), default=None, help="Keep the most frequent units only.")
+@click.option("--max-vocab", type=click.IntRange(4), default=None,
+              help="Keep the most frequent units only (the count includes <unk>, <s> and </s>).")
 @click.option("--valid", "valid_path", type=click.Path(dir_okay=False), default=None,
               help="Validation text [default: every 20th line of the corpus].")
 @click.option("--stream", is_flag=True,
               help="Carry the RNN state across lines (one text stream): eval, mix --tune and mixtures then "
                    "read a file's lines in order with the state running on; score and rank still start "
                    "each sentence at <s>.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True, help="Random seed.")
 @threads_option
 @click.option("--resume", is_flag=True, help="Continue training the model in --output.")
 @library_errors
@@ -504,7 +506,8 @@ def mix(model_paths, tune_path, weights, output, as_json):
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Sample among the likeliest units holding this much probability.")
 @click.option("--max-tokens", type=click.IntRange(1), default=200, show_default=True, help="Length limit in units.")
-@click.option("--seed", type=int, default=None, help="Random seed for reproducible samples.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Random seed for reproducible samples.")
 @models_option
 @json_option
 @threads_option

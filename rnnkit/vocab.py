@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import VocabularyError
+from .errors import ConfigError, VocabularyError
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -48,7 +48,7 @@ class Vocab:
         in the data are not counted twice.
         """
         if sort not in ("frequency", "first"):
-            raise ValueError(f"sort must be 'frequency' or 'first'; got {sort!r}")
+            raise ConfigError(f"sort must be 'frequency' or 'first'; got {sort!r}")
         if isinstance(data, dict):
             counts = Counter(data)
         else:
@@ -62,7 +62,7 @@ class Vocab:
             units.sort(key=counts.__getitem__, reverse=True)  # stable: ties keep first occurrence
         if max_vocab is not None:
             if max_vocab < len(SPECIALS):
-                raise ValueError(f"max_vocab must be at least {len(SPECIALS)} (the specials); got {max_vocab}")
+                raise ConfigError(f"max_vocab must be at least {len(SPECIALS)} (the specials); got {max_vocab}")
             units = units[: max_vocab - len(SPECIALS)]
         return cls(list(SPECIALS) + units)
 
