@@ -146,8 +146,10 @@ def cli():
               show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}", help="Model file to write.")
 @click.option("--type", "model_type", type=click.Choice(["rnn", "ngram"]), default="rnn", show_default=True,
               help="Model family.")
-@click.option("--unit", type=click.Choice(["char", "word", "jamo"]), default=None,
-              help="Modelling unit [default: char for rnn, word for ngram].")
+@click.option("--unit", type=click.Choice(["char", "word", "jamo"]), default="char", show_default=True,
+              help="Modelling unit, for both families: Korean words are too sparse for word n-grams "
+                   "(16% of nsmc's test words are unseen), so syllables are the default; --unit word "
+                   "reproduces KenLM's models.")
 @click.option("--order", type=click.IntRange(1), default=3, show_default=True, help="n-gram order.")
 @click.option("--smoothing", type=click.Choice(["kn", "wb", "addk", "mle"]), default="kn", show_default=True,
               help="n-gram smoothing.")
@@ -214,7 +216,6 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
                    "NSMC reviews, CC0).", err=True)
     lines = read_lines(corpus)
-    unit = unit or ("char" if model_type == "rnn" else "word")
     if model_type == "ngram":
         train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
     else:
@@ -578,8 +579,9 @@ def info(plot, model_path, as_json):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="File to write.")
 @click.option("--arpa", is_flag=True, help="Write an n-gram model in the ARPA format instead.")
 @model_option
+@json_option
 @library_errors
-def export(output, arpa, model_path):
+def export(output, arpa, model_path, as_json):
     """Write a copy of a model for scoring and sampling.
 
     An RNN's copy leaves out its training state (Adam's moments and the raw weights
@@ -602,6 +604,10 @@ def export(output, arpa, model_path):
     else:
         model.save(output, resumable=False)
     before, after = Path(model_path).stat().st_size, Path(output).stat().st_size
+    if as_json:
+        emit_json({"output": output, "format": "arpa" if arpa else "rnnkit", "bytes": after,
+                   "model": model_path, "model_bytes": before})
+        return
     click.echo(f"Wrote {output} ({after:,} bytes; {model_path}: {before:,} bytes).", err=True)
 
 

@@ -302,11 +302,19 @@ def test_demo_values_and_errors():
 # n-gram models through the CLI
 # ----------------------------------------------------------------------------------
 
+def test_both_families_default_to_char_units(workspace, tmp_path):
+    """One default unit for both families: an n-gram and an RNN trained without --unit are char models."""
+    ngram, rnn = tmp_path / "kn.model", tmp_path / "rnn.model"
+    assert invoke(["train", workspace["corpus"], "--type", "ngram", "-o", ngram]).exit_code == 0
+    assert invoke(["train", workspace["corpus"], "-o", rnn, "--hidden", 4, "--epochs", 1]).exit_code == 0
+    assert [json.loads(invoke(["info", "-m", m, "--json"]).stdout)["unit"] for m in (ngram, rnn)] == ["char", "char"]
+
+
 def test_ngram_train_arpa_score_info(workspace, tmp_path):
     """train --type ngram writes the model and its ARPA; both score alike; per-token shows n-gram lengths."""
     model, arpa = tmp_path / "kn.model", tmp_path / "kn.arpa"
-    result = invoke(["train", workspace["corpus"], "--type", "ngram", "--order", 3, "-o", model, "--arpa", arpa],
-                    catch_exceptions=False)
+    result = invoke(["train", workspace["corpus"], "--type", "ngram", "--unit", "word", "--order", 3, "-o", model,
+                     "--arpa", arpa], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert arpa.read_text(encoding="utf-8").startswith("\\data\\")
     a = json.loads(invoke(["score", "-m", model, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
