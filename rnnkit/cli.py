@@ -718,9 +718,5 @@ def demo_parity(bits, do_train, seed, as_json):
         show_demo(parity(bits or LECTURE_BITS), as_json)
 
 
-def main():  # pragma: no cover - console entry point helper
-    cli()
-
-
 if __name__ == "__main__":  # pragma: no cover
     cli()

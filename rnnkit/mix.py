@@ -22,9 +22,6 @@ from .lm import LanguageModel
 from .errors import RnnkitError
 from .vocab import UNK, Vocab
 
-LN10 = math.log(10.0)
-
-
 class MixModel(LanguageModel):
     """A weighted mixture of RNN and/or n-gram models with one unit."""
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import batching, kernel, modelfile
-from .layout import param_views
+from .layout import PARAM_NAMES, param_views
 from .lm import LanguageModel
 from .errors import ModelFileError, RnnkitError
 from .metrics import corpus_summary
@@ -60,7 +60,7 @@ class RNNModel(LanguageModel):
         return param_views(self.params, self.V, self.hidden)
 
     def __getattr__(self, name):
-        if name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):
+        if name in PARAM_NAMES:
             return self.weights()[name]
         raise AttributeError(name)
 
