@@ -29,9 +29,10 @@ from pathlib import Path
 
 from .errors import OutputError
 
-# .{name}.rnnkit-{pid}-{random}.tmp; the name is cut so the temporary name fits NAME_MAX
+# .{name}.rnnkit-{pid}-{random}.tmp; the name is cut to 50 characters (200 bytes of
+# UTF-8 at most) so the temporary name fits NAME_MAX (255 bytes) whenever the name does
 TEMP_NAME = re.compile(r"\..*\.rnnkit-(\d+)-[a-z0-9_]+\.tmp")
-TEMP_NAME_KEEP = 100
+TEMP_NAME_KEEP = 50
 # A temporary file is stale when its writer is gone; the grace period spares a live
 # writer whose pid we cannot see (another PID namespace or host sharing the directory),
 # and after STALE_AFTER even a live pid is taken to be a reused one.
@@ -49,7 +50,7 @@ def file_kind(mode: int) -> str | None:
     for test, kind in kinds:
         if test(mode):
             return kind
-    return None if stat.S_ISREG(mode) else "not a regular file"
+    return None if stat.S_ISREG(mode) else "a special file"
 
 
 def output_target(path) -> tuple[Path, os.stat_result | None]:
@@ -60,8 +61,10 @@ def output_target(path) -> tuple[Path, os.stat_result | None]:
     """
     try:
         target = Path(path).resolve()
-    except (OSError, RuntimeError):   # RuntimeError: a symlink loop before Python 3.13
+    except RuntimeError:   # a symlink loop, before Python 3.13 (which raises OSError ELOOP)
         raise OutputError(f"cannot write {path}: symlink loop") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         status = target.stat()
     except FileNotFoundError:
@@ -97,8 +100,8 @@ def write_atomic(path, write_to) -> None:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with removed_on_signal(tmp_name):
-            os.fchmod(fd, mode)   # mkstemp makes 0600
             with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), mode)   # mkstemp makes 0600
                 write_to(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -147,6 +150,9 @@ def removed_on_signal(tmp_name: str):
             os.unlink(tmp_name)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)   # die of the signal, with the status the caller expects
+        # still here: as PID 1 (a container's init) the kernel ignores a default-action
+        # signal; stop anyway, with the status a shell reports for that signal
+        raise SystemExit(128 + signum)
 
     installed = [sig for sig in CLEANUP_SIGNALS if signal.getsignal(sig) == signal.SIG_DFL]
     for sig in installed:
