@@ -202,12 +202,13 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
       rnnkit train corpus.txt -o ko.model --hidden 256 --epochs 5
       rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
     """
+    from .files import check_outputs
     from .units import read_lines
-    check_writable(output)
-    if arpa:
-        if model_type != "ngram":
-            raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
-        check_writable(arpa)
+    if arpa and model_type != "ngram":
+        raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
+    # --resume reads -o and rewrites it: that one input may be overwritten
+    check_outputs({"-o": output, "--arpa": arpa},
+                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path})
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
@@ -226,14 +227,6 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
 
 def bundled_corpus() -> Path:
     return Path(__file__).resolve().parent / "data" / "nsmc_sample.txt"
-
-
-def check_writable(path: str) -> None:
-    directory = Path(path).resolve().parent
-    if not directory.is_dir():
-        raise click.BadParameter(f"directory does not exist: {directory}", param_hint="output path")
-    if not os.access(directory, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
-        raise click.BadParameter(f"cannot write to {path}", param_hint="output path")
 
 
 def parse_prune(prune: str | None, order: int) -> list[int] | None:
@@ -457,14 +450,14 @@ def mix(model_paths, tune_path, weights, output, as_json):
       rnnkit mix -m rnn.model -m kn5.arpa --tune valid.txt -o mixed.model
       rnnkit score -m rnn.model -m kn5.arpa --weights 0.6,0.4 "나는 버스를 탔다"
     """
+    from .files import check_outputs
     from .mix import MixModel, tune_weights
     from .units import read_lines
     if len(model_paths) < 2:
         raise click.BadParameter("give at least two -m models", param_hint="-m")
     if tune_path and weights:
         raise click.UsageError("use --tune or --weights, not both")
-    if output:
-        check_writable(output)
+    check_outputs({"-o": output}, {"an -m model": list(model_paths), "the --tune text": tune_path})
     components = [load_model(p) for p in model_paths]
     report = {"models": list(model_paths)}
     if tune_path:
@@ -544,6 +537,8 @@ def info(plot, model_path, as_json):
       rnnkit info -m ko.model
       rnnkit info --plot training.png
     """
+    from .files import check_outputs
+    check_outputs({"--plot": plot}, {"the -m model": model_path})
     model = load_model(model_path)
     description = {"file": model_path, "file_bytes": Path(model_path).stat().st_size, **model.describe()}
     if plot:
@@ -594,8 +589,9 @@ def export(output, arpa, model_path, as_json):
       rnnkit export -m ko.model -o ko.small.model
       rnnkit export -m kn5.model --arpa -o kn5.arpa
     """
+    from .files import check_outputs
+    check_outputs({"-o": output}, {"the -m model": model_path})
     model = load_model(model_path)
-    check_writable(output)
     if arpa:
         if model.model_type != "ngram":
             raise click.BadParameter(f"{model_path} is not an n-gram model; only n-grams have an ARPA form",
@@ -621,7 +617,7 @@ def draw_training_plot(description: dict, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise click.ClickException("--plot needs matplotlib: pip install 'rnnkit[plot]'") from None
-    check_writable(path)
+    from .files import write_atomic
     xs = [e["epoch"] for e in epochs]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [e["train_bpc"] for e in epochs], marker="o", label="train")
@@ -632,7 +628,7 @@ def draw_training_plot(description: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     plt.close(fig)
     click.echo(f"Wrote {path}.", err=True)
 

@@ -31,3 +31,8 @@ class VocabularyError(RnnkitError, ValueError):
 
 class ConfigError(RnnkitError, ValueError):
     """A setting is out of range: order, smoothing, unit, k, pruning, sizes."""
+
+
+class OutputError(RnnkitError, ValueError):
+    """An output file cannot or must not be written: not a regular file, one of the
+    command's inputs, read-only, or the write failed."""

@@ -4,56 +4,24 @@ Layout: a `meta.json` entry (format name, format version, model type, unit setti
 vocabulary, hyperparameters, training record) plus one `.npy` entry per array.
 Arrays are loaded with allow_pickle=False, so a model file can never run code.
 
-Files are written atomically: to a temporary file in the target directory, fsync'd,
-then renamed over the target, so an interrupted write never clobbers a good model.
+Files are written atomically by files.write_atomic (a temporary file renamed over the
+target), so an interrupted write never clobbers a good model.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ModelFileError
+from .files import write_atomic
 
 FORMAT_NAME = "rnnkit-model"
 FORMAT_VERSION = 1
-
-
-def write_atomic(path, write_to) -> None:
-    """Call write_to(binary_file) on a temporary file next to `path`, then rename it.
-
-    The temporary file lives in the same directory so the rename is atomic; on any
-    failure it is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise ModelFileError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
-        with os.fdopen(fd, "wb") as handle:
-            write_to(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ModelFileError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
 
 
 def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:

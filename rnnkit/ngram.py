@@ -50,6 +50,7 @@ import numpy as np
 from . import arpa as _arpa
 from . import modelfile
 from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
+from .files import write_atomic
 from .lm import LanguageModel, checked
 from .metrics import corpus_summary
 from .units import UNITS, Tokenizer, nfc_lines, read_lines
@@ -403,7 +404,7 @@ class NgramModel(LanguageModel):
     def write_arpa(self, path) -> None:
         """Write a KenLM-compatible ARPA file (atomically; `.gz` is not compressed)."""
         escape = self.unit in ("char", "jamo")
-        modelfile.write_atomic(path, lambda h: _arpa.write_arpa(
+        write_atomic(path, lambda h: _arpa.write_arpa(
             h, self.vocab, self._keys, self._prob, self._bo, self.order, escape=escape))
 
     @classmethod
