@@ -489,8 +489,9 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
     try:
         window, windows, bptt, n_lanes = (int(partial[k]) for k in ("window", "windows", "bptt", "lanes"))
         cursor = EpochCursor(window, h, float(partial["loss"]), int(partial["tokens"]), float(partial["seconds"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"mid-epoch checkpoint: train_state.partial is malformed ({exc!r})") from None
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError("mid-epoch checkpoint: train_state.partial must hold the numbers window, windows, "
+                             f"bptt, lanes, loss, tokens and seconds, got {str(partial)[:80]}") from None
     if not (isinstance(h, np.ndarray) and h.dtype == np.float32 and h.shape == (n_lanes, model.hidden)
             and 0 <= window <= windows):
         raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_STATE} array of {n_lanes} x {model.hidden} "
