@@ -73,9 +73,10 @@ class Lanes:
     def steps(self) -> int:
         return int(self.inputs.shape[0])
 
-    def windows(self, T: int):
-        """Yield (inputs, targets, resets) windows of at most T steps, C-contiguous."""
-        for start in range(0, self.steps, T):
+    def windows(self, T: int, first: int = 0):
+        """Yield (inputs, targets, resets) windows of at most T steps, C-contiguous,
+        from window number `first` on (a run resumed mid-epoch skips the done ones)."""
+        for start in range(first * T, self.steps, T):
             stop = min(start + T, self.steps)
             yield (np.ascontiguousarray(self.inputs[start:stop]),
                    np.ascontiguousarray(self.targets[start:stop]),

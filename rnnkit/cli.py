@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -189,11 +190,16 @@ def cli():
                    "each sentence at <s>.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True, help="Random seed.")
 @threads_option
-@click.option("--resume", is_flag=True, help="Continue training the model in --output.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Also save the RNN this often within an epoch (0: after each epoch only). Ctrl-C or "
+                   "SIGTERM saves it after the current step too.")
+@click.option("--resume", is_flag=True,
+              help="Continue training the model in --output, where it stopped, with the settings it was "
+                   "trained with (options given now override them).")
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
           epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
-          valid_path, stream, seed, resume):
+          valid_path, stream, seed, checkpoint_minutes, resume):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -212,6 +218,8 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
+    resume_hint = shlex.join(["rnnkit", "train", *([corpus] if corpus else []), "-o", output,
+                              *(["--valid", valid_path] if valid_path else []), "--resume"])
     if corpus is None:
         corpus = bundled_corpus()
         click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
@@ -221,8 +229,26 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
     else:
         valid = read_lines(valid_path) if valid_path else None
-        train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-                  clip, dropout, average, weight_decay, min_count, max_vocab, stream, seed, resume)
+        settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
+                        optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
+                        weight_decay=weight_decay, min_count=min_count, max_vocab=max_vocab, stream=stream,
+                        seed=seed, checkpoint_minutes=checkpoint_minutes)
+        train_rnn(lines, valid, output, settings, resume, resume_hint)
+
+
+def resume_settings(settings: dict, model, output: str) -> None:
+    """--resume goes on with the settings the model file records, except the options
+    given on the command line, so the short command an interrupt prints continues the run."""
+    from click.core import ParameterSource
+    ctx = click.get_current_context()
+    options = {param.name: param for param in ctx.command.params}
+    for name, value in (model.hyper if isinstance(model.hyper, dict) else {}).items():
+        if name in settings and ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            try:
+                settings[name] = options[name].type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise click.ClickException(f"{output}: the recorded training setting {name}={value!r} "
+                                           f"is invalid ({exc.message})") from None
 
 
 def bundled_corpus() -> Path:
@@ -242,17 +268,27 @@ def parse_prune(prune: str | None, order: int) -> list[int] | None:
 
 
 def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
+    """One pass with nothing to save half-way: SIGINT or SIGTERM stops it at once, and the
+    atomic writes leave no partial file."""
     import time
+    from .interrupts import EXIT_STATUS, Interrupted, StopSignals
     from .ngram import NgramModel
     started = time.perf_counter()
-    model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=unit, k=addk,
-                             prune=parse_prune(prune, order))
-    model.save(output)
-    click.echo(f"Wrote {output}: {unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
-               f"{time.perf_counter() - started:.1f} s.", err=True)
-    if arpa:
-        model.write_arpa(arpa)
-        click.echo(f"Wrote {arpa} (ARPA).", err=True)
+    written = []
+    try:
+        with StopSignals(at_once=True):
+            model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=unit, k=addk,
+                                     prune=parse_prune(prune, order))
+            model.save(output)
+            written.append(output)
+            click.echo(f"Wrote {output}: {unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
+                       f"{time.perf_counter() - started:.1f} s.", err=True)
+            if arpa:
+                model.write_arpa(arpa)
+                click.echo(f"Wrote {arpa} (ARPA).", err=True)
+    except Interrupted as stop:
+        click.echo(f"Interrupted: {f'{output} written, {arpa} not' if written else 'nothing written'}.", err=True)
+        click.get_current_context().exit(EXIT_STATUS[stop.signum])
 
 
 class EpochProgress:
@@ -268,6 +304,7 @@ class EpochProgress:
             self.bar = click.progressbar(length=stats["epoch_tokens"], file=sys.stderr, show_eta=True,
                                          show_percent=True, width=24)
             self.bar.__enter__()
+            self.bar.update(stats["tokens"] - tokens)   # a resumed epoch starts part-way
         self.bar.label = f"loss {stats['loss']:.3f} {stats['tokens_per_s']:,.0f} tok/s"
         self.bar.update(tokens)
 
@@ -278,24 +315,29 @@ class EpochProgress:
         click.echo(text, err=True)
 
 
-def train_rnn(lines, valid, output, unit, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip,
-              dropout, average, weight_decay, min_count, max_vocab, stream, seed, resume):
+def train_rnn(lines, valid, output, settings, resume, resume_hint):
+    from .interrupts import EXIT_STATUS
     from .rnnlm import RNNModel
-    from .train import TrainConfig, train as run_training
-    config = TrainConfig(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs,
-                         time_budget=time_budget, optimizer=optimizer, lr=lr, clip=clip,
-                         min_count=min_count, max_vocab=max_vocab, seed=seed,
-                         stream=stream, dropout=dropout, average=average, weight_decay=weight_decay)
+    from .train import TrainConfig, TrainingInterrupted, train as run_training
     resume_from = None
     if resume:
         if not Path(output).exists():
             raise click.BadParameter(f"nothing to resume: {output} does not exist", param_hint="--resume")
         resume_from = RNNModel.load(output)
+        resume_settings(settings, resume_from, output)
         # the architecture comes from the model file, whatever the options say
-        config.unit, config.hidden, config.stream = resume_from.unit, resume_from.hidden, resume_from.stream
+        settings.update(unit=resume_from.unit, hidden=resume_from.hidden, stream=resume_from.stream)
     progress = EpochProgress()
-    model = run_training(lines, valid, config, output_path=output, resume_from=resume_from,
-                         progress=progress, notify=progress.notify)
+    try:
+        model = run_training(lines, valid, TrainConfig(**settings), output_path=output, resume_from=resume_from,
+                             progress=progress, notify=progress.notify)
+    except TrainingInterrupted as stop:
+        if stop.saved is not None:
+            outcome = f"saved {output} (resume with: {resume_hint})"
+        else:
+            outcome = "nothing saved" + (f"; {output} is as it was (resume with: {resume_hint})" if resume else "")
+        progress.notify(f"Interrupted {stop.where()}: {outcome}")
+        click.get_current_context().exit(EXIT_STATUS[stop.signum])
     summary = f"Wrote {output}: RNN, {model.unit} unit, {model.V:,} units, hidden {model.hidden}"
     if model.record.get("epochs"):
         best = min(e["valid_bpc"] for e in model.record["epochs"])

@@ -19,9 +19,25 @@ exponential moving average of them, which is what validation, the model file and
 users see (Polyak averaging; on PTB after 3 epochs, valid perplexity 140.9 for the
 average vs 143.7 for the raw weights).
 
-After each epoch the current state (always equal to the best, since a worse epoch is
-rolled back) is written atomically to the output file, with the optimizer state, so
-an interrupted run leaves a usable model and `resume` continues exactly.
+Checkpoints. After each epoch the current state (always equal to the best, since a
+worse epoch is rolled back) is written atomically to the output file, with the
+optimizer state. Within an epoch it is also written every `checkpoint_minutes` (0: at
+epoch ends only) and when SIGINT or SIGTERM arrives: both finish the current step,
+write the checkpoint and raise TrainingInterrupted (a second signal stops at once; the
+last checkpoint stays intact). `resume` continues from either kind of checkpoint
+bit-identically to an uninterrupted run (same seed, one thread).
+
+A mid-epoch checkpoint is marked by train_state["partial"] (the windows done of epoch
+train_state["epoch"] + 1, the epoch's running loss and token sums, its seconds, and the
+bptt and lane count that fix what a window is) and holds two more kinds of arrays:
+`carry_h`, the hidden state carried into the next window (lanes x H), and
+`epoch_start_*`, the weights and optimizer state at the start of the epoch. What is
+"the best" there: its `params` are the current weights, which no validation pass has
+seen (a pass per checkpoint would cost too much); they are what scoring with the file
+uses, since after part of an epoch they are usually better than the epoch's start.
+The best so far stays the weights validated at the last epoch end, i.e. the stored
+epoch-start ones, and `best_valid` keeps their validation loss. When a resumed epoch
+ends it is validated like any other and, if worse, rolled back to those stored weights.
 """
 
 from __future__ import annotations
@@ -32,14 +48,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import batching, kernel
-from .errors import CorpusError, RnnkitError
+from . import batching, kernel, modelfile
+from .errors import CorpusError, ModelFileError, RnnkitError
+from .interrupts import Interrupted, StopSignals
 from .layout import param_views
 from .rnnlm import RNNModel, corpus_stats
 from .units import Tokenizer
 from .vocab import Vocab
 
 LN2 = math.log(2.0)
+CARRIED_STATE = "carry_h"      # mid-epoch checkpoint: the state carried into the next window
+EPOCH_START = "epoch_start_"   # + "params" or an optimizer array's name: its value at the epoch's start
+RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
 
 
 @dataclass
@@ -66,6 +86,7 @@ class TrainConfig:
     dropout: float = 0.0               # on the input rows and before the output layer
     average: float = 0.0               # decay of a moving average of the weights (0: off)
     weight_decay: float = 0.0          # per step, the matrices shrink by lr * weight_decay (AdamW)
+    checkpoint_minutes: float = 5.0    # also save this often within an epoch (0: at epoch ends only)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
@@ -74,6 +95,10 @@ class TrainConfig:
         if self.embedding_lr_scale is not None:
             return self.embedding_lr_scale
         return 10.0 if self.optimizer == "adam" else 1.0
+
+    def hyperparameters(self) -> dict:
+        """The settings a model file records (and `train --resume` reads back)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_SETTINGS}
 
     def check(self) -> None:
         for name in ("hidden", "bptt", "batch", "epochs", "min_count"):
@@ -101,6 +126,8 @@ class TrainConfig:
             raise RnnkitError(f"embedding learning-rate scale must be > 0, got {self.embedding_scale()}")
         if self.max_vocab is not None and self.max_vocab < 1:
             raise RnnkitError(f"max-vocab must be >= 1, got {self.max_vocab}")
+        if not self.checkpoint_minutes >= 0:
+            raise RnnkitError(f"checkpoint interval must be >= 0 minutes, got {self.checkpoint_minutes}")
 
 
 def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
@@ -228,26 +255,109 @@ class Trainer:
         self.grads *= np.float32(1.0 - decay)
         self.model.params += self.grads
 
-    def epoch(self, deadline: float | None, progress=None) -> dict:
-        """One pass over the lanes; returns summed loss, token count and whether time ran out."""
-        B = self.lanes.inputs.shape[1]
-        h = np.zeros((B, self.model.hidden), dtype=np.float32)
-        total_loss, total_tokens, started = 0.0, 0, time.perf_counter()
+    def epoch(self, cursor: "EpochCursor", deadline: float | None, progress=None, after_step=None) -> bool:
+        """Run the epoch's windows from cursor.window on, advancing the cursor; after each
+        step call progress, then after_step(cursor). True when the time budget ran out."""
         epoch_tokens = int((self.lanes.targets >= 0).sum())
-        out_of_time = False
-        for inputs, targets, resets in self.lanes.windows(self.config.bptt):
-            loss, count, h = self.step(inputs, targets, resets, h)
-            total_loss += loss
-            total_tokens += count
+        started, seconds_before = time.perf_counter(), cursor.seconds
+        for inputs, targets, resets in self.lanes.windows(self.config.bptt, cursor.window):
+            loss, count, cursor.h = self.step(inputs, targets, resets, cursor.h)
+            cursor.window += 1
+            cursor.loss += loss
+            cursor.tokens += count
+            cursor.seconds = seconds_before + time.perf_counter() - started
             if progress is not None:
-                elapsed = time.perf_counter() - started
-                progress(count, {"loss": total_loss / max(total_tokens, 1), "epoch_tokens": epoch_tokens,
-                                 "tokens_per_s": total_tokens / elapsed if elapsed > 0 else 0.0})
+                progress(count, {"loss": cursor.loss / max(cursor.tokens, 1), "epoch_tokens": epoch_tokens,
+                                 "tokens": cursor.tokens,
+                                 "tokens_per_s": cursor.tokens / cursor.seconds if cursor.seconds > 0 else 0.0})
+            if after_step is not None:
+                after_step(cursor)
             if deadline is not None and time.perf_counter() >= deadline:
-                out_of_time = True
-                break
-        seconds = time.perf_counter() - started
-        return {"loss": total_loss, "tokens": total_tokens, "seconds": seconds, "out_of_time": out_of_time}
+                return True
+        return False
+
+
+@dataclass
+class EpochCursor:
+    """How far an epoch has got; a mid-epoch checkpoint stores it."""
+    window: int           # windows done
+    h: np.ndarray         # the state carried into the next window (lanes x H)
+    loss: float = 0.0     # summed loss of the windows done
+    tokens: int = 0       # their predicted tokens
+    seconds: float = 0.0  # their training time
+
+
+class TrainingInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped training. `saved` is the file that holds its state at
+    window `window` of `windows` in epoch `epoch` (1-based; window == windows: the
+    epoch's end), or None when nothing was written; `steps` counts this run's steps."""
+
+    def __init__(self, signum: int, epoch: int, window: int, windows: int, saved, steps: int):
+        self.epoch, self.window, self.windows, self.saved, self.steps = epoch, window, windows, saved, steps
+        super().__init__(signum, f"training interrupted {self.where()}; "
+                                 + (f"saved {saved}" if saved is not None else "nothing saved"))
+
+    def where(self) -> str:
+        if self.steps == 0:
+            return "before the first training step"
+        if self.window == self.windows:
+            return f"at the end of epoch {self.epoch}"
+        return f"at epoch {self.epoch}, step {self.window:,} of {self.windows:,}"
+
+
+class Checkpoints:
+    """Writes the training state to the output file (None: never): after each epoch,
+    every `checkpoint_minutes` within one, and when a signal stops training; and turns
+    that signal into TrainingInterrupted."""
+
+    def __init__(self, trainer: Trainer, path, minutes: float, stop: StopSignals):
+        self.trainer, self.model, self.path, self.stop = trainer, trainer.model, path, stop
+        self.interval = minutes * 60.0 if minutes > 0 else None
+        self.windows = trainer.lanes.num_windows(trainer.config.bptt)
+        self.first_step = trainer.step_count
+        self.best: dict | None = None    # the running epoch's start (_snapshot), set by train()
+        self.position = (self.model.train_state["epoch"] + 1, 0)   # (epoch, windows done)
+        self.saved = None                 # the position this run last wrote
+        self.written_at = time.perf_counter()
+
+    def after_step(self, cursor: EpochCursor) -> None:
+        self.position = (self.model.train_state["epoch"] + 1, cursor.window)
+        due = self.interval is not None and time.perf_counter() - self.written_at >= self.interval
+        if self.path is not None and (self.stop.signum is not None or (due and cursor.window < self.windows)):
+            self.write_partial(cursor)
+        self.check_stop()
+
+    def epoch_end(self) -> None:
+        self.position = (self.model.train_state["epoch"], self.windows)
+        if self.path is not None:
+            self.model.save(self.path)
+            self.wrote()
+
+    def check_stop(self) -> None:
+        if self.stop.signum is not None:
+            raise self.interrupted(self.stop.signum)
+
+    def interrupted(self, signum: int) -> TrainingInterrupted:
+        epoch, window = self.saved or self.position
+        return TrainingInterrupted(signum, epoch, window, self.windows, self.path if self.saved else None,
+                                   self.trainer.step_count - self.first_step)
+
+    def write_partial(self, cursor: EpochCursor) -> None:
+        """The current weights with what resuming mid-epoch needs (module docstring)."""
+        trainer = self.trainer
+        state = {**self.model.train_state, "step": trainer.step_count, "lr": trainer.lr,
+                 "partial": {"window": cursor.window, "windows": self.windows, "bptt": trainer.config.bptt,
+                             "lanes": int(cursor.h.shape[0]), "loss": cursor.loss, "tokens": cursor.tokens,
+                             "seconds": cursor.seconds}}
+        kind, meta, arrays = self.model.file_contents()
+        modelfile.save(self.path, kind, {**meta, "train_state": state},
+                       {**arrays, CARRIED_STATE: cursor.h,
+                        **{EPOCH_START + name: array for name, array in self.best.items()}})
+        self.wrote()
+
+    def wrote(self) -> None:
+        self.saved = self.position
+        self.written_at = time.perf_counter()
 
 
 def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[np.ndarray]:
@@ -260,7 +370,7 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
     vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
                         min_count=config.min_count, max_vocab=config.max_vocab)
     model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
-                     hyper={k: v for k, v in asdict(config).items() if k != "threads"})
+                     hyper=config.hyperparameters())
     train_ids = encode_lines(model.tokenizer, vocab, train_lines)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=model.V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
@@ -273,10 +383,13 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
           output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None) -> RNNModel:
-    """Train (or resume) an RNN LM; writes output_path after every epoch when given.
+    """Train (or resume) an RNN LM; writes output_path after every epoch and within
+    epochs when given (see Checkpoints in the module docstring).
 
     progress(tokens_done_in_step, stats) is called after each step; notify(text) with
-    one line per epoch. Both are optional: this module never prints.
+    one line per epoch. Both are optional: this module never prints. While training runs
+    in the main thread, SIGINT and SIGTERM end it with TrainingInterrupted once the
+    current step is done and saved.
     """
     config.check()
     if not train_lines:
@@ -290,6 +403,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
             raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
                               "so training cannot resume from it")
         model = resume_from
+        model.hyper = config.hyperparameters()   # the settings it trains on with
         train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
     else:
         model, train_ids = new_model(train_lines, config)
@@ -299,45 +413,106 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         {"valid_lines": len(valid_lines),
          "train_tokens": int(sum(len(x) + 1 for x in train_ids)),
          "valid_tokens": int(sum(len(x) + 1 for x in valid_ids))})
+    resume_point = _resume_point(model, lanes, config)
     started = time.perf_counter()
     deadline = started + config.time_budget if config.time_budget else None
     trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None)
+    if resume_point is not None:
+        _check_epoch_start(resume_point[1], model)
     state = model.train_state
     deadline = time.perf_counter() + config.time_budget if config.time_budget else None
-    if state["best_valid"] is None:
-        state["best_valid"] = _valid_loss(model, valid_lines, valid_ids)["nats"]
-    while state["epoch"] < config.epochs and not state["done"]:
-        best = _snapshot(model)            # start-of-epoch weights are the best so far
-        result = trainer.epoch(deadline, progress)
-        state["epoch"] += 1
-        state["step"] = trainer.step_count
-        valid = _valid_loss(model, valid_lines, valid_ids)
-        kept = valid["nats"] < state["best_valid"]
-        improved = valid["nats"] < state["best_valid"] * (1.0 - config.min_improvement)
-        if kept:
-            state["best_valid"] = valid["nats"]
-        else:
-            _restore(model, best)          # a worse epoch is rolled back
-        entry = {"epoch": state["epoch"], "train_loss": result["loss"] / max(result["tokens"], 1),
-                 "valid_loss": valid["per_token"], "valid_bpc": valid["bpc"],
-                 "valid_ppl": math.exp(valid["per_token"]),
-                 "train_bpc": result["loss"] / LN2 / max(result["tokens"], 1) * valid["tokens_per_char"],
-                 "lr": trainer.lr, "seconds": round(result["seconds"], 3),
-                 "tokens_per_s": result["tokens"] / result["seconds"] if result["seconds"] else 0.0,
-                 "tokens": result["tokens"], "kept": bool(kept)}
-        model.record["epochs"].append(entry)
-        _schedule(state, trainer, improved, kept, config)
-        if result["out_of_time"]:
-            state["done"] = True
-        if output_path is not None:
-            model.save(output_path)
-        if notify is not None:
-            notify(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f} nats/token, valid "
-                   f"{entry['valid_bpc']:.4f} bits/char (perplexity {entry['valid_ppl']:.2f})"
-                   f"{'' if kept else ' (worse: rolled back)'}, "
-                   f"lr {entry['lr']:.3g}, {entry['tokens_per_s']:,.0f} tokens/s"
-                   + ("; time budget reached" if result["out_of_time"] else ""))
+    with StopSignals() as stop:
+        checkpoints = Checkpoints(trainer, output_path, config.checkpoint_minutes, stop)
+        try:
+            if state["best_valid"] is None:
+                state["best_valid"] = _valid_loss(model, valid_lines, valid_ids)["nats"]
+            while state["epoch"] < config.epochs and not state["done"]:
+                checkpoints.check_stop()   # a signal during the last epoch's validation or save
+                cursor, checkpoints.best = resume_point or (
+                    EpochCursor(0, np.zeros((lanes.inputs.shape[1], model.hidden), dtype=np.float32)),
+                    _snapshot(model))      # start-of-epoch weights are the best so far
+                resume_point = None
+                out_of_time = trainer.epoch(cursor, deadline, progress, checkpoints.after_step)
+                entry = _end_epoch(model, trainer, checkpoints.best, cursor, valid_lines, valid_ids, config)
+                if out_of_time:
+                    state["done"] = True
+                checkpoints.epoch_end()
+                if notify is not None:
+                    notify(f"epoch {entry['epoch']}: train loss {entry['train_loss']:.4f} nats/token, valid "
+                           f"{entry['valid_bpc']:.4f} bits/char (perplexity {entry['valid_ppl']:.2f})"
+                           f"{'' if entry['kept'] else ' (worse: rolled back)'}, "
+                           f"lr {entry['lr']:.3g}, {entry['tokens_per_s']:,.0f} tokens/s"
+                           + ("; time budget reached" if out_of_time else ""))
+        except TrainingInterrupted:
+            raise
+        except Interrupted as again:   # a second signal stopped a step, a validation or a write
+            raise checkpoints.interrupted(again.signum) from None
     return model
+
+
+def _end_epoch(model: RNNModel, trainer: Trainer, best: dict, cursor: EpochCursor, valid_lines: list[str],
+               valid_ids: list[np.ndarray], config: TrainConfig) -> dict:
+    """Validate the finished epoch, keep it or roll it back, record it, run the schedule."""
+    state = model.train_state
+    state["epoch"] += 1
+    state["step"] = trainer.step_count
+    valid = _valid_loss(model, valid_lines, valid_ids)
+    kept = valid["nats"] < state["best_valid"]
+    improved = valid["nats"] < state["best_valid"] * (1.0 - config.min_improvement)
+    if kept:
+        state["best_valid"] = valid["nats"]
+    else:
+        _restore(model, best)          # a worse epoch is rolled back
+    tokens, seconds = max(cursor.tokens, 1), cursor.seconds
+    entry = {"epoch": state["epoch"], "train_loss": cursor.loss / tokens,
+             "valid_loss": valid["per_token"], "valid_bpc": valid["bpc"],
+             "valid_ppl": math.exp(valid["per_token"]),
+             "train_bpc": cursor.loss / LN2 / tokens * valid["tokens_per_char"],
+             "lr": trainer.lr, "seconds": round(seconds, 3),
+             "tokens_per_s": cursor.tokens / seconds if seconds else 0.0,
+             "tokens": cursor.tokens, "kept": bool(kept)}
+    model.record["epochs"].append(entry)
+    _schedule(state, trainer, improved, kept, config)
+    return entry
+
+
+def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -> tuple[EpochCursor, dict] | None:
+    """For a mid-epoch checkpoint, where its epoch stands and the epoch's start (None for
+    one written at an epoch end). Takes the checkpoint's extra arrays out of the
+    optimizer state, which they are not part of."""
+    partial = model.train_state.pop("partial", None)
+    arrays = model.optimizer_arrays
+    h = arrays.pop(CARRIED_STATE, None)
+    best = {name[len(EPOCH_START):]: arrays.pop(name) for name in list(arrays) if name.startswith(EPOCH_START)}
+    if partial is None:
+        return None
+    try:
+        window, windows, bptt, n_lanes = (int(partial[k]) for k in ("window", "windows", "bptt", "lanes"))
+        cursor = EpochCursor(window, h, float(partial["loss"]), int(partial["tokens"]), float(partial["seconds"]))
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError("mid-epoch checkpoint: train_state.partial must hold the numbers window, windows, "
+                             f"bptt, lanes, loss, tokens and seconds, got {str(partial)[:80]}") from None
+    if not (isinstance(h, np.ndarray) and h.dtype == np.float32 and h.shape == (n_lanes, model.hidden)
+            and 0 <= window <= windows):
+        raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_STATE} array of {n_lanes} x {model.hidden} "
+                             f"float32, or step {window} is outside 0..{windows}")
+    now = (lanes.num_windows(config.bptt), config.bptt, lanes.inputs.shape[1])
+    if (windows, bptt, n_lanes) != now:
+        raise RnnkitError(f"cannot resume mid-epoch: the checkpoint stands at step {window:,} of {windows:,} "
+                          f"(bptt {bptt}, {n_lanes} lanes), but this corpus and these settings give "
+                          f"{now[0]:,} steps (bptt {now[1]}, {now[2]} lanes); use the corpus, --bptt and "
+                          "--batch it was trained with")
+    return cursor, best
+
+
+def _check_epoch_start(best: dict, model: RNNModel) -> None:
+    """The stored epoch start must cover the weights and this run's optimizer state."""
+    names = {"params", *model.optimizer_arrays}
+    if set(best) != names or any(a.dtype != np.float32 or a.shape != model.params.shape for a in best.values()):
+        raise RnnkitError(f"cannot resume mid-epoch: the checkpoint's epoch start holds "
+                          f"{', '.join(sorted(best)) or 'nothing'}, this run needs {', '.join(sorted(names))} "
+                          f"of {model.params.size:,} float32 values each; resume with the --optimizer and "
+                          "--average it was trained with")
 
 
 def _snapshot(model: RNNModel) -> dict:
