@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnnkit import lm, rnnlm
+from rnnkit import loader as lm, rnnlm
 from rnnkit.cli import cli
 from rnnkit.errors import RnnkitError
 from rnnkit.train import TrainConfig, TrainingInterrupted, train
