@@ -43,6 +43,7 @@ ends it is validated like any other and, if worse, rolled back to those stored w
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -57,6 +58,8 @@ from .units import Tokenizer
 from .vocab import Vocab
 
 LN2 = math.log(2.0)
+MAX_EXP = 700.0               # math.exp overflows a float above ~709.78
+MAX_LEARNING_RATE = 100.0     # far above any working rate (Adam ~1e-3, RNNLM's SGD 0.1-1)
 CARRIED_STATE = "carry_h"      # mid-epoch checkpoint: the state carried into the next window
 EPOCH_START = "epoch_start_"   # + "params" or an optimizer array's name: its value at the epoch's start
 RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
@@ -106,8 +109,8 @@ class TrainConfig:
                 raise RnnkitError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
             raise RnnkitError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        if not self.learning_rate() > 0:
-            raise RnnkitError(f"learning rate must be > 0, got {self.learning_rate()}")
+        if not 0 < self.learning_rate() <= MAX_LEARNING_RATE:
+            raise RnnkitError(f"learning rate must be in (0, {MAX_LEARNING_RATE:g}], got {self.learning_rate()}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise RnnkitError(f"time budget must be > 0 seconds, got {self.time_budget}")
         if not 0 <= self.dropout < 1:
@@ -364,11 +367,41 @@ def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[n
     return [vocab.encode(tokenizer.split(line)) for line in lines]
 
 
+def training_bytes(V: int, config: TrainConfig) -> int:
+    """About how much memory training takes: the parameter-sized buffers (weights, gradient,
+    Adam's two moments, the raw weights behind an average, the epoch-start copy that a
+    worse epoch rolls back to, and a checkpoint's second copy) plus one window's
+    activations (hidden states, masks, and the T x B x V softmax gradient)."""
+    params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V
+    copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
+    window = config.bptt * config.batch * (V + 4 * config.hidden)
+    return 4 * (2 * copies * params + 2 * window)
+
+
+def check_memory(V: int, config: TrainConfig) -> None:
+    """Refuse, with the figures, a model that cannot fit: better than a MemoryError after
+    minutes of reading the corpus, or the machine swapping."""
+    need = training_bytes(V, config)
+    have = physical_memory_bytes()
+    if have and need > have:
+        raise RnnkitError(f"training hidden {config.hidden} with {V:,} units needs about "
+                          f"{need / 2**30:,.1f} GiB, more than this machine's {have / 2**30:,.1f} GiB; "
+                          "lower --hidden, --batch, --bptt or --max-vocab")
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):   # not on every platform
+        return None
+
+
 def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, list[np.ndarray]]:
     """A freshly initialised model (vocabulary from the training lines) and those lines' ids."""
     tokenizer = Tokenizer(config.unit)
     vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
                         min_count=config.min_count, max_vocab=config.max_vocab)
+    check_memory(len(vocab), config)
     model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
                      hyper=config.hyperparameters())
     train_ids = encode_lines(model.tokenizer, vocab, train_lines)
@@ -457,6 +490,8 @@ def _end_epoch(model: RNNModel, trainer: Trainer, best: dict, cursor: EpochCurso
     state["epoch"] += 1
     state["step"] = trainer.step_count
     valid = _valid_loss(model, valid_lines, valid_ids)
+    if not math.isfinite(valid["nats"]):
+        raise RnnkitError("training diverged (the validation loss is not finite); lower the learning rate")
     kept = valid["nats"] < state["best_valid"]
     improved = valid["nats"] < state["best_valid"] * (1.0 - config.min_improvement)
     if kept:
@@ -466,7 +501,7 @@ def _end_epoch(model: RNNModel, trainer: Trainer, best: dict, cursor: EpochCurso
     tokens, seconds = max(cursor.tokens, 1), cursor.seconds
     entry = {"epoch": state["epoch"], "train_loss": cursor.loss / tokens,
              "valid_loss": valid["per_token"], "valid_bpc": valid["bpc"],
-             "valid_ppl": math.exp(valid["per_token"]),
+             "valid_ppl": math.exp(min(valid["per_token"], MAX_EXP)),
              "train_bpc": cursor.loss / LN2 / tokens * valid["tokens_per_char"],
              "lr": trainer.lr, "seconds": round(seconds, 3),
              "tokens_per_s": cursor.tokens / seconds if seconds else 0.0,
