@@ -112,7 +112,7 @@ def _real(name: str, value, low: float, high: float, *, open_high: bool = False,
     try:
         number = float(value)
     except OverflowError:   # an int beyond the double range
-        number = math.copysign(math.inf, value)
+        number = math.inf if value > 0 else -math.inf
     above = low < number if open_low else low <= number
     below = number < high if open_high else number <= high
     if not (above and below):
