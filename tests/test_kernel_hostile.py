@@ -205,8 +205,10 @@ REUSE_KINDS = {**{kind: VALID for kind in WRITE_KINDS}, "owned_uint8": VALID, "o
 def forged_cache(data, arena, clean_cache, corrupt):
     """A cache for forward's `reuse`: a real one, one whose buffers were swapped for
     hostile arrays (forward must then allocate fresh ones), or not a cache at all."""
+    if "reuse" not in corrupt:
+        return clean_cache, VALID
     choice = data.draw(st.sampled_from(["real", "forged", "not_a_cache"]), label="reuse")
-    if "reuse" not in corrupt or choice == "real":
+    if choice == "real":
         return clean_cache, VALID
     if choice == "not_a_cache":
         return data.draw(st.sampled_from(["cache", 5, {}, [clean_cache]]), label="object"), INVALID
