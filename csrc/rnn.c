@@ -83,7 +83,7 @@ int rnn_abi_version(void) { return RNN_ABI_VERSION; }
 const char *rnn_strerror(int status) {
     switch (status) {
     case RNN_OK: return "ok";
-    case RNN_E_SIZE: return "invalid size (each of T, B, H, V must be >= 1 and T*B, V*H must fit the kernel's limits)";
+    case RNN_E_SIZE: return "invalid size (each of T, B, H, V must be in [1, 2^30], T*B < 2^31, V*H, H*H and T*B*H <= 2^40, n <= 2^42)";
     case RNN_E_TOKEN: return "input token id out of range [0, V)";
     case RNN_E_TARGET: return "target token id out of range [-1, V)";
     case RNN_E_RESET: return "reset flag other than 0 or 1";
@@ -97,16 +97,26 @@ const char *rnn_strerror(int status) {
     }
 }
 
-int64_t rnn_num_params(int V, int H) {
-    if (V < 1 || H < 1) return -1;
-    return 2 * (int64_t)V * H + (int64_t)H * H + H + V;
-}
+/* The limits of rnn.h. With every size <= 2^30, int expressions such as `i + 2 * H` in
+ * the loops cannot overflow; with the products <= 2^40, neither can P or the workspace
+ * size (< 2^42) in int64_t. 2^40 floats are 4 TiB: no real model comes near. */
+#define RNN_MAX_PRODUCT ((int64_t)1 << 40)
+#define RNN_MAX_FLAT ((int64_t)1 << 42)
 
 static int check_sizes(int T, int B, int H, int V) {
     if (T < 1 || B < 1 || H < 1 || V < 1) return RNN_E_SIZE;
-    if ((int64_t)T * B > INT_MAX) return RNN_E_SIZE;          /* BLAS dimensions are int */
-    if ((int64_t)V * H > ((int64_t)1 << 40)) return RNN_E_SIZE;
+    if (T > RNN_MAX_DIM || B > RNN_MAX_DIM || H > RNN_MAX_DIM || V > RNN_MAX_DIM) return RNN_E_SIZE;
+    int64_t N = (int64_t)T * B;
+    if (N > INT_MAX) return RNN_E_SIZE;                       /* BLAS dimensions are int */
+    if ((int64_t)V * H > RNN_MAX_PRODUCT || (int64_t)H * H > RNN_MAX_PRODUCT ||
+        N * H > RNN_MAX_PRODUCT)
+        return RNN_E_SIZE;
     return RNN_OK;
+}
+
+int64_t rnn_num_params(int V, int H) {
+    if (check_sizes(1, 1, H, V) != RNN_OK) return -1;
+    return 2 * (int64_t)V * H + (int64_t)H * H + H + V;
 }
 
 int64_t rnn_workspace_size(int T, int B, int H, int V) {
@@ -905,7 +915,7 @@ static void scale_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
 
 int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
     if (!params || !grads) return RNN_E_NULL;
-    if (n < 0) return RNN_E_SIZE;
+    if (n < 0 || n > RNN_MAX_FLAT) return RNN_E_SIZE;
     if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
     /* memory-bound: two cores stream faster than one */
     struct vec_job job = {params, grads, lr, NULL};
@@ -916,7 +926,7 @@ int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
 int rnn_adam_update(float *params, float *m, float *v, const float *grads,
                     float lr, float beta1, float beta2, float eps, int64_t step, int64_t n) {
     if (!params || !m || !v || !grads) return RNN_E_NULL;
-    if (n < 0) return RNN_E_SIZE;
+    if (n < 0 || n > RNN_MAX_FLAT) return RNN_E_SIZE;
     if (!isfinite(lr) || lr < 0.0f || !(beta1 >= 0.0f && beta1 < 1.0f) ||
         !(beta2 >= 0.0f && beta2 < 1.0f) || !(eps > 0.0f) || !isfinite(eps) || step < 1)
         return RNN_E_ARGUMENT;
@@ -936,7 +946,7 @@ int rnn_adam_update(float *params, float *m, float *v, const float *grads,
 
 int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
     if (!norm || !grads) return RNN_E_NULL;
-    if (n < 0) return RNN_E_SIZE;
+    if (n < 0 || n > RNN_MAX_FLAT) return RNN_E_SIZE;
     if (isnan(max_norm)) return RNN_E_ARGUMENT;
     /* Per-thread partial sums over fixed contiguous slices, added in slice order:
      * deterministic for a given thread count. */

@@ -3,6 +3,10 @@
  * Dimension legend: T = steps, B = batch, H = hidden, V = vocab, N = T*B positions,
  * P = rnn_num_params(V, H).
  *
+ * Size limits (RNN_E_SIZE otherwise), so that no size computation can overflow:
+ * each of T, B, H, V in [1, RNN_MAX_DIM = 2^30]; N < 2^31 (BLAS dimensions are int);
+ * V*H, H*H and N*H at most 2^40; the optimizers' n in [0, 2^42] (P < 2^42 always).
+ *
  * Model (row vectors, one row per batch element):
  *   h_t = act(W_xh[x_t] + h_{t-1} W_hh^T + b_h)      (h_{t-1} = 0 where reset[t] = 1)
  *   y_t = h_t W_hy^T + b_y,   P(w | ...) = softmax(y_t)[w]
@@ -24,11 +28,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 2 };
+enum rnn_abi { RNN_ABI_VERSION = 3 };
+
+enum rnn_limits { RNN_MAX_DIM = 1073741824 };   /* 2^30: largest T, B, H or V */
 
 enum rnn_status {
     RNN_OK = 0,
-    RNN_E_SIZE = 1,         /* a size is < 1 or too large */
+    RNN_E_SIZE = 1,         /* a size is < 1 or beyond the limits above */
     RNN_E_TOKEN = 2,        /* an input token id is outside [0, V) */
     RNN_E_TARGET = 3,       /* a target id is outside [-1, V) */
     RNN_E_RESET = 4,        /* a reset flag is not 0 or 1 */
@@ -49,10 +55,12 @@ enum rnn_activation {
 int rnn_abi_version(void);
 const char *rnn_strerror(int status);
 
-/* Number of floats in the flat parameter buffer: 2*V*H + H*H + H + V. */
+/* Number of floats in the flat parameter buffer: 2*V*H + H*H + H + V; -1 when V or H
+ * is outside the size limits. */
 int64_t rnn_num_params(int V, int H);
 
-/* Floats of scratch space rnn_forward / rnn_backward need for these sizes. */
+/* Floats of scratch space rnn_forward / rnn_backward need for these sizes; -1 when a
+ * size is outside the limits. */
 int64_t rnn_workspace_size(int T, int B, int H, int V);
 
 /* Threads of every parallel loop and large matrix product of the kernel. The kernel

@@ -28,11 +28,22 @@ def thread_args() -> list:
     return [] if sys.platform == "win32" else ["-pthread"]
 
 
+def sanitizer_args() -> list:
+    """RNNKIT_SANITIZE=address builds the kernel with AddressSanitizer, for .ci/asan (which
+    preloads libasan, since the Python running the tests is not instrumented)."""
+    sanitizer = os.environ.get("RNNKIT_SANITIZE", "")
+    if not sanitizer:
+        return []
+    if sanitizer != "address":
+        raise SystemExit(f"RNNKIT_SANITIZE={sanitizer!r}: only 'address' is supported")
+    return ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"]
+
+
 def compile_args() -> list:
     if sys.platform == "win32":
         return ["/O2"]
     # -O3 and nothing that relaxes IEEE semantics (no -ffast-math): the softmax needs it.
-    return ["-O3", "-std=c99", "-Wall", "-Wextra"] + thread_args()
+    return ["-O3", "-std=c99", "-Wall", "-Wextra"] + thread_args() + sanitizer_args()
 
 
 ffibuilder = cffi.FFI()
@@ -46,7 +57,7 @@ ffibuilder.set_source(
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
     extra_compile_args=compile_args(),
-    extra_link_args=thread_args(),
+    extra_link_args=thread_args() + sanitizer_args(),
 )
 
 if __name__ == "__main__":

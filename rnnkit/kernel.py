@@ -1,8 +1,13 @@
 """The only module that touches the C kernel's cffi `ffi` / `lib`.
 
-Every wrapper validates (dtype, C order, shape, writability, sizes), then calls, then
-turns a non-zero status into `KernelError` with the kernel's own message. Nothing is
-copied silently: callers prepare arrays once with np.ascontiguousarray(x, np.float32).
+Every array reaches C through `_pointer` (dtype, C order, alignment, shape consistent
+with T, B, H, V, writability where C writes) and every scalar through `_integer` or
+`_real` (type and range), so no argument can crash the kernel, make it write outside a
+buffer or raise a bare cffi error: each mistake is a KernelError naming the argument.
+A non-zero status becomes a KernelError with the kernel's own message; id ranges are
+checked by the kernel itself, and only on failure does Python find the bad position.
+Nothing is copied silently: callers prepare arrays once with
+np.ascontiguousarray(x, np.float32).
 
 reference.py has the same functions with the same signatures in plain NumPy.
 
@@ -11,6 +16,9 @@ another thread while a call that reads it runs.
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
@@ -26,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         f"rnnkit's C kernel is not built ({exc}); reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -36,6 +44,11 @@ if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
 ACTIVATIONS = {"tanh": lib.RNN_ACT_TANH, "logistic": lib.RNN_ACT_LOGISTIC,
                "identity": lib.RNN_ACT_IDENTITY}
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+SIZE_LIMITS = "T*B must be below 2^31 and V*H, H*H and T*B*H at most 2^40"
+
 __all__ = [
     "ACTIVATIONS", "ForwardCache", "num_params", "param_shapes", "param_views",
     "set_num_threads", "get_num_threads", "forward", "backward", "step",
@@ -44,20 +57,184 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------
-# sizes and named views
+# argument checking: everything that reaches C passes through here
+# ----------------------------------------------------------------------------------
+
+def _cffi(function, *args, **kwargs):
+    """Calls a cffi function or ffi.from_buffer. The checks below leave cffi nothing to
+    reject; should one miss a case, cffi's OverflowError / TypeError / ValueError still
+    reaches the caller as a KernelError, not as a traceback from inside the binding."""
+    try:
+        return function(*args, **kwargs)
+    except (OverflowError, TypeError, ValueError, BufferError) as exc:
+        raise KernelError(f"kernel argument rejected by cffi: {exc}") from None
+
+
+def _run(function, *args, ids=None) -> None:
+    """Calls a kernel function and turns a non-zero status into a KernelError. `ids` maps
+    an id status (RNN_E_TOKEN, ...) to (name, array, low, high) so that the message
+    names the first offending position; the kernel did the range scan already."""
+    status = _cffi(function, *args)
+    if status == 0:
+        return
+    message = ffi.string(lib.rnn_strerror(status)).decode()
+    if ids and status in ids:
+        message += _first_bad_id(*ids[status])
+    raise KernelError(message)
+
+
+def _first_bad_id(name: str, ids: np.ndarray, low: int, high: int) -> str:
+    bad = np.flatnonzero((ids < low) | (ids >= high))
+    if bad.size == 0:       # changed by another thread since the kernel looked
+        return ""
+    index = ", ".join(str(int(i)) for i in np.unravel_index(bad[0], ids.shape))
+    return f": {name}[{index}] = {ids.flat[bad[0]]}, allowed [{low}, {high - 1}]"
+
+
+def _integer(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise KernelError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise KernelError(f"{name} = {value} is out of range [{low}, {high}]")
+    return int(value)
+
+
+def _dim(name: str, value) -> int:
+    """T, B, H or V: the kernel's `int` sizes, at most RNN_MAX_DIM (2^30) each."""
+    return _integer(name, value, 1, lib.RNN_MAX_DIM)
+
+
+def _real(name: str, value, low: float, high: float, *, open_high: bool = False,
+          open_low: bool = False) -> float:
+    """A number for a C float, within [low, high] (or open ends); NaN is never inside."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise KernelError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:   # an int beyond the double range
+        number = math.inf if value > 0 else -math.inf
+    above = low < number if open_low else low <= number
+    below = number < high if open_high else number <= high
+    if not (above and below):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise KernelError(f"{name} = {value} is out of range {interval}")
+    return number
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise KernelError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _activation_code(activation) -> int:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise KernelError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]
+
+
+def _described(array) -> str:
+    return f"shape {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+
+
+def _dims(name: str, array, labels: tuple) -> tuple:
+    """The sizes of array's axes, named by labels such as ("T", "B"), each within the
+    kernel's limits; the array itself is checked later, by _pointer."""
+    if not isinstance(array, np.ndarray) or array.ndim != len(labels):
+        raise KernelError(f"{name} must be a ({', '.join(labels)}) array, got {_described(array)}")
+    return tuple(_dim(f"{label} ({name}.shape[{axis}])", size)
+                 for axis, (label, size) in enumerate(zip(labels, array.shape)))
+
+
+def _flat_shape(name: str, array) -> tuple:
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise KernelError(f"{name} must be a flat (P,) float32 array, got {_described(array)}")
+    return array.shape
+
+
+_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]"}
+
+
+def _pointer(name: str, array, dtype, shape: tuple, *, writable: bool = False):
+    """The C pointer to `array`, once it is exactly what the kernel reads (or writes):
+    the only way an array reaches C. Alignment matters because the compiler may use
+    aligned vector loads on float pointers."""
+    if not isinstance(array, np.ndarray):
+        raise KernelError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise KernelError(f"{name} must have dtype {np.dtype(dtype).name}, got {array.dtype}")
+    if array.shape != shape:
+        raise KernelError(f"{name} has shape {array.shape}, expected {shape}")
+    if not array.flags.c_contiguous:
+        raise KernelError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    if not array.flags.aligned:
+        raise KernelError(f"{name} is not aligned to its dtype (use np.ascontiguousarray on a copy)")
+    if writable and not array.flags.writeable:
+        raise KernelError(f"{name} is read-only but is written by the kernel")
+    return _cffi(ffi.from_buffer, _C_TYPES[np.dtype(dtype)], array, require_writable=writable)
+
+
+def _optional_pointer(name: str, array, shape: tuple):
+    return ffi.NULL if array is None else _pointer(name, array, np.float32, shape)
+
+
+def _new(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+    try:
+        return np.zeros(shape, dtype=dtype)
+    except (MemoryError, ValueError) as exc:
+        raise KernelError(f"cannot allocate {name} of shape {shape}: {exc}") from None
+
+
+def _reused(reuse, name: str, shape: tuple, taken: list) -> np.ndarray:
+    """reuse.<name> if the kernel may write into it, else a fresh buffer; either way the
+    result is added to `taken`. Only an array this process allocated qualifies (owned,
+    writable, C-contiguous float32 of this shape) that shares no memory with anything in
+    `taken` (the call's inputs and the buffers already chosen): a view, a read-only
+    memmap or a bytes-backed array in a cache must never be written through."""
+    old = getattr(reuse, name, None)
+    if (isinstance(old, np.ndarray) and old.flags.owndata and old.flags.writeable
+            and old.flags.c_contiguous and old.flags.aligned and old.dtype == np.float32
+            and old.shape == shape and not any(np.may_share_memory(old, a) for a in taken)):
+        buffer = old
+    else:
+        buffer = _new(name, shape)
+    taken.append(buffer)
+    return buffer
+
+
+def _check_disjoint(written: list, read: list) -> None:
+    """No buffer the kernel writes shares memory with another argument of the call
+    ((name, array) pairs; None entries are absent optional arrays). Arrays are C-contiguous
+    by now, so may_share_memory's bounds test is exact."""
+    for i, (name, array) in enumerate(written):
+        for other_name, other in written[i + 1:] + read:
+            if other is not None and np.may_share_memory(array, other):
+                raise KernelError(f"{name} must not share memory with {other_name}")
+
+
+# ----------------------------------------------------------------------------------
+# sizes, views and threads
 # ----------------------------------------------------------------------------------
 
 def num_params(V: int, H: int) -> int:
     """Length of the flat parameter buffer for vocabulary V and hidden size H."""
-    n = lib.rnn_num_params(int(V), int(H))
+    V, H = _dim("V", V), _dim("H", H)
+    n = _cffi(lib.rnn_num_params, V, H)
     if n < 0:
-        raise KernelError(f"invalid sizes V={V}, H={H}: both must be >= 1")
+        raise KernelError(f"invalid sizes V={V}, H={H}: V*H and H*H must be at most 2^40")
     return int(n)
+
+
+def _workspace_size(T: int, B: int, H: int, V: int) -> int:
+    size = _cffi(lib.rnn_workspace_size, T, B, H, V)
+    if size < 0:
+        raise KernelError(f"invalid sizes T={T}, B={B}, H={H}, V={V}: {SIZE_LIMITS}")
+    return int(size)
 
 
 def set_num_threads(n: int) -> None:
     """Set the number of threads the kernel uses (its loops and its matrix products)."""
-    _check(lib.rnn_set_num_threads(int(n)))
+    _run(lib.rnn_set_num_threads, _integer("threads", n, 1, INT32_MAX))
 
 
 def get_num_threads() -> int:
@@ -65,60 +242,8 @@ def get_num_threads() -> int:
 
 
 # ----------------------------------------------------------------------------------
-# argument checking
-# ----------------------------------------------------------------------------------
-
-def _check(status: int) -> None:
-    if status != 0:
-        raise KernelError(ffi.string(lib.rnn_strerror(status)).decode())
-
-
-def _expect(name: str, array, dtype, shape: tuple, writable: bool = False) -> None:
-    if not isinstance(array, np.ndarray):
-        raise KernelError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise KernelError(f"{name} must have dtype {np.dtype(dtype).name}, got {array.dtype.name}")
-    if array.shape != tuple(shape):
-        raise KernelError(f"{name} has shape {array.shape}, expected {tuple(shape)}")
-    if not array.flags.c_contiguous:
-        raise KernelError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
-    if writable and not array.flags.writeable:
-        raise KernelError(f"{name} is read-only but is written by the kernel")
-
-
-def _activation_code(activation: str) -> int:
-    try:
-        return ACTIVATIONS[activation]
-    except KeyError:
-        raise KernelError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}") from None
-
-
-def _sizes(inputs: np.ndarray, h0: np.ndarray) -> tuple[int, int, int]:
-    if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
-        raise KernelError(f"inputs must be a (T, B) array, got shape {getattr(inputs, 'shape', None)}")
-    if not isinstance(h0, np.ndarray) or h0.ndim != 2:
-        raise KernelError(f"h0 must be a (B, H) array, got shape {getattr(h0, 'shape', None)}")
-    T, B = inputs.shape
-    return T, B, h0.shape[1]
-
-
-# ----------------------------------------------------------------------------------
 # forward / backward
 # ----------------------------------------------------------------------------------
-
-def _buffer(reuse, name, shape, dtype=np.float32):
-    old = getattr(reuse, name, None) if reuse is not None else None
-    if isinstance(old, np.ndarray) and old.shape == shape and old.dtype == dtype:
-        return old
-    return np.empty(shape, dtype=dtype)
-
-
-def _optional(name, array, shape):
-    if array is not None:
-        _expect(name, array, np.float32, shape)
-        return ffi.from_buffer("float[]", array)
-    return ffi.NULL
-
 
 def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
             keep_for_backward=True, reuse=None, in_mask=None, out_mask=None):
@@ -128,38 +253,42 @@ def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
     positions whose target is not -1, the (T, B) target log-probabilities (0 where
     ignored), the (T, B, H) hidden states and a ForwardCache for backward. With
     keep_for_backward=False nothing V-sized is kept (scoring). `reuse` takes a
-    previous cache whose buffers are reused when their shapes match. in_mask and
-    out_mask, (T, B, H) float32 of 0 or 1/(1-p), are dropout on the input rows and
-    before the output layer.
+    previous cache whose buffers are reused when the kernel may write into them
+    (see _reused), else fresh ones are allocated. in_mask and out_mask, (T, B, H)
+    float32 of 0 or 1/(1-p), are dropout on the input rows and before the output layer.
     """
-    T, B, H = _sizes(inputs, h0)
-    _expect("inputs", inputs, np.int32, (T, B))
-    _expect("targets", targets, np.int32, (T, B))
-    _expect("resets", resets, np.int32, (T, B))
-    _expect("h0", h0, np.float32, (B, H))
-    _expect("params", params, np.float32, (num_params(V, H),))
+    T, B = _dims("inputs", inputs, ("T", "B"))
+    _, H = _dims("h0", h0, ("B", "H"))
+    V = _dim("V", V)
     act = _activation_code(activation)
-    work_size = lib.rnn_workspace_size(T, B, H, V)
-    if work_size < 0:
-        raise KernelError(f"invalid sizes T={T}, B={B}, H={H}, V={V}")
+    keep = _flag("keep_for_backward", keep_for_backward)
+    if reuse is not None and not isinstance(reuse, ForwardCache):
+        raise KernelError(f"reuse must be a ForwardCache from forward or None, got {type(reuse).__name__}")
+    work_size = _workspace_size(T, B, H, V)
+    p_in = _pointer("inputs", inputs, np.int32, (T, B))
+    p_tg = _pointer("targets", targets, np.int32, (T, B))
+    p_rs = _pointer("resets", resets, np.int32, (T, B))
+    p_h0 = _pointer("h0", h0, np.float32, (B, H))
+    p_params = _pointer("params", params, np.float32, (num_params(V, H),))
+    p_in_mask = _optional_pointer("in_mask", in_mask, (T, B, H))
+    p_out_mask = _optional_pointer("out_mask", out_mask, (T, B, H))
 
-    hs = _buffer(reuse, "hs", (T, B, H))
-    logprobs = np.empty((T, B), dtype=np.float32)
-    loss = np.zeros(1, dtype=np.float32)
-    work = _buffer(reuse, "work", (work_size,))
-    dlogits = _buffer(reuse, "dlogits", (T, B, V)) if keep_for_backward else None
-    hd = _buffer(reuse, "hd", (T, B, H)) if out_mask is not None else None
-    p_in_mask = _optional("in_mask", in_mask, (T, B, H))
-    p_out_mask = _optional("out_mask", out_mask, (T, B, H))
-    p_hd = ffi.from_buffer("float[]", hd) if hd is not None else ffi.NULL
+    taken = [a for a in (params, inputs, targets, resets, h0, in_mask, out_mask) if a is not None]
+    hs = _reused(reuse, "hs", (T, B, H), taken)
+    work = _reused(reuse, "work", (work_size,), taken)
+    dlogits = _reused(reuse, "dlogits", (T, B, V), taken) if keep else None
+    hd = _reused(reuse, "hd", (T, B, H), taken) if out_mask is not None else None
+    logprobs, loss = _new("logprobs", (T, B)), _new("loss", (1,))
 
-    p_loss, p_logprobs, p_hs = ffi.from_buffer("float[]", loss), ffi.from_buffer("float[]", logprobs), ffi.from_buffer("float[]", hs)
-    p_dlogits = ffi.from_buffer("float[]", dlogits) if dlogits is not None else ffi.NULL
-    p_work = ffi.from_buffer("float[]", work)
-    p_in, p_tg, p_rs = (ffi.from_buffer("int32_t[]", a) for a in (inputs, targets, resets))
-    p_h0, p_params = ffi.from_buffer("float[]", h0), ffi.from_buffer("float[]", params)
-    _check(lib.rnn_forward(p_loss, p_logprobs, p_hs, p_hd, p_dlogits, p_work, work_size,
-                           p_in, p_tg, p_rs, p_in_mask, p_out_mask, p_h0, p_params, act, T, B, H, V))
+    _run(lib.rnn_forward, _pointer("loss", loss, np.float32, (1,), writable=True),
+         _pointer("logprobs", logprobs, np.float32, (T, B), writable=True),
+         _pointer("hs", hs, np.float32, (T, B, H), writable=True),
+         ffi.NULL if hd is None else _pointer("hd", hd, np.float32, (T, B, H), writable=True),
+         ffi.NULL if dlogits is None else _pointer("dlogits", dlogits, np.float32, (T, B, V), writable=True),
+         _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
+         p_in, p_tg, p_rs, p_in_mask, p_out_mask, p_h0, p_params, act, T, B, H, V,
+         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
+              lib.RNN_E_RESET: ("resets", resets, 0, 2)})
     cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V, work,
                          hd, in_mask, out_mask)
     return float(loss[0]), logprobs, hs, cache
@@ -170,31 +299,45 @@ def backward(grads, cache: ForwardCache, *, loss_scale=1.0, dh0=None):
 
     Accumulates (+=) into `grads` (flat, same layout as params; the caller zeroes it)
     and into `dh0` when given (else a fresh zero array). Returns dh0, shape (B, H).
+    The cache is an open dataclass, so every array in it is checked again here against
+    the sizes that cache.hs and cache.V imply.
     """
+    if not isinstance(cache, ForwardCache):
+        raise KernelError(f"cache must be the ForwardCache returned by forward, got {type(cache).__name__}")
     if cache.dlogits is None:
         raise KernelError("forward was run with keep_for_backward=False; nothing to backpropagate")
-    T, B, H = cache.hs.shape
-    V = cache.V
-    _expect("grads", grads, np.float32, (num_params(V, H),), writable=True)
+    T, B, H = _dims("cache.hs", cache.hs, ("T", "B", "H"))
+    V = _dim("cache.V", cache.V)
+    act = _activation_code(cache.activation)
+    scale = _real("loss_scale", loss_scale, -FLOAT32_MAX, FLOAT32_MAX)
+    work_size = _workspace_size(T, B, H, V)
+    P = num_params(V, H)
+    p_dlogits = _pointer("cache.dlogits", cache.dlogits, np.float32, (T, B, V))
+    p_hs = _pointer("cache.hs", cache.hs, np.float32, (T, B, H))
+    p_in = _pointer("cache.inputs", cache.inputs, np.int32, (T, B))
+    p_rs = _pointer("cache.resets", cache.resets, np.int32, (T, B))
+    p_h0 = _pointer("cache.h0", cache.h0, np.float32, (B, H))
+    p_params = _pointer("cache.params", cache.params, np.float32, (P,))
+    p_in_mask = _optional_pointer("cache.in_mask", cache.in_mask, (T, B, H))
+    p_out_mask = _optional_pointer("cache.out_mask", cache.out_mask, (T, B, H))
+    # the kernel reads hd only with output dropout (else the output layer saw hs)
+    hd = None if cache.out_mask is None else cache.hd
+    p_hd = ffi.NULL if cache.out_mask is None else _pointer("cache.hd", hd, np.float32, (T, B, H))
+    p_grads = _pointer("grads", grads, np.float32, (P,), writable=True)
     if dh0 is None:
-        dh0 = np.zeros((B, H), dtype=np.float32)
-    _expect("dh0", dh0, np.float32, (B, H), writable=True)
-    if np.shares_memory(grads, cache.params):
-        raise KernelError("grads must not share memory with params")
-    work_size = lib.rnn_workspace_size(T, B, H, V)
-    work = cache.work if cache.work is not None and cache.work.size >= work_size else np.empty(work_size, np.float32)
+        dh0 = _new("dh0", (B, H))
+    p_dh0 = _pointer("dh0", dh0, np.float32, (B, H), writable=True)
+    read = [("cache.params", cache.params), ("cache.dlogits", cache.dlogits), ("cache.hs", cache.hs),
+            ("cache.hd", hd), ("cache.inputs", cache.inputs), ("cache.resets", cache.resets),
+            ("cache.h0", cache.h0), ("cache.in_mask", cache.in_mask), ("cache.out_mask", cache.out_mask)]
+    _check_disjoint([("grads", grads), ("dh0", dh0)], read)
+    work = _reused(cache, "work", (work_size,), [grads, dh0] + [a for _, a in read if a is not None])
 
-    p_grads, p_dh0 = ffi.from_buffer("float[]", grads, require_writable=True), ffi.from_buffer("float[]", dh0, require_writable=True)
-    p_work = ffi.from_buffer("float[]", work)
-    p_dlogits, p_hs = ffi.from_buffer("float[]", cache.dlogits), ffi.from_buffer("float[]", cache.hs)
-    p_in, p_rs = ffi.from_buffer("int32_t[]", cache.inputs), ffi.from_buffer("int32_t[]", cache.resets)
-    p_h0, p_params = ffi.from_buffer("float[]", cache.h0), ffi.from_buffer("float[]", cache.params)
-    p_hd = ffi.from_buffer("float[]", cache.hd) if cache.hd is not None else ffi.NULL
-    p_in_mask = _optional("in_mask", cache.in_mask, (T, B, H))
-    p_out_mask = _optional("out_mask", cache.out_mask, (T, B, H))
-    _check(lib.rnn_backward(p_grads, p_dh0, p_work, work.size, p_dlogits, p_hs, p_hd, p_in, p_rs,
-                            p_in_mask, p_out_mask, p_h0, p_params, float(loss_scale),
-                            _activation_code(cache.activation), T, B, H, V))
+    _run(lib.rnn_backward, p_grads, p_dh0, _pointer("work", work, np.float32, (work_size,), writable=True),
+         work_size, p_dlogits, p_hs, p_hd, p_in, p_rs, p_in_mask, p_out_mask, p_h0, p_params,
+         scale, act, T, B, H, V,
+         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
+              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2)})
     return dh0
 
 
@@ -204,18 +347,17 @@ def backward(grads, cache: ForwardCache, *, loss_scale=1.0, dh0=None):
 
 def step(params, h, tokens, *, V, activation="tanh"):
     """One step for B rows: returns (h_new (B, H), logprobs (B, V)) in natural log."""
-    if not isinstance(h, np.ndarray) or h.ndim != 2:
-        raise KernelError(f"h must be a (B, H) array, got shape {getattr(h, 'shape', None)}")
-    B, H = h.shape
-    _expect("h", h, np.float32, (B, H))
-    _expect("tokens", tokens, np.int32, (B,))
-    _expect("params", params, np.float32, (num_params(V, H),))
+    B, H = _dims("h", h, ("B", "H"))
+    V = _dim("V", V)
     act = _activation_code(activation)
-    h_new = np.empty((B, H), dtype=np.float32)
-    logprobs = np.empty((B, V), dtype=np.float32)
-    p_hn, p_lp = ffi.from_buffer("float[]", h_new), ffi.from_buffer("float[]", logprobs)
-    p_tok, p_h, p_params = ffi.from_buffer("int32_t[]", tokens), ffi.from_buffer("float[]", h), ffi.from_buffer("float[]", params)
-    _check(lib.rnn_step(p_hn, p_lp, p_tok, p_h, p_params, act, B, H, V))
+    _workspace_size(1, B, H, V)   # the size limits for one step
+    p_h = _pointer("h", h, np.float32, (B, H))
+    p_tok = _pointer("tokens", tokens, np.int32, (B,))
+    p_params = _pointer("params", params, np.float32, (num_params(V, H),))
+    h_new, logprobs = _new("h_new", (B, H)), _new("logprobs", (B, V))
+    _run(lib.rnn_step, _pointer("h_new", h_new, np.float32, (B, H), writable=True),
+         _pointer("logprobs", logprobs, np.float32, (B, V), writable=True),
+         p_tok, p_h, p_params, act, B, H, V, ids={lib.RNN_E_TOKEN: ("tokens", tokens, 0, V)})
     return h_new, logprobs
 
 
@@ -223,38 +365,38 @@ def step(params, h, tokens, *, V, activation="tanh"):
 # optimizers
 # ----------------------------------------------------------------------------------
 
-def _flat_pair(params, grads):
-    if not isinstance(params, np.ndarray) or params.ndim != 1:
-        raise KernelError("params must be a flat (P,) float32 array")
-    _expect("params", params, np.float32, params.shape, writable=True)
-    _expect("grads", grads, np.float32, params.shape)
-
-
 def sgd_update(params, grads, lr):
     """params -= lr * grads, in place."""
-    _flat_pair(params, grads)
-    p_params, p_grads = ffi.from_buffer("float[]", params, require_writable=True), ffi.from_buffer("float[]", grads)
-    _check(lib.rnn_sgd_update(p_params, p_grads, float(lr), params.size))
+    shape = _flat_shape("params", params)
+    lr = _real("lr", lr, 0.0, FLOAT32_MAX)
+    p_params = _pointer("params", params, np.float32, shape, writable=True)
+    p_grads = _pointer("grads", grads, np.float32, shape)
+    _check_disjoint([("params", params)], [("grads", grads)])
+    _run(lib.rnn_sgd_update, p_params, p_grads, lr, params.size)
 
 
 def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     """One Adam step (bias-corrected; step counts from 1), updating params, m, v in place."""
-    _flat_pair(params, grads)
-    _expect("m", m, np.float32, params.shape, writable=True)
-    _expect("v", v, np.float32, params.shape, writable=True)
-    p_params, p_grads = ffi.from_buffer("float[]", params, require_writable=True), ffi.from_buffer("float[]", grads)
-    p_m, p_v = ffi.from_buffer("float[]", m, require_writable=True), ffi.from_buffer("float[]", v, require_writable=True)
-    _check(lib.rnn_adam_update(p_params, p_m, p_v, p_grads, float(lr), float(beta1),
-                               float(beta2), float(eps), int(step), params.size))
+    shape = _flat_shape("params", params)
+    step = _integer("step", step, 1, INT64_MAX)
+    lr = _real("lr", lr, 0.0, FLOAT32_MAX)
+    beta1 = _real("beta1", beta1, 0.0, 1.0, open_high=True)
+    beta2 = _real("beta2", beta2, 0.0, 1.0, open_high=True)
+    eps = _real("eps", eps, 0.0, FLOAT32_MAX, open_low=True)
+    p_params = _pointer("params", params, np.float32, shape, writable=True)
+    p_grads = _pointer("grads", grads, np.float32, shape)
+    p_m = _pointer("m", m, np.float32, shape, writable=True)
+    p_v = _pointer("v", v, np.float32, shape, writable=True)
+    _check_disjoint([("params", params), ("m", m), ("v", v)], [("grads", grads)])
+    _run(lib.rnn_adam_update, p_params, p_m, p_v, p_grads, lr, beta1, beta2, eps, step, params.size)
 
 
 def clip_grad_norm(grads, max_norm):
     """Scale grads in place so their global L2 norm is at most max_norm (<= 0: measure
     only). Returns the norm before clipping; raises KernelError when it is not finite."""
-    if not isinstance(grads, np.ndarray) or grads.ndim != 1:
-        raise KernelError("grads must be a flat (P,) float32 array")
-    _expect("grads", grads, np.float32, grads.shape, writable=True)
-    norm = np.zeros(1, dtype=np.float32)
-    p_norm, p_grads = ffi.from_buffer("float[]", norm), ffi.from_buffer("float[]", grads, require_writable=True)
-    _check(lib.rnn_clip_grad_norm(p_norm, p_grads, float(max_norm), grads.size))
+    shape = _flat_shape("grads", grads)
+    max_norm = _real("max_norm", max_norm, -math.inf, math.inf)
+    norm = _new("norm", (1,))
+    _run(lib.rnn_clip_grad_norm, _pointer("norm", norm, np.float32, (1,), writable=True),
+         _pointer("grads", grads, np.float32, shape, writable=True), max_norm, grads.size)
     return float(norm[0])
