@@ -196,10 +196,11 @@ def cli():
 @click.option("--resume", is_flag=True,
               help="Continue training the model in --output, where it stopped, with the settings it was "
                    "trained with (options given now override them).")
+@json_option
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
           epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
-          valid_path, stream, seed, checkpoint_minutes, resume):
+          valid_path, stream, seed, checkpoint_minutes, resume, as_json):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -226,14 +227,16 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
                    "NSMC reviews, CC0).", err=True)
     lines = read_lines(corpus)
     if model_type == "ngram":
-        train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
+        model = train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
     else:
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
                         optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
                         weight_decay=weight_decay, min_count=min_count, max_vocab=max_vocab, stream=stream,
                         seed=seed, checkpoint_minutes=checkpoint_minutes)
-        train_rnn(lines, valid, output, settings, resume, resume_hint)
+        model = train_rnn(lines, valid, output, settings, resume, resume_hint)
+    if as_json:
+        emit_json({"file": output, **model.describe()})
 
 
 def resume_settings(settings: dict, model, output: str) -> None:
@@ -289,6 +292,7 @@ def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
     except Interrupted as stop:
         click.echo(f"Interrupted: {f'{output} written, {arpa} not' if written else 'nothing written'}.", err=True)
         click.get_current_context().exit(EXIT_STATUS[stop.signum])
+    return model
 
 
 class EpochProgress:
@@ -344,6 +348,7 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint):
         count = len(model.record["epochs"])
         summary += f", {count} epoch{'s' if count != 1 else ''}, best valid {best:.4f} bits/char"
     click.echo(summary + ".", err=True)
+    return model
 
 
 # ----------------------------------------------------------------------------------

@@ -303,10 +303,13 @@ def test_demo_values_and_errors():
 # ----------------------------------------------------------------------------------
 
 def test_both_families_default_to_char_units(workspace, tmp_path):
-    """One default unit for both families: an n-gram and an RNN trained without --unit are char models."""
+    """One default unit for both families: an n-gram and an RNN trained without --unit are
+    char models. train --json prints what it wrote, as info --json describes it."""
     ngram, rnn = tmp_path / "kn.model", tmp_path / "rnn.model"
-    assert invoke(["train", workspace["corpus"], "--type", "ngram", "-o", ngram]).exit_code == 0
-    assert invoke(["train", workspace["corpus"], "-o", rnn, "--hidden", 4, "--epochs", 1]).exit_code == 0
+    written = [json.loads(invoke(["train", workspace["corpus"], "-o", path, "--json", *extra]).stdout)
+               for path, extra in ((ngram, ["--type", "ngram"]), (rnn, ["--hidden", 4, "--epochs", 1]))]
+    assert [w["unit"] for w in written] == ["char", "char"]
+    assert [w["type"] for w in written] == ["ngram", "rnn"] and written[0]["file"] == str(ngram)
     assert [json.loads(invoke(["info", "-m", m, "--json"]).stdout)["unit"] for m in (ngram, rnn)] == ["char", "char"]
 
 
@@ -357,3 +360,28 @@ def test_export_scoring_copy_and_arpa(workspace, tmp_path):
     scores = [json.loads(invoke(["score", "-m", m, "--json", "나는 버스를 탔다"]).stdout)[0]["log10"]
               for m in (ngram, arpa)]
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+
+
+@pytest.mark.parametrize("options, code, match", [
+    (["--seed", -1], 2, "--seed"),
+    (["--max-vocab", 1], 2, "--max-vocab"),
+    (["--max-vocab", 2], 2, "--max-vocab"),
+    (["--lr", "1e10"], 1, "learning rate must be in (0, 100]"),
+    (["--hidden", 100000], 1, "GiB, more than this machine's"),
+    (["--threads", 2**31], 2, "--threads"),
+])
+def test_hostile_training_options_get_one_line_errors(workspace, tmp_path, options, code, match):
+    """Each of these gave a traceback; now a one-line error that names the option or the
+    figure, and nothing is written."""
+    out = tmp_path / "m.model"
+    assert_clean_error(invoke(["train", workspace["corpus"], "-o", out, "--epochs", 1, *options]), code, match)
+    assert not out.exists()
+
+
+def test_sample_streams_and_refuses_a_negative_seed(workspace):
+    """sample -n prints each sentence as it is drawn (the API's samples() is a generator),
+    and a negative seed is a usage error, not a NumPy traceback."""
+    from rnnkit import loader
+    samples = loader.load(workspace["model"]).samples(n=10**9, seed=1, max_tokens=5)
+    assert [next(samples) for _ in range(3)]          # no waiting for a billion samples
+    assert_clean_error(invoke(["sample", "-m", workspace["model"], "--seed", -5]), 2, "--seed")
