@@ -12,6 +12,8 @@ another thread while a call that reads it runs.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import scipy_openblas32  # noqa: F401  (loads libscipy_openblas before the kernel module)
@@ -21,9 +23,13 @@ from .layout import ForwardCache, param_shapes, param_views  # noqa: F401  (same
 
 try:
     from ._rnn_cffi import ffi, lib
-except ImportError as exc:  # pragma: no cover - only on a broken install
+except ImportError as exc:  # pragma: no cover - a checkout not built in place, or a broken install
+    # Python (`python -m ...`, `python -c`) puts the current directory first on sys.path, so
+    # from a checkout root this is the source tree even when an installed rnnkit exists.
     raise ImportError(
-        f"rnnkit's C kernel is not built ({exc}); reinstall with `pip install .`"
+        f"rnnkit's C kernel is not built in {os.path.dirname(__file__)} ({exc}): in a source "
+        "checkout, build it in place with `pip install -e .` (or run from outside the checkout "
+        "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
 ABI_VERSION = 2
