@@ -27,6 +27,8 @@ C3, +2-5% on the others). The GFLOP/s columns use the rnnkit model count for all
 Example:
     python benchmarks/bench_kernel.py --threads 1 2 --json bench.json
     python benchmarks/bench_kernel.py --config C2 --threads 2 --repeats 5
+    python benchmarks/bench_kernel.py --config C4 C5 --threads 1 --vocab 300 --hidden 16 \
+        --repeats 1 --ref-repeats 1 --score-repeats 1 --peak-size 256   # a check in seconds
 """
 
 from __future__ import annotations
@@ -41,9 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench_support import positive_int
 
 CONFIGS = {
     "C1": dict(V=10000, H=256, B=32, T=35),
@@ -56,6 +56,13 @@ SEED = 1234
 LR = 0.1
 MAX_NORM = 0.25
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+PEAK_SIZE = 2048
+
+
+def shapes(names, vocab=None, hidden=None):
+    """The named configurations, V and H replaced where given (a quick run's smaller model)."""
+    override = {key: value for key, value in (("V", vocab), ("H", hidden)) if value is not None}
+    return {name: {**CONFIGS[name], **override} for name in names}
 
 
 def note(*args):
@@ -261,7 +268,6 @@ def rel_err(a, b):
 
 def verify_train(name, cfg, impls):
     """Run one step of each implementation from the same weights; compare with C."""
-    import numpy as np
     from rnnkit import layout
 
     V, H = cfg["V"], cfg["H"]
@@ -355,7 +361,7 @@ def blas_info():
     return info
 
 
-def sgemm_peak(threads, repeats=5, n=2048):
+def sgemm_peak(threads, n, repeats=5):
     """Median GFLOP/s of an n^3 sgemm through each available BLAS; the max is 'peak'."""
     import ctypes
     import glob
@@ -461,7 +467,7 @@ def _status_kb(field):
     raise KeyError(field)
 
 
-def memory_probe(impl, config, threads):
+def memory_probe(impl, cfg, threads):
     """Child: import everything, then reset the RSS high-water mark, build the model
     and run a few training steps. Prints {"peak_mb", "baseline_mb"}: peak is VmHWM
     above the RSS right after imports, i.e. weights + grads + all step buffers."""
@@ -471,7 +477,6 @@ def memory_probe(impl, config, threads):
         import torch
         torch.set_num_threads(threads)
     kernel.set_num_threads(threads)
-    cfg = CONFIGS[config]
     reset = True
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -491,9 +496,10 @@ def memory_probe(impl, config, threads):
                       "hwm_reset": reset}))
 
 
-def run_memory_probe(impl, config, threads):
+def run_memory_probe(impl, name, cfg, threads):
     env = dict(os.environ, **{k: str(threads) for k in THREAD_VARS})
-    proc = subprocess.run([sys.executable, __file__, "--memory-probe", impl, "--config", config,
+    proc = subprocess.run([sys.executable, __file__, "--memory-probe", impl, "--config", name,
+                           "--vocab", str(cfg["V"]), "--hidden", str(cfg["H"]),
                            "--threads", str(threads)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         note(proc.stderr)
@@ -505,13 +511,15 @@ def run_memory_probe(impl, config, threads):
 # one thread count (runs in a child process)
 # ----------------------------------------------------------------------------------
 
-def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference):
+def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference, peak_size):
     from rnnkit import kernel
     kernel.set_num_threads(threads)
     torch_ok = have_torch()
     if torch_ok:
         import torch
         torch.set_num_threads(threads)
+    else:
+        note("torch not installed: the PyTorch columns are left empty")
     try:
         import threadpoolctl
         threadpoolctl.threadpool_limits(threads)
@@ -521,12 +529,11 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
 
     note(f"[threads={threads}] sgemm peak ...")
     with OtherLoad() as load:
-        peaks = sgemm_peak(threads)
+        peaks = sgemm_peak(threads, peak_size)
     note(f"  sgemm GFLOP/s {peaks} (other load {fmt(load.cores, '.2f')} cores)")
     peak = max(peaks.values())
     rows = []
-    for name in configs:
-        cfg = CONFIGS[name]
+    for name, cfg in configs.items():
         scoring = name == "C5"
         (verify_score if scoring else verify_train)(name, cfg, impls)
         row = {"config": name, "threads": threads, **cfg, "peak_gflops": peak}
@@ -558,14 +565,14 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
         row["c_peak_fraction"] = row["c_gflops"] / peak
         if name == "C4":
             for impl in ["c"] + (["torch"] if torch_ok else []):
-                mem = run_memory_probe(impl, name, threads)
+                mem = run_memory_probe(impl, name, cfg, threads)
                 row[f"{impl}_step_peak_mb"] = mem["peak_mb"]
                 note(f"  C4 {impl} step peak memory {mem['peak_mb']:.0f} MB above imports")
         rows.append(row)
     # Measure the peak again at the end and keep the better median per library: a
     # neighbour's burst during one measurement must not deflate the "% of peak".
     with OtherLoad() as load:
-        again = sgemm_peak(threads)
+        again = sgemm_peak(threads, peak_size)
     note(f"  sgemm GFLOP/s again {again} (other load {fmt(load.cores, '.2f')} cores)")
     peaks = {k: max(v, again.get(k, 0.0)) for k, v in peaks.items()}
     peak = max(peaks.values())
@@ -573,8 +580,8 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
         row["peak_gflops"] = peak
         row["c_peak_fraction"] = row["c_gflops"] / peak
     import numpy as np
-    return {"threads": threads, "peaks": peaks, "blas": blas_info(), "cpu": cpu_name(),
-            "numpy": np.__version__, "rows": rows}
+    return {"threads": threads, "peak_size": peak_size, "peaks": peaks, "blas": blas_info(),
+            "cpu": cpu_name(), "numpy": np.__version__, "rows": rows}
 
 
 # ----------------------------------------------------------------------------------
@@ -594,8 +601,8 @@ def markdown(result):
     out.append(f"- CPU: {result['cpu']}")
     out.append(f"- BLAS: kernel {result['blas'].get('kernel')}; numpy {result['blas'].get('numpy')}; "
                f"{result['blas'].get('torch', 'torch not installed')}")
-    out.append("- sgemm 2048^3 GFLOP/s (median): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
-               + f"; peak = {peak:.1f}")
+    out.append(f"- sgemm {result['peak_size']}^3 GFLOP/s (median): "
+               + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()) + f"; peak = {peak:.1f}")
     out.append("- train step = forward + CE (mean) over B*T + BPTT + clip 0.25 + SGD; "
                "C5 = score one 20-token sentence (forward only); tok/s for C5 is sentences/s")
     out.append("- other load = cores used by other processes while each implementation was timed "
@@ -630,23 +637,28 @@ def main(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS),
                     help="configurations to run")
-    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2],
+    ap.add_argument("--threads", nargs="+", type=positive_int, default=[1, 2],
                     help="thread counts (each in its own child process)")
-    ap.add_argument("--repeats", type=int, default=10, help="timed training steps (C, torch)")
-    ap.add_argument("--ref-repeats", type=int, default=3, help="timed steps for reference.py")
-    ap.add_argument("--score-repeats", type=int, default=100, help="timed sentences for C5")
+    ap.add_argument("--vocab", type=positive_int, help="V for every configuration (default: each one's own)")
+    ap.add_argument("--hidden", type=positive_int, help="H for every configuration (default: each one's own)")
+    ap.add_argument("--repeats", type=positive_int, default=10, help="timed training steps (C, torch)")
+    ap.add_argument("--ref-repeats", type=positive_int, default=3, help="timed steps for reference.py")
+    ap.add_argument("--score-repeats", type=positive_int, default=100, help="timed sentences for C5")
+    ap.add_argument("--peak-size", type=positive_int, default=PEAK_SIZE,
+                    help="n of the n^3 sgemm that measures the machine's peak")
     ap.add_argument("--skip-reference", action="store_true", help="do not time reference.py")
     ap.add_argument("--json", metavar="FILE", help="write the raw rows as JSON")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory-probe", choices=sorted(TRAINERS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    configs = shapes(args.config, args.vocab, args.hidden)
 
     if args.memory_probe:
-        memory_probe(args.memory_probe, args.config[0], args.threads[0])
+        memory_probe(args.memory_probe, configs[args.config[0]], args.threads[0])
         return
     if args.worker:
-        result = worker(args.config, args.threads[0], args.repeats, args.ref_repeats,
-                        args.score_repeats, args.skip_reference)
+        result = worker(configs, args.threads[0], args.repeats, args.ref_repeats,
+                        args.score_repeats, args.skip_reference, args.peak_size)
         print(json.dumps(result))
         return
 
@@ -655,7 +667,11 @@ def main(argv=None):
         env = dict(os.environ, **{k: str(threads) for k in THREAD_VARS})
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads),
                "--config", *args.config, "--repeats", str(args.repeats),
-               "--ref-repeats", str(args.ref_repeats), "--score-repeats", str(args.score_repeats)]
+               "--ref-repeats", str(args.ref_repeats), "--score-repeats", str(args.score_repeats),
+               "--peak-size", str(args.peak_size)]
+        for option, value in (("--vocab", args.vocab), ("--hidden", args.hidden)):
+            if value is not None:
+                cmd += [option, str(value)]
         if args.skip_reference:
             cmd.append("--skip-reference")
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)

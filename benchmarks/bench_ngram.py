@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ngram.py            # order 3 and 5 on nsmc/train.txt, NLTK if installed
     python benchmarks/bench_ngram.py --orders 5 --json out.json
+    python benchmarks/bench_ngram.py --orders 3 5 --max-lines 2000 --repeats 1 --nltk-cap 1   # seconds
 
 Each configuration runs in its own child process so that peak RSS is its own. It first
 verifies (test perplexity of the order-5 model equals KenLM's 11,835 with 48,505 OOVs),
@@ -10,7 +11,8 @@ and scoring nsmc/test.txt (one warm-up, median of 3). NLTK's KneserNeyInterpolat
 fitted on the 20,000-line slice in the same run, next to rnnkit on the same slice (both
 builds: median of 9 for rnnkit, of 3 for NLTK, each a fresh model; the full-file builds run once); NLTK
 scores so slowly that it is timed on a few sentences under a time cap. Skips cleanly when
-../shared (the data) is absent. Timing is wall clock (time.perf_counter).
+../shared (the data) is absent. Timing is wall clock (time.perf_counter). --max-lines runs on
+the first lines of each file instead (a quick check: no KenLM verification then).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-DATA = SHARED / "data" / "nsmc"
+from bench_support import data_dir, first_missing, positive_int, skip
+
+DATA = data_dir("nsmc")
 KENLM = {  # ../shared/reference/kenlm/README.md, "Speed anchor"
     "build_o5_s": 20.5, "build_o5_rss_mib": 1008, "score_python_sps": 265_000, "score_query_sps": 351_000,
     "ppl_o5": 11835, "oov_o5": 48505,
@@ -42,7 +44,6 @@ def rss_mib() -> float:
 
 
 def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int, build_repeats: int) -> dict:
-    sys.path.insert(0, str(ROOT))
     from rnnkit.ngram import NgramModel
     from rnnkit.units import read_lines
 
@@ -66,7 +67,7 @@ def child_rnnkit(order: int, train: str, test: str, workdir: str, repeats: int, 
     out["model_mib"] = model_path.stat().st_size / 2**20
     lines = read_lines(test)
     stats = model.evaluate(lines)
-    out.update(perplexity=stats["perplexity"], oov=stats["oov"], tokens=stats["predicted"])
+    out.update(perplexity=stats["perplexity"], oov=stats["oov"], tokens=stats["predicted"], sentences=len(lines))
     model.score_many(lines)  # warm-up
     times = []
     for _ in range(repeats):
@@ -132,6 +133,15 @@ def child_nltk(order: int, train: str, test: str, cap_s: float, build_repeats: i
     return out
 
 
+def first_lines(source: Path, count: int, workdir: str) -> Path:
+    """A copy of the first `count` lines of `source` in workdir, under the same name."""
+    with source.open(encoding="utf-8") as lines:
+        head = "".join(line for _, line in zip(range(count), lines))
+    target = Path(workdir) / source.name
+    target.write_text(head, encoding="utf-8")
+    return target
+
+
 def run_child(args: list[str]) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
     if result.returncode != 0:
@@ -142,8 +152,10 @@ def run_child(args: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, nargs="*", default=[3, 5], help="full-file orders (none: only the NLTK slice)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--nltk-cap", type=float, default=30.0, help="seconds of NLTK scoring")
+    parser.add_argument("--max-lines", type=positive_int, default=None,
+                        help="use only the first N lines of each file (a quick check; default: all)")
     parser.add_argument("--no-nltk", action="store_true")
     parser.add_argument("--json", default=None, help="write raw numbers here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -159,18 +171,24 @@ def main() -> int:
         return 0
 
     train, slice20k, test = DATA / "train.txt", DATA / "train-20k.txt", DATA / "test.txt"
-    if not (train.exists() and test.exists()):
-        print(f"skipped: {DATA} not found (the benchmark needs ../shared/data/nsmc)", file=sys.stderr)
-        return 0
+    missing = first_missing(train, test)
+    if missing:
+        return skip(f"{missing} not found (the benchmark needs ../shared/data/nsmc)")
     cpu = platform.processor() or platform.machine()
+    head = f"first {args.max_lines:,} lines of " if args.max_lines else ""
     print(f"# rnnkit n-gram benchmark\n\nPython {platform.python_version()}, {os.cpu_count()} CPUs ({cpu}), "
-          f"NumPy {__import__('numpy').__version__}; corpus nsmc/train.txt (word unit), queries nsmc/test.txt\n")
+          f"NumPy {__import__('numpy').__version__}; corpus {head}nsmc/train.txt (word unit), "
+          f"queries {head}nsmc/test.txt\n")
     results = []
     with tempfile.TemporaryDirectory() as workdir:
+        if args.max_lines:
+            train, test = (first_lines(path, args.max_lines, workdir) for path in (train, test))
+            if slice20k.exists():
+                slice20k = first_lines(slice20k, args.max_lines, workdir)
         for order in args.orders:
-            print(f"... rnnkit order {order} (full train.txt)", file=sys.stderr, flush=True)
+            print(f"... rnnkit order {order} ({head or 'full '}train.txt)", file=sys.stderr, flush=True)
             r = run_child(["rnnkit", str(order), str(train), str(test), workdir, str(args.repeats), "1"])
-            if order == 5:  # verify before reporting: KenLM's test perplexity and OOVs
+            if order == 5 and not args.max_lines:  # verify before reporting: KenLM's test perplexity and OOVs
                 assert abs(r["perplexity"] / KENLM["ppl_o5"] - 1) < 1e-3 and r["oov"] == KENLM["oov_o5"], r
                 print(f"verified: order-5 test perplexity {r['perplexity']:.1f} with {r['oov']} OOVs "
                       f"(KenLM {KENLM['ppl_o5']}, {KENLM['oov_o5']})\n")
@@ -207,7 +225,7 @@ def main() -> int:
         print(f"| order {o}: peak RSS incl. ARPA export | {r['peak_rss_mib']:.0f} MiB | - | - |")
         print(f"| order {o}: model file size / load | {r['model_mib']:.0f} MiB / {r['load_s']:.1f} s | "
               f"binary 394 MiB (o5) | - |")
-        print(f"| order {o}: score test.txt (34,802 sentences) | {r['score_sps']:,.0f} sentences/s "
+        print(f"| order {o}: score test.txt ({r['sentences']:,} sentences) | {r['score_sps']:,.0f} sentences/s "
               f"({r['score_tps']:,.0f} tokens/s) | Python {KENLM['score_python_sps']:,} / query "
               f"{KENLM['score_query_sps']:,} sentences/s | {r['score_sps'] / KENLM['score_python_sps']:.2f}x Python module |")
         print(f"| order {o}: test perplexity (OOVs) | {r['perplexity']:,.1f} ({r['oov']:,}) | "

@@ -11,6 +11,7 @@ prints test perplexities beside the paper's, with training time and tokens/s.
     python benchmarks/ptb_table.py --epochs 7 --threads 2           # a longer plan on 2 threads
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
     python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
+    python benchmarks/ptb_table.py --max-lines 500 --hidden 8 --epochs 1 --out /tmp/ptb  # seconds
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
 """
@@ -19,21 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-SHARED = Path(os.environ.get("RNNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from bench_support import data_dir, first_missing, positive_int, skip
+
 PAPER = {"KN 3-gram": 148.3, "KN 5-gram": 141.2, "RNN": 124.7, "RNN + KN5": 105.7}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--bptt", type=int, default=35)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=5,
+    parser.add_argument("--hidden", type=positive_int, default=256)
+    parser.add_argument("--bptt", type=positive_int, default=35)
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--epochs", type=positive_int, default=5,
                         help="the planned run: Adam's rate decays linearly over it (on valid, 4-5 epochs "
                              "beat 7 and every longer plan tried: 130.13 / 130.28 against 131.46 at dropout 0.15)")
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
@@ -56,7 +57,9 @@ def main() -> int:
                              "on valid 131.46 against 132.88 with sentences independent (7 epochs)")
     parser.add_argument("--time-budget", type=float, default=7200.0,
                         help="seconds of RNN training at most (the 5 epochs take ~15 min on 1 thread, ~9 min on 2)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--max-lines", type=positive_int, default=None,
+                        help="use only the first N lines of train, valid and test (a quick check; default: all)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("ptb-models"))
     parser.add_argument("--json", type=Path, default=None)
@@ -66,10 +69,10 @@ def main() -> int:
     parser.add_argument("--also-rnn", type=Path, action="append", default=[],
                         help="another trained RNN (repeatable): adds a row mixing every RNN with KN5")
     args = parser.parse_args()
-    data = SHARED / "data" / "ptb"
-    if not data.is_dir():
-        print(f"skipped: {data} not found", file=sys.stderr)
-        return 0
+    splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
+    missing = first_missing(*splits)
+    if missing:
+        return skip(f"{missing} not found")
 
     from rnnkit.loader import load
     from rnnkit.mix import tune_weights
@@ -77,9 +80,7 @@ def main() -> int:
     from rnnkit.units import read_lines
     from rnnkit.train import TrainConfig, train
 
-    train_lines = read_lines(data / "ptb.train.txt")
-    valid_lines = read_lines(data / "ptb.valid.txt")
-    test_lines = read_lines(data / "ptb.test.txt")
+    train_lines, valid_lines, test_lines = (read_lines(path)[:args.max_lines] for path in splits)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
 
@@ -135,7 +136,8 @@ def main() -> int:
 
     h = rnn.hyper
     mode = "state carried across sentences" if rnn.stream else "sentences independent"
-    print(f"\nPenn Treebank test perplexity; RNN: {rnn.activation}, H={rnn.hidden}, {h.get('optimizer')}, "
+    capped = f" (first {args.max_lines:,} lines of each split)" if args.max_lines else ""
+    print(f"\nPenn Treebank{capped} test perplexity; RNN: {rnn.activation}, H={rnn.hidden}, {h.get('optimizer')}, "
           f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, "
           f"weight decay {h.get('weight_decay', 0.0)}, {mode}, "
           f"{len(epochs)} epochs\n")

@@ -9,6 +9,7 @@ from the same lines (order chosen on valid).
     python benchmarks/quality_rnn.py tinyshakespeare            # 3 epochs, independent lines
     python benchmarks/quality_rnn.py tinyshakespeare --stream   # state carried across lines
     python benchmarks/quality_rnn.py nsmc                       # first 100,000 lines, 1 epoch
+    python benchmarks/quality_rnn.py nsmc --max-lines 300 --hidden 8 --epochs 1 --ngram-orders 3  # seconds
 
 Reads ../shared/data (or $RNNKIT_SHARED/data); exits cleanly when it is absent.
 """
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-SHARED = Path(os.environ.get("RNNKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+from bench_support import data_dir, first_missing, positive_int, skip
+
 ANCHOR_TEST_BPC = {"tinyshakespeare": 2.4937, "nsmc": 4.3166}
 ANCHOR_VALID_BPC = {"tinyshakespeare": 2.2978, "nsmc": 4.3190}
 SETUPS = {"tinyshakespeare": {"epochs": 3, "max_lines": None}, "nsmc": {"epochs": 1, "max_lines": 100_000}}
@@ -32,32 +33,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", choices=sorted(SETUPS))
     parser.add_argument("--stream", action="store_true", help="carry the state across lines")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--hidden", type=positive_int, default=512)
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--max-lines", type=positive_int, default=None,
+                        help="use only the first N lines of train, valid and test (a quick check; default: "
+                             "every line, except nsmc's training lines: the first 100,000)")
     parser.add_argument("--lr", type=float, default=3e-3,
                         help="Adam's starting rate, decayed linearly to 5%% over the run")
     parser.add_argument("--average", type=float, default=0.0,
                         help="decay of the moving average of the weights that the model keeps (0: off)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay of the matrices")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--bptt", type=int, default=64)
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--bptt", type=positive_int, default=64)
     parser.add_argument("--ngram-orders", default="3,4,5,6,7", help="char n-gram orders to try")
     parser.add_argument("--out", type=Path, default=Path("quality-models"), help="where models are written")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    data = SHARED / "data" / args.corpus
-    if not data.is_dir():
-        print(f"skipped: {data} not found", file=sys.stderr)
-        return 0
+    data = data_dir(args.corpus)
+    splits = [data / f"{split}.txt" for split in ("train", "valid", "test")]
+    missing = first_missing(*splits)
+    if missing:
+        return skip(f"{missing} not found")
 
     from rnnkit.units import read_lines
     from rnnkit.train import TrainConfig, train
 
     setup = SETUPS[args.corpus]
-    train_lines = read_lines(data / "train.txt")[: setup["max_lines"]]
-    valid_lines = read_lines(data / "valid.txt")
-    test_lines = read_lines(data / "test.txt")
+    caps = (args.max_lines or setup["max_lines"], args.max_lines, args.max_lines)
+    train_lines, valid_lines, test_lines = (read_lines(path)[:cap] for path, cap in zip(splits, caps))
     args.out.mkdir(parents=True, exist_ok=True)
     mode = "stream" if args.stream else "independent"
     model_path = args.out / f"{args.corpus}.{mode}.rnn.model"
@@ -74,7 +78,8 @@ def main() -> int:
     result = {
         "corpus": args.corpus, "mode": mode, "hidden": args.hidden, "threads": args.threads, "lr": args.lr,
         "average": args.average, "weight_decay": args.weight_decay, "batch": args.batch, "bptt": args.bptt,
-        "train_lines": len(train_lines), "tokens_seen": tokens, "train_wall_s": round(wall, 1),
+        "max_lines": args.max_lines, "train_lines": len(train_lines), "tokens_seen": tokens,
+        "train_wall_s": round(wall, 1),
         "train_tokens_per_s": round(tokens / sum(e["seconds"] for e in epochs)),
         "rnn_valid_bpc": model.evaluate(valid_lines)["bits_per_char"],
         "rnn_test_bpc": model.evaluate(test_lines)["bits_per_char"],
@@ -90,10 +95,8 @@ def main() -> int:
 
 def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
     """The char n-gram (modified KN) whose order does best on valid."""
-    try:
-        from rnnkit.ngram import NgramModel
-    except ImportError:
-        return {}
+    from rnnkit.ngram import NgramModel
+
     best = None
     for order in (int(o) for o in args.ngram_orders.split(",")):
         model = NgramModel.train(train_lines, order=order, smoothing="kn", unit="char")
@@ -109,14 +112,14 @@ def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
 
 
 def print_table(r: dict) -> None:
-    print(f"\n{r['corpus']} ({r['mode']} lines), char unit, H={r['hidden']}, {r['tokens_seen']:,} tokens seen, "
+    capped = f", first {r['max_lines']:,} lines of each split" if r["max_lines"] else ""
+    print(f"\n{r['corpus']} ({r['mode']} lines{capped}), char unit, H={r['hidden']}, {r['tokens_seen']:,} tokens seen, "
           f"{r['threads']} thread(s): training {r['train_wall_s']:.0f} s, {r['train_tokens_per_s']:,} tokens/s\n")
     print("| model | valid bits/char | test bits/char |")
     print("|---|---:|---:|")
     print(f"| PyTorch anchor (published) | {r['anchor_valid_bpc']:.4f} | {r['anchor_test_bpc']:.4f} |")
     print(f"| rnnkit RNN | {r['rnn_valid_bpc']:.4f} | {r['rnn_test_bpc']:.4f} |")
-    if "ngram_order" in r:
-        print(f"| rnnkit char {r['ngram_order']}-gram KN | {r['ngram_valid_bpc']:.4f} | {r['ngram_test_bpc']:.4f} |")
+    print(f"| rnnkit char {r['ngram_order']}-gram KN | {r['ngram_valid_bpc']:.4f} | {r['ngram_test_bpc']:.4f} |")
 
 
 if __name__ == "__main__":

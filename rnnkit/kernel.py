@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -29,16 +30,20 @@ from .layout import ForwardCache, param_shapes, param_views  # noqa: F401  (same
 
 try:
     from ._rnn_cffi import ffi, lib
-except ImportError as exc:  # pragma: no cover - only on a broken install
+except ImportError as exc:  # pragma: no cover - a checkout not built in place, or a broken install
+    # Python (`python -m ...`, `python -c`) puts the current directory first on sys.path, so
+    # from a checkout root this is the source tree even when an installed rnnkit exists.
     raise ImportError(
-        f"rnnkit's C kernel is not built ({exc}); reinstall with `pip install .`"
+        f"rnnkit's C kernel is not built in {os.path.dirname(__file__)} ({exc}): in a source "
+        "checkout, build it in place with `pip install -e .` (or run from outside the checkout "
+        "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
 ABI_VERSION = 3
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
-        f"{ABI_VERSION}: rebuild with `pip install .`"
+        f"{ABI_VERSION}: rebuild with `pip install -e .` in a checkout, `pip install .` otherwise"
     )
 
 ACTIVATIONS = {"tanh": lib.RNN_ACT_TANH, "logistic": lib.RNN_ACT_LOGISTIC,
