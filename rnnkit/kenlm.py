@@ -237,7 +237,9 @@ class _MixScorer:
 
     @staticmethod
     def _raw(parts: tuple) -> tuple:
-        return max(p[0] for p in parts), tuple((p[0], p[1]) for p in parts), parts
+        length = max(p[0] for p in parts)
+        # every part at its null context (length 0) is the null context: key () as State()'s
+        return length, tuple((p[0], p[1]) for p in parts) if length else (), parts
 
 
 SCORERS = {NgramModel: _NgramScorer, RNNModel: _RnnScorer, MixModel: _MixScorer}

@@ -191,3 +191,15 @@ def test_errors_are_one_line_config_errors(rnn_files):
     for call, message in cases:
         with pytest.raises(ConfigError, match=message):
             call()
+
+
+def test_a_mixture_of_ngrams_has_the_null_context(tmp_path):
+    """Every component at its null context is the null context, equal to State()."""
+    small, large = (NgramModel.train(LINES, order=n, unit="word") for n in (2, 3))
+    MixModel([small, large], [0.5, 0.5]).save(tmp_path / "mix.model")
+    ours = rk.Model(tmp_path / "mix.model")
+    null, after_oov = rk.State(), rk.State()
+    ours.NullContextWrite(null)
+    ours.BaseScore(null, "모르는단어", after_oov)
+    assert null == rk.State() == after_oov and ours.order == 3
+    assert ours.score("나는 버스를", bos=False) < ours.score("나는 버스를")  # <s> makes "나는" likely
