@@ -402,25 +402,40 @@ def score(sentences, file_path, per_token, model_paths, weights, as_json):
 
 @cli.command("eval", context_settings=CONTEXT)
 @click.argument("file_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--format", "output_format", type=click.Choice(["rnnkit", "srilm"]), default="rnnkit",
+              show_default=True, help="srilm: the report of SRILM's `ngram -ppl` (OOVs left out of ppl).")
+@click.option("--debug", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="With --format srilm, as SRILM's -debug: 1 adds each sentence, 2 each word.")
 @models_option
 @json_option
 @threads_option
 @library_errors
-def eval_command(file_path, model_paths, weights, as_json):
+def eval_command(file_path, output_format, debug, model_paths, weights, as_json):
     """Perplexity and bits per character of a text file.
 
     Perplexity follows KenLM and SRILM: 10^(-log10 total / (tokens + sentences)), each
     sentence scored as <s> w1 .. wn </s> with </s> counted; OOVs are scored as <unk>
     and counted. Bits per character divide the total by the NFC characters of the
     text, one newline per line included, so models with different units compare.
+    --format srilm prints SRILM's report instead (see rnnkit.srilm).
 
     \b
     Example:
       rnnkit eval test.txt -m ko.model
+      rnnkit eval test.txt -m kn5.arpa --format srilm --debug 2
     """
     from .units import read_lines
+    if output_format == "srilm" and as_json:
+        raise click.UsageError("--json and --format srilm are different outputs; give one")
+    if debug and output_format != "srilm":
+        raise click.UsageError("--debug is for --format srilm")
     lines = read_lines(file_path)
     model = load_models(model_paths, weights)
+    if output_format == "srilm":
+        from .srilm import report
+        for text in report(model, lines, file_path, debug):
+            click.echo(text)
+        return
     stats = model.evaluate(lines)
     if as_json:
         emit_json(stats)

@@ -86,6 +86,15 @@ class MixModel(LanguageModel):
     def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
         return self._mixed_logprobs(self.component_token_probs(lines, text=True))
 
+    def unit_log10(self, token: str, component_log10: list[float]) -> float:
+        """log10 P of one unit from each component's log10 P of it: token_logprobs_many
+        for a single unit (a component that lacks the unit gives it its <unk> share)."""
+        total = 0.0
+        for weight, share, component, log10 in zip(self.weights, self._share, self.components, component_log10):
+            p = 10.0 ** log10
+            total += weight * (p * share if component.vocab.id(token) == component.vocab.id(UNK) else p)
+        return math.log10(total) if total > 0 else -math.inf
+
     def _mixed_logprobs(self, probs: list[np.ndarray]) -> list[np.ndarray]:
         weights = np.asarray(self.weights)
         with np.errstate(divide="ignore"):

@@ -39,6 +39,7 @@ log10 P(<unk>) (+ backoffs) with n-gram length 1 and leaves an empty state.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import defaultdict
@@ -693,6 +694,52 @@ class NgramModel(LanguageModel):
         tokens = self.vocab.decode(history)
         with np.errstate(divide="ignore"):
             return history, np.log(self.next_distribution(tokens))
+
+    # ------------------------------------------------------------ KenLM's incremental state (rnnkit.kenlm)
+
+    def context_match(self, word: int, context: Sequence[int]) -> list[tuple]:
+        """The n-grams `context[n-2] .. context[0] word` for n = 1, 2, ... while the model
+        has them (context: ids, most recent first), one binary search per order. Per
+        matched order: (log10 prob, backoff, extendable); the top order has backoff 0
+        and never extends."""
+        V, top = len(self.vocab), self.order
+        found = [word]
+        for n, previous in zip(range(2, top + 1), context):
+            keys = self._keys[n]
+            key = found[-1] * V + previous  # arpa.ngram_keys for one n-gram (Python ints do not wrap)
+            pos = int(keys.searchsorted(key))
+            if pos == keys.size or keys[pos] != key:
+                break
+            found.append(pos)
+        extendable = self._extendable
+        return [(self._prob[n][i], self._bo[n][i], extendable[n][i]) if n < top else (self._prob[n][i], _F32(0), False)
+                for n, i in enumerate(found, 1)]
+
+    @functools.cached_property
+    def _extendable(self) -> list:
+        """extendable[n][i] (n < order): n-gram i has a non-zero backoff or is the context
+        (first n words) of some (n+1)-gram. KenLM keeps only such n-grams in its state
+        (it stores the other zero backoffs as -0.0), and so does rnnkit.kenlm."""
+        V = len(self.vocab)
+        extendable = [None]
+        context = None  # per n-gram of order n: index of its first n-1 words in order n-1, -1 if absent
+        for n in range(2, self.order + 1):
+            keys = self._keys[n]
+            first = keys % V
+            if n == 2:
+                context = first
+            else:
+                # the context's suffix is the context of the n-gram's suffix
+                outer = context[keys // V]
+                wanted = _arpa.ngram_keys(np.maximum(outer, 0), first, V)
+                lower = self._keys[n - 1]
+                pos = _sorted_search(lower, wanted) if lower.size else np.zeros(len(keys), dtype=np.int64)
+                hit = (outer >= 0) & (lower[pos] == wanted) if lower.size else np.zeros(len(keys), dtype=bool)
+                context = np.where(hit, pos, -1)
+            is_context = np.zeros(len(self._prob[n - 1]), dtype=bool)
+            is_context[context[context >= 0]] = True
+            extendable.append(is_context | (self._bo[n - 1] != 0))
+        return extendable
 
     def describe(self) -> dict:
         return {"type": "ngram", "unit": self.unit, "vocab_size": len(self.vocab), "order": self.order,
