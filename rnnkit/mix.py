@@ -20,7 +20,7 @@ import numpy as np
 
 from . import modelfile
 from .lm import SentenceScorer
-from .errors import ModelFileError, RnnkitError
+from .errors import RnnkitError
 from .sampling import generate
 from .metrics import corpus_summary
 from .vocab import BOS, EOS, UNK, Vocab
@@ -172,15 +172,12 @@ class MixModel(SentenceScorer):
         from .ngram import NgramModel
         from .rnnlm import RNNModel
         kinds = {"rnn": RNNModel, "ngram": NgramModel}
-        try:
-            components = []
-            for i, entry in enumerate(meta["components"]):
-                prefix = f"c{i}."
-                own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-                components.append(kinds[entry["type"]].from_file_contents(path, entry["meta"], own))
-            return cls(components, meta["weights"], meta.get("training"))
-        except (KeyError, TypeError) as exc:
-            raise ModelFileError(f"{path}: mixture model file is missing {exc}") from None
+        components = []
+        for i, entry in enumerate(meta["components"]):
+            prefix = f"c{i}."
+            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            components.append(kinds[entry["type"]].from_file_contents(path, entry["meta"], own))
+        return cls(components, meta["weights"], meta.get("training"))
 
 
 def check_weights(weights, count: int) -> list[float]:
