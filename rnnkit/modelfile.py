@@ -112,10 +112,8 @@ def load(path, expected_type: str | None = None) -> tuple[str, dict, dict[str, n
         schema.validate(model_type, body, arrays)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, struct.error) as exc:
-        # zipfile's and NumPy's own messages; a .npy header is quoted whole, so cut it
-        reason = " ".join(str(exc).split())[:200]
-        raise ModelFileError(f"{path}: not a valid rnnkit model file (corrupt or truncated: {reason})") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     return model_type, meta, arrays
 
 
@@ -128,15 +126,27 @@ MEMBER_NAME = re.compile(r"meta\.json|[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.npy")
 # extra-field lengths; the member's data follows the name and the extra field
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 LOCAL_SIGNATURE = b"PK\x03\x04"
+# the .npy format 1.0 that np.save writes for a plain array: magic and version, the
+# header's length, the header padded with spaces to a newline, then the data
+NPY_MAGIC = b"\x93NUMPY\x01\x00"
+NPY_LENGTH = struct.Struct("<H")
+NPY_HEADER = re.compile(r"\{'descr': '([^']*)', 'fortran_order': (False|True), "
+                        r"'shape': \(((?:[0-9]+, )*[0-9]+,?|)\), \} *\n")
+MAX_NPY_HEADER = 4096               # np.save pads a plain array's header to 128 bytes
 
 
 def _members(handle, file_size: int) -> dict[str, zipfile.ZipInfo]:
     """The zip's members by name, after checking what rnnkit's writer guarantees: stored
     (never compressed: a small deflated member can inflate to gigabytes), not encrypted,
     unique names, and sizes that together fit in the file (no member overlaps another)."""
+    try:
+        infos = zipfile.ZipFile(handle).infolist()
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError, struct.error) as exc:
+        reason = " ".join(str(exc).split())[:200]  # zipfile's own words, kept to one short line
+        raise ModelFileError(f"not a valid rnnkit model file (corrupt or truncated: {reason})") from None
     members: dict[str, zipfile.ZipInfo] = {}
     total = 0
-    for info in zipfile.ZipFile(handle).infolist():
+    for info in infos:
         name = info.filename
         if not MEMBER_NAME.fullmatch(name):
             raise ModelFileError(f"unexpected member {name[:80]!r} (only meta.json and .npy arrays)")
@@ -208,21 +218,9 @@ def _read_array(handle, info: zipfile.ZipInfo) -> np.ndarray:
     header's dtype and shape are known to match the member's size."""
     name = info.filename[:-4]
     offset = _seek_data(handle, info)
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
-        raise ModelFileError(f"array {name!r} has .npy format version {version}, not 1.0 or 2.0")
-    if dtype.str not in ARRAY_DTYPES:
-        raise ModelFileError(f"array {name!r} has dtype {dtype.str}; rnnkit stores only "
-                             f"{', '.join(ARRAY_DTYPES)}")
-    if fortran_order:
-        raise ModelFileError(f"array {name!r} is in Fortran order; rnnkit stores C order")
-    header_size = handle.tell() - offset
+    dtype, shape, header_size = _read_npy_header(handle, name)
     payload = info.file_size - header_size
-    if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize != payload:
+    if math.prod(shape) * dtype.itemsize != payload:
         raise ModelFileError(f"array {name!r} claims shape {shape} of {dtype.str} "
                              f"({math.prod(shape) * dtype.itemsize} bytes) but its member holds "
                              f"{payload} bytes")
@@ -233,6 +231,32 @@ def _read_array(handle, info: zipfile.ZipInfo) -> np.ndarray:
     crc = zlib.crc32(handle.read(header_size))
     _check_crc(info, zlib.crc32(memoryview(array).cast("B"), crc))
     return array
+
+
+def _read_npy_header(handle, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, shape, header size) of the .npy array at the handle's position.
+
+    Parsed here, strictly, as np.save writes it for a plain array: NumPy's own reader
+    hands the header text to ast.literal_eval, which answers crafted text with
+    MemoryError, RecursionError or SyntaxError, and accepts any dtype.
+    """
+    magic = handle.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        raise ModelFileError(f"array {name!r} is not a .npy array of format 1.0")
+    raw_length = handle.read(NPY_LENGTH.size)
+    length = NPY_LENGTH.unpack(raw_length)[0] if len(raw_length) == NPY_LENGTH.size else -1
+    text = handle.read(length) if 0 <= length <= MAX_NPY_HEADER else b""
+    match = NPY_HEADER.fullmatch(text.decode("latin-1"))
+    if match is None:
+        raise ModelFileError(f"array {name!r} has a malformed .npy header")
+    descr, fortran_order, shape_text = match.groups()
+    if descr not in ARRAY_DTYPES:
+        raise ModelFileError(f"array {name!r} has dtype {descr[:20]}; rnnkit stores only "
+                             f"{', '.join(ARRAY_DTYPES)}")
+    if fortran_order == "True":
+        raise ModelFileError(f"array {name!r} is in Fortran order; rnnkit stores C order")
+    shape = tuple(int(n) for n in shape_text.replace(",", " ").split())
+    return np.dtype(descr), shape, len(magic) + len(raw_length) + len(text)
 
 
 def _check_crc(info: zipfile.ZipInfo, crc: int) -> None:
