@@ -1,8 +1,10 @@
 """The rnnkit model file: one zip container (NumPy .npz layout) per model.
 
 Layout: a `meta.json` entry (format name, format version, model type, unit settings,
-vocabulary, hyperparameters, training record) plus one `.npy` entry per array.
-Arrays are loaded with allow_pickle=False, so a model file can never run code.
+vocabulary, hyperparameters, training record) plus one stored (uncompressed) `.npy`
+entry per array. Loading reads only that: arrays of float32 or int64 whose .npy
+headers are parsed strictly, so a model file can never run code (no pickles), and
+nothing is inflated or allocated beyond what the file holds (see `load`).
 
 Files are written atomically: to a temporary file in the target directory, fsync'd,
 then renamed over the target, so an interrupted write never clobbers a good model.
@@ -130,7 +132,7 @@ LOCAL_SIGNATURE = b"PK\x03\x04"
 # header's length, the header padded with spaces to a newline, then the data
 NPY_MAGIC = b"\x93NUMPY\x01\x00"
 NPY_LENGTH = struct.Struct("<H")
-NPY_HEADER = re.compile(r"\{'descr': '([^']*)', 'fortran_order': (False|True), "
+NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[A-Za-z][A-Za-z0-9]*)', 'fortran_order': (False|True), "
                         r"'shape': \(((?:[0-9]+, )*[0-9]+,?|)\), \} *\n")
 MAX_NPY_HEADER = 4096               # np.save pads a plain array's header to 128 bytes
 
@@ -140,7 +142,8 @@ def _members(handle, file_size: int) -> dict[str, zipfile.ZipInfo]:
     (never compressed: a small deflated member can inflate to gigabytes), not encrypted,
     unique names, and sizes that together fit in the file (no member overlaps another)."""
     try:
-        infos = zipfile.ZipFile(handle).infolist()
+        with zipfile.ZipFile(handle) as archive:
+            infos = archive.infolist()
     except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError, struct.error) as exc:
         reason = " ".join(str(exc).split())[:200]  # zipfile's own words, kept to one short line
         raise ModelFileError(f"not a valid rnnkit model file (corrupt or truncated: {reason})") from None
@@ -251,7 +254,7 @@ def _read_npy_header(handle, name: str) -> tuple[np.dtype, tuple[int, ...], int]
         raise ModelFileError(f"array {name!r} has a malformed .npy header")
     descr, fortran_order, shape_text = match.groups()
     if descr not in ARRAY_DTYPES:
-        raise ModelFileError(f"array {name!r} has dtype {descr[:20]}; rnnkit stores only "
+        raise ModelFileError(f"array {name!r} has dtype {descr}; rnnkit stores only "
                              f"{', '.join(ARRAY_DTYPES)}")
     if fortran_order == "True":
         raise ModelFileError(f"array {name!r} is in Fortran order; rnnkit stores C order")

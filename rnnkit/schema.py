@@ -55,8 +55,10 @@ def shown(value) -> str:
 
 
 def _join(field: str, key) -> str:
+    """The path of a nested field; keys come from the file, so long ones are cut."""
     if isinstance(key, int):
         return f"{field}[{key}]"
+    key = key if len(key) <= 40 else key[:37] + "..."
     return f"{field}.{key}" if field else key
 
 
@@ -69,10 +71,13 @@ class Spec:
 
     def check(self, value, field: str) -> None:
         if not self.accepts(value):
-            raise SchemaError(f"field {field!r} must be {self.expected}, got {shown(value)}")
+            self.refuse(value, field)
 
     def accepts(self, value) -> bool:
         raise NotImplementedError
+
+    def refuse(self, value, field: str):
+        raise SchemaError(f"field {field!r} must be {self.expected}, got {shown(value)}")
 
 
 class Integer(Spec):
@@ -155,7 +160,7 @@ class AnyOf(Spec):
                 return
             except SchemaError:
                 pass
-        raise SchemaError(f"field {field!r} must be {self.expected}, got {shown(value)}")
+        self.refuse(value, field)
 
 
 class ListOf(Spec):
@@ -165,12 +170,9 @@ class ListOf(Spec):
 
     def check(self, value, field: str) -> None:
         if not isinstance(value, list) or len(value) < self.min_length:
-            super().check(value, field)
+            self.refuse(value, field)
         for i, item in enumerate(value):
             self.item.check(item, _join(field, i))
-
-    def accepts(self, value) -> bool:
-        return False  # reached only for a value that is not a long enough list
 
 
 class Record(Spec):
@@ -183,15 +185,14 @@ class Record(Spec):
 
     def check(self, value, field: str) -> None:
         if not isinstance(value, dict):
-            raise SchemaError(f"field {field!r} must be {self.expected}, got {shown(value)}" if field
-                              else f"meta.json must hold {self.expected}, got {shown(value)}")
+            self.refuse(value, field)
         for key in self.required:
             if key not in value:
                 raise SchemaError(f"field {_join(field, key)!r} is missing")
         for key, item in value.items():
             spec = self.fields.get(key, self.extra)
             if spec is None:
-                raise SchemaError(f"unexpected field {_join(field, key)[:80]!r}")
+                raise SchemaError(f"unexpected field {_join(field, key)!r}")
             spec.check(item, _join(field, key))
 
 
@@ -219,7 +220,7 @@ class Json(Spec):
     def check(self, value, field: str, depth: int = MAX_DEPTH) -> None:
         if isinstance(value, (dict, list)):
             if depth == 0:
-                raise SchemaError(f"field {field[:80]!r} is nested deeper than {MAX_DEPTH} levels")
+                raise SchemaError(f"field {field!r} is nested deeper than {MAX_DEPTH} levels")
             for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
                 self.check(item, _join(field, key), depth - 1)
 
@@ -229,7 +230,7 @@ class VocabList(Spec):
 
     def check(self, value, field: str) -> None:
         if not isinstance(value, list) or tuple(value[:len(SPECIALS)]) != SPECIALS:
-            super().check(value, field)
+            self.refuse(value, field)
         if set(map(type, value)) != {str}:  # in C: a vocabulary can hold millions of units
             i = next(i for i, token in enumerate(value) if type(token) is not str)
             raise SchemaError(f"field {_join(field, i)!r} must be a string, got {shown(value[i])}")
@@ -240,9 +241,6 @@ class VocabList(Spec):
                     raise SchemaError(f"field {field!r} holds {shown(token)} twice "
                                       f"(entries {seen[token]} and {i})")
                 seen[token] = i
-
-    def accepts(self, value) -> bool:
-        return False  # reached only for a value that is not a list starting with the specials
 
 
 def _activations() -> tuple:
@@ -306,7 +304,7 @@ def _values_within(array: np.ndarray, name: str, lo: float, hi: float, what: str
     """lo <= every value <= hi. min() and max() allocate nothing and NaN fails both tests."""
     if array.size and not (lo <= array.min() and array.max() <= hi):
         bad = array[~((array >= lo) & (array <= hi))][0]
-        raise SchemaError(f"array {name!r} must hold {what}, found {str(bad)}")  # str: NumPy's shortest float32 form
+        raise SchemaError(f"array {name!r} must hold {what}, found {str(bad)}")  # str(): shortest float32 form
 
 
 def _refuse_leftovers(arrays: dict) -> None:
@@ -364,8 +362,9 @@ def _validate_mix(meta: dict, arrays: dict) -> None:
     if len(weights) != len(components):
         raise SchemaError(f"field 'weights' must hold one weight per component ({len(components)}), "
                           f"got {len(weights)}")
-    if abs(math.fsum(weights) - 1.0) > 1e-6:
-        raise SchemaError(f"field 'weights' must sum to 1, got {math.fsum(weights):g}")
+    total = sum(float(w) for w in weights)  # floats first: huge integers would overflow
+    if abs(total - 1.0) > 1e-6:
+        raise SchemaError(f"field 'weights' must sum to 1, got {total:g}")
     for i, entry in enumerate(components):
         field = f"components[{i}].meta"
         validate_component = _validate_rnn if entry["type"] == "rnn" else _validate_ngram

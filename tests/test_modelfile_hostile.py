@@ -267,6 +267,7 @@ BAD_FIELDS = [
     ("rnn", "train_state.best_valid", "x", "field 'train_state.best_valid' must be a finite number or null, got 'x'"),
     ("rnn", "train_state.done", DELETE, "field 'train_state.done' is missing"),
     ("rnn", "surprise", 1, "unexpected field 'surprise'"),
+    ("rnn", "a\n" * 30, 1, "unexpected field " + repr("a\n" * 18 + "a...")),  # file keys are cut
     ("rnn", "version", "1", "field 'version' must be an integer >= 1, got '1'"),
     ("rnn", "version", 2, "model file format version 2 is newer than this rnnkit understands (1); upgrade rnnkit"),
     ("rnn", "type", "lstm", "field 'type' must be one of 'rnn', 'ngram', 'mix', got 'lstm'"),
@@ -284,6 +285,7 @@ BAD_FIELDS = [
     ("mix", "weights", [-0.5, 1.5], "field 'weights[0]' must be a finite number >= 0, got -0.5"),
     ("mix", "weights", [float("nan"), 1.0], "field 'weights[0]' must be a finite number >= 0, got nan"),
     ("mix", "weights", "0.5,0.5", "field 'weights' must be a list, got '0.5,0.5'"),
+    ("mix", "weights", [1e308, 10**308], "field 'weights' must sum to 1, got inf"),
     ("mix", "components", [], "field 'components' must be a list of at least 2 items, got a list of 0 items"),
     ("mix", "components.0.type", "mix", "field 'components[0].type' must be one of 'rnn', 'ngram', got 'mix'"),
     ("mix", "components.1.type", "rnn", "field 'components[1].meta.hidden' is missing"),
