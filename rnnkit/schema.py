@@ -47,7 +47,7 @@ def shown(value) -> str:
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
     if value is None or isinstance(value, bool):
         return "null" if value is None else str(value).lower()
     text = repr(value)  # quotes strings and escapes line breaks: the message stays one line
