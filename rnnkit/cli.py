@@ -622,8 +622,10 @@ def info(plot, model_path, as_json):
                            f"{epoch['valid_bpc']:.4f} bits/char   lr {epoch['lr']:.3g}   "
                            f"{epoch['tokens_per_s']:,.0f} tok/s   {epoch['seconds']:.1f} s")
             corpus = value.get("corpus")
-            if corpus:
+            if isinstance(corpus, dict):   # an RNN's corpus counts
                 click.echo(f"{'corpus':<16}" + ", ".join(f"{k} {v:,}" for k, v in corpus.items()))
+            elif corpus:                   # an n-gram's corpus file name (NgramModel.train_file)
+                click.echo(f"{'corpus':<16}{corpus}")
         elif isinstance(value, dict):
             if value:
                 click.echo(f"{key:<16}" + ", ".join(f"{k}={v}" for k, v in value.items()))

@@ -1,8 +1,10 @@
 """The rnnkit model file: one zip container (NumPy .npz layout) per model.
 
 Layout: a `meta.json` entry (format name, format version, model type, unit settings,
-vocabulary, hyperparameters, training record) plus one `.npy` entry per array.
-Arrays are loaded with allow_pickle=False, so a model file can never run code.
+vocabulary, hyperparameters, training record) plus one stored (uncompressed) `.npy`
+entry per array. Loading reads only that: arrays of float32 or int64 whose .npy
+headers are parsed strictly, so a model file can never run code (no pickles), and
+nothing is inflated or allocated beyond what the file holds (see `load`).
 
 Files are written atomically by files.write_atomic (a temporary file renamed over the
 target), so an interrupted write never clobbers a good model.
@@ -12,31 +14,42 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
+import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from . import schema
 from .errors import ModelFileError
 from .files import write_atomic
 
 FORMAT_NAME = "rnnkit-model"
 FORMAT_VERSION = 1
+MEMBER_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest time a zip member can carry
 
 
 def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     """Write a model file atomically. `meta` must be JSON-serialisable."""
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "type": model_type, **meta}
 
+    def member(name: str) -> zipfile.ZipInfo:
+        # a fixed timestamp: the same model gives the same bytes, whenever it is saved
+        return zipfile.ZipInfo(name, date_time=MEMBER_TIME)
+
     def write_to(handle):
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             # no indent: the vocabulary can hold millions of units, and only the compact
             # form goes through json's C encoder (indent=1 made saving 5x slower)
-            archive.writestr("meta.json", json.dumps(header, ensure_ascii=False))
+            archive.writestr(member("meta.json"), json.dumps(header, ensure_ascii=False))
             for name, array in arrays.items():
                 buffer = io.BytesIO()
                 np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                archive.writestr(f"{name}.npy", buffer.getvalue())
+                archive.writestr(member(f"{name}.npy"), buffer.getvalue())
 
     write_atomic(path, write_to)
 
@@ -51,35 +64,178 @@ def is_model_file(path) -> bool:
 
 
 def load(path, expected_type: str | None = None) -> tuple[str, dict, dict[str, np.ndarray]]:
-    """Read a model file: returns (model_type, meta, arrays). Raises ModelFileError."""
+    """Read a model file: returns (model_type, meta, arrays). Raises ModelFileError.
+
+    Everything is checked before it is used: the container (stored members whose sizes
+    fit in the file, checksums), each array's header against its member's size before
+    anything is allocated, and then meta.json and the arrays against the model type's
+    schema (rnnkit/schema.py), so the models can trust what they get.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
     if path.is_dir():
         raise ModelFileError(f"model path is a directory, not a file: {path}")
     try:
-        with zipfile.ZipFile(path) as archive:
-            if archive.testzip() is not None:
-                raise ModelFileError(f"{path}: corrupt model file (checksum mismatch)")
-            meta = json.loads(archive.read("meta.json").decode("utf-8"))
-            arrays = {}
-            for name in archive.namelist():
-                if name.endswith(".npy"):
-                    with archive.open(name) as member:
-                        arrays[name[:-4]] = np.load(io.BytesIO(member.read()), allow_pickle=False)
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as exc:
-        raise ModelFileError(f"{path}: not a valid rnnkit model file (corrupt or truncated: {exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path}: not an rnnkit model file")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model file format version {version} is newer than this rnnkit "
-            f"understands ({FORMAT_VERSION}); upgrade rnnkit"
-        )
-    model_type = meta.get("type")
-    if expected_type is not None and model_type != expected_type:
-        raise ModelFileError(f"{path}: is a {model_type} model, expected a {expected_type} model")
+        with open(path, "rb") as handle:
+            members = _members(handle, os.fstat(handle.fileno()).st_size)
+            if "meta.json" not in members:
+                raise ModelFileError("there is no meta.json")
+            meta = _read_meta(handle, members.pop("meta.json"))
+            model_type = _check_header(meta, expected_type)
+            arrays = {name[:-4]: _read_array(handle, info) for name, info in members.items()}
+        body = {key: value for key, value in meta.items() if key not in HEADER_FIELDS}
+        schema.validate(model_type, body, arrays)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     return model_type, meta, arrays
+
+
+HEADER_FIELDS = ("format", "version", "type")
+MODEL_TYPES = ("rnn", "ngram", "mix")
+MAX_META_BYTES = 256 << 20          # meta.json holds the vocabulary: millions of units fit
+ARRAY_DTYPES = ("<f4", "<i8")       # float32 weights and probabilities, int64 n-gram keys
+MEMBER_NAME = re.compile(r"meta\.json|[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.npy")
+# a zip member's local header (APPNOTE 4.3.7): signature, 5 shorts, 3 longs, name and
+# extra-field lengths; the member's data follows the name and the extra field
+LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+LOCAL_SIGNATURE = b"PK\x03\x04"
+# the .npy format 1.0 that np.save writes for a plain array: magic and version, the
+# header's length, the header padded with spaces to a newline, then the data
+NPY_MAGIC = b"\x93NUMPY\x01\x00"
+NPY_LENGTH = struct.Struct("<H")
+NPY_HEADER = re.compile(r"\{'descr': '([<>|=]?[A-Za-z][A-Za-z0-9]*)', 'fortran_order': (False|True), "
+                        r"'shape': \(((?:[0-9]+, )*[0-9]+,?|)\), \} *\n")
+MAX_NPY_HEADER = 4096               # np.save pads a plain array's header to 128 bytes
+
+
+def _members(handle, file_size: int) -> dict[str, zipfile.ZipInfo]:
+    """The zip's members by name, after checking what rnnkit's writer guarantees: stored
+    (never compressed: a small deflated member can inflate to gigabytes), not encrypted,
+    unique names, and sizes that together fit in the file (no member overlaps another)."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError, struct.error) as exc:
+        reason = " ".join(str(exc).split())[:200]  # zipfile's own words, kept to one short line
+        raise ModelFileError(f"not a valid rnnkit model file (corrupt or truncated: {reason})") from None
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in infos:
+        name = info.filename
+        if not MEMBER_NAME.fullmatch(name):
+            raise ModelFileError(f"unexpected member {name[:80]!r} (only meta.json and .npy arrays)")
+        if name in members:
+            raise ModelFileError(f"member {name!r} appears twice")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ModelFileError(f"member {name!r} is compressed (method {info.compress_type}); "
+                                 "rnnkit writes stored members only")
+        if info.flag_bits & 0x1:
+            raise ModelFileError(f"member {name!r} is encrypted")
+        if info.file_size != info.compress_size:
+            raise ModelFileError(f"member {name!r} claims {info.file_size} bytes but stores "
+                                 f"{info.compress_size}")
+        total += info.file_size
+        members[name] = info
+    if total > file_size:
+        raise ModelFileError(f"members claim {total} bytes, more than the file's {file_size}")
+    return members
+
+
+def _seek_data(handle, info: zipfile.ZipInfo) -> int:
+    """Position `handle` at the member's data; returns its offset in the file."""
+    handle.seek(info.header_offset)
+    raw = handle.read(LOCAL_HEADER.size)
+    if len(raw) != LOCAL_HEADER.size or raw[:4] != LOCAL_SIGNATURE:
+        raise ModelFileError(f"member {info.filename!r} has no local header (corrupt or truncated)")
+    *_, name_length, extra_length = LOCAL_HEADER.unpack(raw)
+    offset = info.header_offset + LOCAL_HEADER.size + name_length + extra_length
+    handle.seek(offset)
+    return offset
+
+
+def _read_meta(handle, info: zipfile.ZipInfo) -> dict:
+    if info.file_size > MAX_META_BYTES:
+        raise ModelFileError(f"meta.json has {info.file_size} bytes, more than the "
+                             f"{MAX_META_BYTES >> 20} MiB allowed")
+    _seek_data(handle, info)
+    raw = handle.read(info.file_size)
+    if len(raw) != info.file_size:
+        raise ModelFileError("meta.json is truncated")
+    _check_crc(info, zlib.crc32(raw))
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ModelFileError("meta.json is nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ModelFileError(f"meta.json is not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFileError("not an rnnkit model file")
+    return meta
+
+
+def _check_header(meta: dict, expected_type: str | None) -> str:
+    """The model type, once the format version is one this rnnkit reads."""
+    version = meta.get("version")
+    schema.Integer(1).check(version, "version")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"model file format version {version} is newer than this rnnkit "
+                             f"understands ({FORMAT_VERSION}); upgrade rnnkit")
+    model_type = meta.get("type")
+    schema.OneOf(MODEL_TYPES).check(model_type, "type")
+    if expected_type is not None and model_type != expected_type:
+        raise ModelFileError(f"is a {model_type} model, expected a {expected_type} model")
+    return model_type
+
+
+def _read_array(handle, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member, read straight into its array (no intermediate copy) once its
+    header's dtype and shape are known to match the member's size."""
+    name = info.filename[:-4]
+    offset = _seek_data(handle, info)
+    dtype, shape, header_size = _read_npy_header(handle, name)
+    payload = info.file_size - header_size
+    if math.prod(shape) * dtype.itemsize != payload:
+        raise ModelFileError(f"array {name!r} claims shape {shape} of {dtype.str} "
+                             f"({math.prod(shape) * dtype.itemsize} bytes) but its member holds "
+                             f"{payload} bytes")
+    array = np.empty(shape, dtype=dtype)
+    if handle.readinto(memoryview(array).cast("B")) != payload:
+        raise ModelFileError(f"array {name!r} is truncated")
+    handle.seek(offset)
+    crc = zlib.crc32(handle.read(header_size))
+    _check_crc(info, zlib.crc32(memoryview(array).cast("B"), crc))
+    return array
+
+
+def _read_npy_header(handle, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, shape, header size) of the .npy array at the handle's position.
+
+    Parsed here, strictly, as np.save writes it for a plain array: NumPy's own reader
+    hands the header text to ast.literal_eval, which answers crafted text with
+    MemoryError, RecursionError or SyntaxError, and accepts any dtype.
+    """
+    magic = handle.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        raise ModelFileError(f"array {name!r} is not a .npy array of format 1.0")
+    raw_length = handle.read(NPY_LENGTH.size)
+    length = NPY_LENGTH.unpack(raw_length)[0] if len(raw_length) == NPY_LENGTH.size else -1
+    text = handle.read(length) if 0 <= length <= MAX_NPY_HEADER else b""
+    match = NPY_HEADER.fullmatch(text.decode("latin-1"))
+    if match is None:
+        raise ModelFileError(f"array {name!r} has a malformed .npy header")
+    descr, fortran_order, shape_text = match.groups()
+    if descr not in ARRAY_DTYPES:
+        raise ModelFileError(f"array {name!r} has dtype {descr}; rnnkit stores only "
+                             f"{', '.join(ARRAY_DTYPES)}")
+    if fortran_order == "True":
+        raise ModelFileError(f"array {name!r} is in Fortran order; rnnkit stores C order")
+    shape = tuple(int(n) for n in shape_text.replace(",", " ").split())
+    return np.dtype(descr), shape, len(magic) + len(raw_length) + len(text)
+
+
+def _check_crc(info: zipfile.ZipInfo, crc: int) -> None:
+    if crc != info.CRC:
+        raise ModelFileError(f"corrupt model file (checksum mismatch in {info.filename!r})")

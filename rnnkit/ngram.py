@@ -50,7 +50,7 @@ import numpy as np
 
 from . import arpa as _arpa
 from . import modelfile
-from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
+from .errors import ConfigError, CorpusError
 from .files import write_atomic
 from .lm import LanguageModel, checked
 from .metrics import corpus_summary
@@ -446,22 +446,15 @@ class NgramModel(LanguageModel):
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "NgramModel":
-        try:
-            order = int(meta["order"])
-            vocab = Vocab.from_list(meta["vocab"])
-            keys, prob, bo = [None, None], [None], [None]
-            V = len(vocab)
-            for n in range(1, order + 1):
-                if n > 1:
-                    keys.append(np.asarray(arrays[f"keys_{n}"], dtype=np.int64))
-                prob.append(np.asarray(arrays[f"prob_{n}"], dtype=_F32))
-                bo.append(np.asarray(arrays[f"bo_{n}"], dtype=_F32) if n < order else None)
-                size = V if n == 1 else len(keys[n])
-                if len(prob[n]) != size or (n < order and len(bo[n]) != size):
-                    raise ValueError(f"order {n} arrays have inconsistent lengths")
-        except (KeyError, ValueError, TypeError, VocabularyError) as exc:
-            raise ModelFileError(f"{path}: corrupt n-gram model file ({exc})") from None
-        return cls(order, vocab, keys, prob, bo, unit=meta.get("unit", "word"),
+        """The model from what modelfile.load read and checked (rnnkit/schema.py)."""
+        order = meta["order"]
+        keys, prob, bo = [None, None], [None], [None]
+        for n in range(1, order + 1):
+            if n > 1:
+                keys.append(arrays[f"keys_{n}"])
+            prob.append(arrays[f"prob_{n}"])
+            bo.append(arrays[f"bo_{n}"] if n < order else None)
+        return cls(order, Vocab.from_list(meta["vocab"]), keys, prob, bo, unit=meta["unit"],
                    smoothing=meta.get("smoothing", "kn"), info=meta.get("training", {}))
 
     # ------------------------------------------------------------ lookup core

@@ -136,17 +136,11 @@ class RNNModel(LanguageModel):
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
-        try:
-            vocab = Vocab.from_list(meta["vocab"])
-            params = arrays["params"]
-            if params.dtype != np.float32 or params.ndim != 1:
-                raise ModelFileError(f"{path}: weights must be a flat float32 array")
-            optimizer_arrays = {k: v for k, v in arrays.items() if k != "params"}
-            return cls(vocab, meta["unit"], meta["hidden"], params, meta.get("activation", "tanh"),
-                       meta.get("stream", False), meta.get("training"), meta.get("hyperparameters"),
-                       meta.get("train_state"), optimizer_arrays)
-        except (KeyError, TypeError) as exc:
-            raise ModelFileError(f"{path}: rnn model file is missing {exc}") from None
+        """The model from what modelfile.load read and checked (rnnkit/schema.py)."""
+        optimizer_arrays = {k: v for k, v in arrays.items() if k != "params"}
+        return cls(Vocab.from_list(meta["vocab"]), meta["unit"], meta["hidden"], arrays["params"],
+                   meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
+                   meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays)
 
     @classmethod
     def load(cls, path) -> "RNNModel":

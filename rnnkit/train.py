@@ -53,6 +53,7 @@ from . import batching, kernel, modelfile
 from .errors import CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
 from .layout import param_views
+from .schema import CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
 from .rnnlm import RNNModel, corpus_stats
 from .units import Tokenizer
 from .vocab import Vocab
@@ -60,8 +61,6 @@ from .vocab import Vocab
 LN2 = math.log(2.0)
 MAX_EXP = 700.0               # math.exp overflows a float above ~709.78
 MAX_LEARNING_RATE = 100.0     # far above any working rate (Adam ~1e-3, RNNLM's SGD 0.1-1)
-CARRIED_STATE = "carry_h"      # mid-epoch checkpoint: the state carried into the next window
-EPOCH_START = "epoch_start_"   # + "params" or an optimizer array's name: its value at the epoch's start
 RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
 
 

@@ -385,3 +385,14 @@ def test_sample_streams_and_refuses_a_negative_seed(workspace):
     samples = loader.load(workspace["model"]).samples(n=10**9, seed=1, max_tokens=5)
     assert [next(samples) for _ in range(3)]          # no waiting for a billion samples
     assert_clean_error(invoke(["sample", "-m", workspace["model"], "--seed", -5]), 2, "--seed")
+
+
+def test_info_on_an_ngram_trained_from_a_file(workspace, tmp_path):
+    """NgramModel.train_file records the corpus as a file name; info prints it (it crashed
+    calling .items() on the string)."""
+    from rnnkit.ngram import NgramModel
+    path = tmp_path / "kn.model"
+    NgramModel.train_file(workspace["corpus"], 2).save(path)
+    result = invoke(["info", "-m", path])
+    assert result.exit_code == 0, result.output
+    assert f"corpus          {workspace['corpus']}" in result.stdout

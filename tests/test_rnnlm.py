@@ -312,3 +312,16 @@ def test_weight_decay_shrinks_matrices_not_biases():
     for bad in (-1.0, 10.0):   # 10 x lr 0.1 would flip the matrices' sign every step
         with pytest.raises(RnnkitError, match="weight decay"):
             train(KOREAN, KOREAN[:8], TrainConfig(**config, weight_decay=bad))
+
+
+def test_saving_twice_gives_the_same_bytes(tmp_path, monkeypatch):
+    """A model file does not depend on when it was saved (zip members carry a fixed time)."""
+    import time as time_module
+    model = small_model()
+    first, second = tmp_path / "a.model", tmp_path / "b.model"
+    model.save(first)
+    real = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real() + 86400)   # a day later
+    monkeypatch.setattr(time_module, "localtime", lambda t=None: time_module.gmtime(real() + 86400))
+    model.save(second)
+    assert first.read_bytes() == second.read_bytes()

@@ -1,0 +1,396 @@
+"""What a model file may hold: meta.json's fields and the arrays, per model type.
+
+`modelfile.load` calls `validate` once the container has been read, so every model's
+`from_file_contents` can trust its metadata and arrays. A field or array that rnnkit
+cannot use gives one line naming it, the rule and the value, e.g.
+    field 'hidden' must be an integer in 1..65536, got -3
+instead of a traceback, a NaN score or a huge allocation later on.
+
+The metadata is described declaratively (the Spec classes below: Integer, Number,
+OneOf, ListOf, Record, ...); the arrays are checked against it by one function per
+model type: names, dtypes, lengths and values.
+
+Limits:
+    hidden      1..MAX_HIDDEN (65536); the weights must hold exactly the V*H-sized
+                layout for the vocabulary and hidden size (so the file's size bounds V*H)
+    order       1..MAX_ORDER (127)
+    weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
+                keeps every logit finite in float32 for tanh and logistic units
+    nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from .errors import ModelFileError
+from .layout import layout_size
+from .units import UNITS
+from .vocab import SPECIALS
+
+MAX_HIDDEN = 65536
+MAX_ORDER = 127            # placeholder until ngram.MAX_ORDER exists; must equal it
+MAX_WEIGHT = 1e30          # (H + 2) * MAX_WEIGHT stays far below float32's 3.4e38
+MAX_DEPTH = 10             # training records nest 3 deep; describe() and json.dumps recurse
+MAX_STEP = 2**31 - 1       # Adam's step count is a C int in the kernel
+
+
+class SchemaError(ModelFileError):
+    """A meta.json field or an array that rnnkit cannot use (modelfile.load adds the file)."""
+
+
+def shown(value) -> str:
+    """A value as a short one-line quote for a message."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    text = repr(value)  # quotes strings and escapes line breaks: the message stays one line
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _join(field: str, key) -> str:
+    """The path of a nested field; keys come from the file, so long ones are cut."""
+    if isinstance(key, int):
+        return f"{field}[{key}]"
+    key = key if len(key) <= 40 else key[:37] + "..."
+    return f"{field}.{key}" if field else key
+
+
+# ---------------------------------------------------------------- metadata specs
+
+class Spec:
+    """One rule for a JSON value; `check` raises SchemaError naming the field."""
+
+    expected = "valid"
+
+    def check(self, value, field: str) -> None:
+        if not self.accepts(value):
+            self.refuse(value, field)
+
+    def accepts(self, value) -> bool:
+        raise NotImplementedError
+
+    def refuse(self, value, field: str):
+        raise SchemaError(f"field {field!r} must be {self.expected}, got {shown(value)}")
+
+
+class Integer(Spec):
+    """A JSON integer (not a boolean, not 8.0) in lo..hi."""
+
+    def __init__(self, lo: int, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+        self.expected = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def accepts(self, value) -> bool:
+        return type(value) is int and self.lo <= value and (self.hi is None or value <= self.hi)
+
+
+class Number(Spec):
+    """A JSON number that fits a float (an integer beyond 1.8e308 would not format)."""
+
+    def __init__(self, lo: float | None = None, finite: bool = False):
+        self.lo, self.finite = lo, finite
+        self.expected = ("a finite number" if finite else "a number") + (f" >= {lo:g}" if lo is not None else "")
+
+    def accepts(self, value) -> bool:
+        if type(value) is int:
+            value_ok = abs(value) <= sys.float_info.max
+        else:
+            value_ok = type(value) is float and (math.isfinite(value) or not self.finite)
+        return value_ok and (self.lo is None or value >= self.lo)
+
+
+class Boolean(Spec):
+    expected = "true or false"
+
+    def accepts(self, value) -> bool:
+        return type(value) is bool
+
+
+class String(Spec):
+    expected = "a string"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str)
+
+
+class Null(Spec):
+    expected = "null"
+
+    def accepts(self, value) -> bool:
+        return value is None
+
+
+class OneOf(Spec):
+    """One of a few strings; `choices` may be a function returning them, for lists that
+    live in modules too costly to import before they are needed (the C kernel's)."""
+
+    def __init__(self, choices):
+        self._choices = choices
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(self._choices() if callable(self._choices) else self._choices)
+
+    @property
+    def expected(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and value in self.choices
+
+
+class AnyOf(Spec):
+    """The first alternative that accepts the value wins."""
+
+    def __init__(self, *alternatives: Spec):
+        self.alternatives = alternatives
+        self.expected = " or ".join(a.expected for a in alternatives)
+
+    def check(self, value, field: str) -> None:
+        for alternative in self.alternatives:
+            try:
+                alternative.check(value, field)
+                return
+            except SchemaError:
+                pass
+        self.refuse(value, field)
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec, min_length: int = 0):
+        self.item, self.min_length = item, min_length
+        self.expected = f"a list of at least {min_length} items" if min_length else "a list"
+
+    def check(self, value, field: str) -> None:
+        if not isinstance(value, list) or len(value) < self.min_length:
+            self.refuse(value, field)
+        for i, item in enumerate(value):
+            self.item.check(item, _join(field, i))
+
+
+class Record(Spec):
+    """A JSON object with known fields; other keys are checked with `extra`, or refused."""
+
+    expected = "an object"
+
+    def __init__(self, fields: dict[str, Spec], required: tuple = (), extra: Spec | None = None):
+        self.fields, self.required, self.extra = fields, required, extra
+
+    def check(self, value, field: str) -> None:
+        if not isinstance(value, dict):
+            self.refuse(value, field)
+        for key in self.required:
+            if key not in value:
+                raise SchemaError(f"field {_join(field, key)!r} is missing")
+        for key, item in value.items():
+            spec = self.fields.get(key, self.extra)
+            if spec is None:
+                raise SchemaError(f"unexpected field {_join(field, key)!r}")
+            spec.check(item, _join(field, key))
+
+
+class EmptyOr(Spec):
+    """{} (e.g. a training state left out of an exported model), or the record."""
+
+    def __init__(self, record: Record):
+        self.record = record
+
+    def check(self, value, field: str) -> None:
+        if value != {}:
+            self.record.check(value, field)
+
+
+class Anything(Spec):
+    """Checked elsewhere (a mixture's component, once its type is known)."""
+
+    def accepts(self, value) -> bool:
+        return True
+
+
+class Json(Spec):
+    """Any JSON value nested at most MAX_DEPTH levels (free-form records rnnkit only shows)."""
+
+    def check(self, value, field: str, depth: int = MAX_DEPTH) -> None:
+        if isinstance(value, (dict, list)):
+            if depth == 0:
+                raise SchemaError(f"field {field!r} is nested deeper than {MAX_DEPTH} levels")
+            for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+                self.check(item, _join(field, key), depth - 1)
+
+
+class VocabList(Spec):
+    expected = "a list of distinct strings starting with " + ", ".join(map(repr, SPECIALS))
+
+    def check(self, value, field: str) -> None:
+        if not isinstance(value, list) or tuple(value[:len(SPECIALS)]) != SPECIALS:
+            self.refuse(value, field)
+        if set(map(type, value)) != {str}:  # in C: a vocabulary can hold millions of units
+            i = next(i for i, token in enumerate(value) if type(token) is not str)
+            raise SchemaError(f"field {_join(field, i)!r} must be a string, got {shown(value[i])}")
+        if len(set(value)) != len(value):
+            seen = {}
+            for i, token in enumerate(value):
+                if token in seen:
+                    raise SchemaError(f"field {field!r} holds {shown(token)} twice "
+                                      f"(entries {seen[token]} and {i})")
+                seen[token] = i
+
+
+def _activations() -> tuple:
+    from .kernel import ACTIVATIONS  # the C kernel loads only when an RNN is read
+    return tuple(ACTIVATIONS)
+
+
+def _smoothings() -> tuple:
+    from .ngram import SMOOTHINGS  # ngram imports modelfile, which imports this module
+    return (*SMOOTHINGS, "arpa")    # "arpa": read from an ARPA file, smoothing unknown
+
+
+UNIT = OneOf(UNITS)
+NUMBER = Number()
+COUNT = Integer(0)
+
+# what `rnnkit info` and `train --resume` read from a training record
+EPOCH = Record({"epoch": COUNT, "train_loss": NUMBER, "valid_loss": NUMBER, "valid_bpc": NUMBER,
+                "valid_ppl": NUMBER, "train_bpc": NUMBER, "lr": NUMBER, "seconds": NUMBER,
+                "tokens_per_s": NUMBER, "tokens": COUNT, "kept": Boolean()},
+               required=("epoch", "train_bpc", "valid_bpc", "lr", "tokens_per_s", "seconds"),
+               extra=Json())
+TRAINING = Record({"corpus": AnyOf(String(), Record({}, extra=NUMBER)), "epochs": ListOf(EPOCH)},
+                  extra=Json())
+TRAIN_STATE = EmptyOr(Record(
+    {"epoch": COUNT, "lr": Number(lo=0, finite=True), "halving": Boolean(),
+     "best_valid": AnyOf(Number(finite=True), Null()), "step": Integer(0, MAX_STEP),
+     "stale": COUNT, "done": Boolean()},
+    required=("epoch", "lr", "halving", "best_valid", "step", "stale", "done"), extra=Json()))
+
+RNN_META = Record({"unit": UNIT, "vocab": VocabList(), "hidden": Integer(1, MAX_HIDDEN),
+                   "activation": OneOf(_activations), "stream": Boolean(),
+                   "hyperparameters": Record({}, extra=Json()), "training": TRAINING,
+                   "train_state": TRAIN_STATE},
+                  required=("unit", "vocab", "hidden"))
+NGRAM_META = Record({"order": Integer(1, MAX_ORDER), "unit": UNIT, "smoothing": OneOf(_smoothings),
+                     "vocab": VocabList(), "training": TRAINING},
+                    required=("order", "unit", "vocab"))
+COMPONENT = Record({"type": OneOf(("rnn", "ngram")), "meta": Record({}, extra=Anything())},
+                   required=("type", "meta"))
+MIX_META = Record({"unit": UNIT, "weights": ListOf(Number(lo=0, finite=True)), "training": TRAINING,
+                   "components": ListOf(COMPONENT, min_length=2)},
+                  required=("unit", "weights", "components"))
+
+
+# ---------------------------------------------------------------- arrays
+
+def _take(arrays: dict, name: str, dtype, length: int | None = None) -> np.ndarray:
+    """Remove and return arrays[name], a 1-D array of `dtype` (and `length` when given)."""
+    if name not in arrays:
+        raise SchemaError(f"array {name!r} is missing")
+    array = arrays.pop(name)
+    if array.dtype != dtype or array.ndim != 1 or (length is not None and array.size != length):
+        want = f"{np.dtype(dtype).name} of shape ({length},)" if length is not None else \
+            f"a flat {np.dtype(dtype).name} array"
+        raise SchemaError(f"array {name!r} must be {want}, got {array.dtype.name} of shape {array.shape}")
+    return array
+
+
+def _values_within(array: np.ndarray, name: str, lo: float, hi: float, what: str) -> None:
+    """lo <= every value <= hi. min() and max() allocate nothing and NaN fails both tests."""
+    if array.size and not (lo <= array.min() and array.max() <= hi):
+        bad = array[~((array >= lo) & (array <= hi))][0]
+        raise SchemaError(f"array {name!r} must hold {what}, found {str(bad)}")  # str(): shortest float32 form
+
+
+def _refuse_leftovers(arrays: dict) -> None:
+    if arrays:
+        raise SchemaError(f"unexpected array {next(iter(arrays))!r}")
+
+
+RNN_WEIGHT_ARRAYS = ("params", "raw_params", "adam_m", "adam_v")
+EPOCH_START = "epoch_start_"   # a mid-epoch checkpoint's copy of each at the epoch's start (train.py)
+CARRIED_STATE = "carry_h"      # a mid-epoch checkpoint's hidden state, lanes x hidden (train.py)
+
+
+def _rnn_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
+    size = layout_size(len(meta["vocab"]), meta["hidden"])
+    for name in RNN_WEIGHT_ARRAYS + tuple(EPOCH_START + n for n in RNN_WEIGHT_ARRAYS):
+        if name == "params" or prefix + name in arrays:  # the others only in a resumable file
+            array = _take(arrays, prefix + name, np.float32, size)
+            lo = 0.0 if name.endswith("adam_v") else -MAX_WEIGHT  # Adam's second moment is a square
+            _values_within(array, prefix + name, lo, MAX_WEIGHT, f"finite values in {lo:g}..{MAX_WEIGHT:g}")
+    if prefix + CARRIED_STATE in arrays:
+        h = arrays.pop(prefix + CARRIED_STATE)
+        if h.dtype != np.float32 or h.ndim != 2 or h.shape[1] != meta["hidden"]:
+            raise SchemaError(f"array {CARRIED_STATE!r} must be float32 of shape (lanes, {meta['hidden']}), "
+                              f"got {h.dtype.name} of shape {h.shape}")
+        _values_within(h, CARRIED_STATE, -MAX_WEIGHT, MAX_WEIGHT, f"finite values in {-MAX_WEIGHT:g}..{MAX_WEIGHT:g}")
+
+
+def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
+    V, order = len(meta["vocab"]), meta["order"]
+    lower = V  # n-grams of the order below
+    for n in range(1, order + 1):
+        length = V
+        if n > 1:
+            name = f"{prefix}keys_{n}"
+            keys = _take(arrays, name, np.int64)
+            length = keys.size
+            # key = index of the (n-1)-gram suffix * V + first word, sorted for lookups
+            if length and not (keys[0] >= 0 and keys[-1] < lower * V and (keys[1:] > keys[:-1]).all()):
+                raise SchemaError(f"array {name!r} must hold increasing n-gram keys in 0..{lower * V - 1}")
+        prob = _take(arrays, f"{prefix}prob_{n}", np.float32, length)
+        _values_within(prob, f"{prefix}prob_{n}", -np.inf, 0.0, "log10 probabilities (<= 0)")
+        if n < order:
+            bo = _take(arrays, f"{prefix}bo_{n}", np.float32, length)
+            _values_within(bo, f"{prefix}bo_{n}", -np.inf, float(np.finfo(np.float32).max),
+                           "log10 backoff weights (not NaN or +inf)")
+        lower = length
+
+
+def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:
+    RNN_META.check(meta, field)
+    if meta.get("train_state") and "epochs" not in meta.get("training", {}):
+        # train --resume appends to the epoch record
+        raise SchemaError(f"field {_join(_join(field, 'training'), 'epochs')!r} is missing "
+                          "(a model with a training state keeps its epoch record)")
+    _rnn_arrays(meta, arrays, prefix)
+
+
+def _validate_ngram(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:
+    NGRAM_META.check(meta, field)
+    _ngram_arrays(meta, arrays, prefix)
+
+
+def _validate_mix(meta: dict, arrays: dict) -> None:
+    MIX_META.check(meta, "")
+    components, weights = meta["components"], meta["weights"]
+    if len(weights) != len(components):
+        raise SchemaError(f"field 'weights' must hold one weight per component ({len(components)}), "
+                          f"got {len(weights)}")
+    total = sum(float(w) for w in weights)  # floats first: huge integers would overflow
+    if abs(total - 1.0) > 1e-6:
+        raise SchemaError(f"field 'weights' must sum to 1, got {total:g}")
+    for i, entry in enumerate(components):
+        field = f"components[{i}].meta"
+        validate_component = _validate_rnn if entry["type"] == "rnn" else _validate_ngram
+        validate_component(entry["meta"], arrays, field, f"c{i}.")
+        if entry["meta"]["unit"] != meta["unit"]:
+            raise SchemaError(f"field '{field}.unit' must be {meta['unit']!r} (the mixture's unit), "
+                              f"got {shown(entry['meta']['unit'])}")
+
+
+VALIDATORS = {"rnn": _validate_rnn, "ngram": _validate_ngram, "mix": _validate_mix}
+
+
+def validate(model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Check meta.json (without format, version and type) and the arrays of a model of
+    `model_type`; raises SchemaError naming the first field or array that is wrong."""
+    remaining = dict(arrays)
+    VALIDATORS[model_type](meta, remaining)
+    _refuse_leftovers(remaining)
