@@ -216,7 +216,7 @@ def test_sigterm_to_a_training_process(tmp_path):
     loads and scores, and a --resume that completes the epoch."""
     out = tmp_path / "m.model"
     process = subprocess.Popen(
-        [sys.executable, "-m", "rnnkit", "train", "-o", str(out), "--hidden", "8", "--bptt", "8", "--batch", "4",
+        [sys.executable, "-m", "rnnkit", "train", "-o", str(out), "--hidden", "8", "--bptt", "8", "--batch", "64",
          "--epochs", "1", "--threads", "1", "--checkpoint-minutes", "0.0002"],
         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 20
