@@ -9,8 +9,9 @@ Each fenced block in README.md is preceded by a marker comment saying how CI tre
     <!-- ci: skip REASON --> not run here; the reason says where it is proved instead
 
 A block without a marker is an error, so nothing in the README escapes the check. The
-blocks run in a clone of this repository (its committed HEAD), with ../shared beside
-it when the repository has one, and the active Python environment.
+blocks run as a new user would run them: in a clone of this repository (its committed
+HEAD), with ../shared beside it when the repository has one, in a new virtual
+environment that only the README's own commands install into.
 
     python .ci/readme.py            # check (CI)
     python .ci/readme.py --update   # rewrite the tour's outputs from a fresh run
@@ -53,7 +54,7 @@ def parse_blocks(lines: list[str]) -> list[dict]:
 
 
 def run(command: str, cwd: Path, env: dict, shell: str = "bash") -> subprocess.CompletedProcess:
-    args = [shell, "-e", "-c", command] if shell == "bash" else [sys.executable, "-c", command]
+    args = [shell, "-e", "-c", command] if shell == "bash" else ["python", "-c", command]
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -99,6 +100,16 @@ def fresh_clone(scratch: Path) -> Path:
     return clone
 
 
+def fresh_environment(scratch: Path) -> dict:
+    """Environment variables of a new virtual environment (activated, as a user would)."""
+    venv = scratch / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("RNNKIT_MODEL", "PYTHONPATH", "VIRTUAL_ENV")}
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true", help="rewrite the tour's outputs in README.md")
@@ -106,10 +117,10 @@ def main() -> None:
     readme = REPO / "README.md"
     lines = readme.read_text(encoding="utf-8").split("\n")
     blocks = parse_blocks(lines)
-    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_MODEL"}
     drifts = 0
     with tempfile.TemporaryDirectory() as scratch:
         cwd = fresh_clone(Path(scratch))
+        env = fresh_environment(Path(scratch))
         for block in blocks:
             text = "\n".join(lines[block["start"]:block["end"]])
             where = f"README.md:{block['start']}"
