@@ -49,6 +49,7 @@ import numpy as np
 
 from . import arpa as _arpa
 from . import modelfile
+from .arpa import MAX_ORDER
 from .errors import ConfigError, CorpusError, ModelFileError, VocabularyError
 from .lm import SentenceScorer
 from .metrics import corpus_summary
@@ -59,6 +60,9 @@ from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 _F32 = np.float32
+# how far above 0 a log10 probability may come out of a file's backoffs through the
+# rounding of its digits (lmplz and SRILM write 6 or 7 significant digits)
+_LOG10_ROUNDING = 1e-4
 _BATCH_POSITIONS = 1 << 21
 
 
@@ -114,7 +118,7 @@ def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
     for n in range(2, order + 1):
         starts = np.flatnonzero(rem >= n - 1)
         if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
-            raise ValueError(f"too many {n - 1}-grams for 64-bit keys")
+            raise CorpusError(f"too many {n - 1}-grams for 64-bit keys")
         key = _arpa.ngram_keys(sid_prev[starts + 1], seq[starts], V)
         keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
         del key
@@ -287,16 +291,55 @@ def _sorted_search(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """sum_{k=lo..hi} bo[k-1, j] per column j (bo is (K, J) or (K, 1) broadcast), -inf safe."""
-    finite = np.where(np.isneginf(bo), 0.0, bo).astype(np.float64)
-    cum = np.zeros((bo.shape[0] + 1, bo.shape[1]))
-    np.cumsum(finite, axis=0, out=cum[1:])
-    ninf = np.zeros(cum.shape, dtype=np.int64)
-    np.cumsum(np.isneginf(bo), axis=0, out=ninf[1:])
-    col = np.arange(len(lo)) if bo.shape[1] > 1 else np.zeros(len(lo), dtype=np.int64)
-    out = cum[hi, col] - cum[lo - 1, col]
-    out[ninf[hi, col] - ninf[lo - 1, col] > 0] = -np.inf
-    return out
+    """sum_{k=lo..hi} bo[k-1, j] per column j (bo is (K, J) or (K, 1) broadcast), in float64.
+
+    A masked sum, not differences of a cumulative sum: those cancel (a backoff of 1e30
+    before the range wiped out the ones in it) and need -inf kept apart. -inf stays -inf;
+    loaded models have no +inf backoff, so no NaN can arise.
+    """
+    k = np.arange(1, bo.shape[0] + 1)[:, None]
+    inside = (k >= lo) & (k <= hi)
+    return np.where(inside, bo, 0).sum(axis=0, dtype=np.float64)
+
+
+def _checked_arrays(arrays: dict, order: int, V: int) -> tuple[list, list, list]:
+    """keys, prob, bo of a model file; ValueError naming the first bad array.
+
+    Vectorised checks that keep scores exact and finite: keys strictly increasing and
+    below count(n-1) * V (so every n-gram's suffix index is in range), log10 probabilities
+    <= 0 (-inf allowed, NaN not), backoffs below +inf (NaN not).
+    """
+    def vector(name, dtype, size):
+        if name not in arrays:
+            raise ValueError(f"array {name} is missing")
+        a = arrays[name]
+        if a.dtype != dtype or a.ndim != 1:
+            raise ValueError(f"array {name} is {a.dtype} of shape {a.shape}, expected a vector of {np.dtype(dtype)}")
+        if size is not None and len(a) != size:
+            raise ValueError(f"array {name} has {len(a):,} entries, expected {size:,}")
+        return a
+
+    keys, prob, bo = [None, None], [None], [None]
+    count = V
+    for n in range(1, order + 1):
+        if n > 1:
+            k = vector(f"keys_{n}", np.int64, None)
+            limit = count * V
+            if limit > 2**63:
+                raise ValueError(f"{count:,} {n - 1}-grams over {V:,} units are too many for 64-bit keys_{n}")
+            if k.size and (k[0] < 0 or k[-1] >= limit or not np.all(k[1:] > k[:-1])):
+                raise ValueError(f"array keys_{n} is not strictly increasing within 0..{limit - 1}")
+            keys.append(k)
+            count = len(k)
+        p = vector(f"prob_{n}", _F32, count)
+        if not np.all(p <= 0):
+            raise ValueError(f"array prob_{n} holds values that are not log10 probabilities (NaN or above 0)")
+        prob.append(p)
+        b = vector(f"bo_{n}", _F32, count) if n < order else None
+        if b is not None and not np.all(b < np.inf):
+            raise ValueError(f"array bo_{n} holds NaN or +inf backoffs")
+        bo.append(b)
+    return keys, prob, bo
 
 
 # ---------------------------------------------------------------- the model
@@ -327,8 +370,8 @@ class NgramModel(SentenceScorer):
         Example: `NgramModel.train(read_lines("corpus.txt"), order=5)`.
         """
         t0 = time.perf_counter()
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-            raise ConfigError(f"order must be an integer >= 1; got {order!r}")
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+            raise ConfigError(f"order must be an integer from 1 to {MAX_ORDER}; got {order!r}")
         if smoothing not in SMOOTHINGS:
             raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
         if unit not in UNITS:
@@ -448,22 +491,18 @@ class NgramModel(SentenceScorer):
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "NgramModel":
         try:
-            order = int(meta["order"])
+            order, unit, info = meta["order"], meta.get("unit", "word"), meta.get("training", {})
+            if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+                raise ValueError(f"order {order!r} is not an integer from 1 to {MAX_ORDER}")
+            if unit not in UNITS:
+                raise ValueError(f"unit {unit!r} is not one of {', '.join(UNITS)}")
+            if not isinstance(info, dict):
+                raise ValueError("the training record is not a JSON object")
             vocab = Vocab.from_list(meta["vocab"])
-            keys, prob, bo = [None, None], [None], [None]
-            V = len(vocab)
-            for n in range(1, order + 1):
-                if n > 1:
-                    keys.append(np.asarray(arrays[f"keys_{n}"], dtype=np.int64))
-                prob.append(np.asarray(arrays[f"prob_{n}"], dtype=_F32))
-                bo.append(np.asarray(arrays[f"bo_{n}"], dtype=_F32) if n < order else None)
-                size = V if n == 1 else len(keys[n])
-                if len(prob[n]) != size or (n < order and len(bo[n]) != size):
-                    raise ValueError(f"order {n} arrays have inconsistent lengths")
+            keys, prob, bo = _checked_arrays(arrays, order, len(vocab))
         except (KeyError, ValueError, TypeError, VocabularyError) as exc:
             raise ModelFileError(f"{path}: corrupt n-gram model file ({exc})") from None
-        return cls(order, vocab, keys, prob, bo, unit=meta.get("unit", "word"),
-                   smoothing=meta.get("smoothing", "kn"), info=meta.get("training", {}))
+        return cls(order, vocab, keys, prob, bo, unit=unit, smoothing=meta.get("smoothing", "kn"), info=info)
 
     # ------------------------------------------------------------ lookup core
 
@@ -482,8 +521,9 @@ class NgramModel(SentenceScorer):
     def _match(self, ids: np.ndarray, offset: np.ndarray):
         """Longest match for the n-gram ending at every position (not crossing its segment).
 
-        Returns match length (int8), its log10 prob (float32) and bo[k-1, t] = backoff of
-        the k-gram ending at t (0 where it is not in the model).
+        Returns match length (int8: orders stop at MAX_ORDER < 128), its log10 prob
+        (float32) and bo[k-1, t] = backoff of the k-gram ending at t (0 where it is not in
+        the model).
         """
         N, V = self.order, len(self.vocab)
         T = len(ids)
@@ -526,7 +566,23 @@ class NgramModel(SentenceScorer):
             if use.size:
                 col = use - 1
                 logp[use] += _range_sums(bo[:, col], lo[use], state[use])
+        self._refuse_above_one(logp, ids)
         return logp, match
+
+    def _refuse_above_one(self, logp, ids) -> None:
+        """Clip log10 P to 0, refusing more than the rounding of a file's digits.
+
+        Probabilities are <= 0 in every loaded model, but backoffs may be positive (SRILM
+        writes weights above 1): a file whose backoffs do not normalise its probabilities
+        could make P > 1, which no score may report.
+        """
+        high = logp > _LOG10_ROUNDING
+        if high.any():
+            j = int(np.argmax(high))
+            raise ModelFileError(
+                f"{self.info.get('source', 'the model')}: its backoffs give {self.vocab.tokens[ids[j]]!r} "
+                f"log10 probability {logp[j]:.4g} > 0 (a probability above 1); the model is not normalised")
+        np.minimum(logp, 0.0, out=logp)
 
     def _batch(self, token_lists, bos: bool, eos: bool):
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
@@ -733,4 +789,4 @@ def evaluate(model: NgramModel, lines) -> dict:
     return model.evaluate(lines)
 
 
-__all__ = ["NgramModel", "SMOOTHINGS", "evaluate"]
+__all__ = ["NgramModel", "SMOOTHINGS", "MAX_ORDER", "evaluate"]
