@@ -284,7 +284,8 @@ def _open_lines(path):
         raise ArpaError(f"cannot read {path}: {exc.strerror or exc}") from None
     with handle:
         compressed = handle.peek(2)[:2] == b"\x1f\x8b"
-        yield _Lines(gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle, str(path), compressed)
+        with gzip.GzipFile(fileobj=handle, mode="rb") if compressed else handle as stream:
+            yield _Lines(stream, str(path), compressed)
 
 
 def _read_header(lines: _Lines, where: str) -> tuple[dict[int, int], str | None]:
@@ -323,8 +324,8 @@ def _check_capacity(header: dict[int, int], where: str) -> None:
     for n in range(2, len(header) + 1):
         lower = V if n == 2 else header[n - 1]
         if lower * V > 2**63:  # keys of order n are below count(n-1) * V
-            raise ArpaError(f"{where}: the header declares {header[n - 1]:,} {n - 1}-grams over {V:,} words: "
-                            f"too many for 64-bit {n}-gram keys")
+            raise ArpaError(f"{where}: the header's {lower:,} {n - 1}-grams over {V:,} words are too many for "
+                            f"64-bit {n}-gram keys")
     total = sum(header.values())
     need = _BYTES_PER_NGRAM * total + _BYTES_PER_WORD * header[1]
     memory = _physical_memory()

@@ -5,7 +5,7 @@ Counting (NumPy over integer ids, no per-n-gram Python objects)
     n are numbered in KenLM's suffix order with one int64 key per window,
     key = index of its (n-1)-gram suffix * V + id(first word), and `np.unique` on the
     keys gives the distinct n-grams, their counts and every window's index, which the
-    next order uses. Keys stay below count(n-1) * V, so there is no limit on the order.
+    next order uses. Keys stay below count(n-1) * V; orders go up to MAX_ORDER (100).
 
 Smoothing (every model is stored as a backoff model: log10 prob and backoff per n-gram)
     kn    interpolated modified Kneser-Ney exactly as KenLM's lmplz estimates it, in
