@@ -322,10 +322,13 @@ def _check_capacity(header: dict[int, int], where: str) -> None:
     """Refuse, before the body is read, counts that 64-bit keys or this machine cannot hold."""
     V = header[1] + 1  # the reader may add <unk>
     for n in range(2, len(header) + 1):
-        lower = V if n == 2 else header[n - 1]
+        lower, what = (V, "words") if n == 2 else (header[n - 1], f"{n - 1}-grams")
         if lower * V > 2**63:  # keys of order n are below count(n-1) * V
-            raise ArpaError(f"{where}: the header's {lower:,} {n - 1}-grams over {V:,} words are too many for "
+            raise ArpaError(f"{where}: the header's {lower:,} {what} times {V:,} words are too many for "
                             f"64-bit {n}-gram keys")
+        if header[n] > lower * V:  # each n-gram is a word before a distinct (n-1)-gram
+            raise ArpaError(f"{where}: the header's {header[n]:,} {n}-grams are more than its {lower:,} {what} "
+                            f"times {V:,} words can make (with <unk>)")
     total = sum(header.values())
     need = _BYTES_PER_NGRAM * total + _BYTES_PER_WORD * header[1]
     memory = _physical_memory()
