@@ -29,7 +29,8 @@ from .metrics import corpus_summary
 from .sampling import generate
 from .vocab import BOS_ID, EOS_ID, UNK_ID
 
-# float32 softmaxes can give log10 P a hair above 0 for a near-certain unit
+# how far above 0 a log10 probability may come out by rounding: a float32 softmax for a
+# near-certain unit, or an ARPA file's backoffs written with 6 or 7 significant digits
 POSITIVE_SLACK = 1e-4
 
 
@@ -38,8 +39,8 @@ def checked(logprobs: np.ndarray) -> np.ndarray:
     bad = np.isnan(logprobs) | (logprobs > POSITIVE_SLACK)
     if bad.any():
         value = float(logprobs[bad][0])
-        raise RnnkitError(f"the model produced log10 probability {value} (not a probability): "
-                          "its weights are corrupt or it diverged in training")
+        raise RnnkitError(f"the model gives log10 probability {value:.4g} (a probability above 1, "
+                          "or NaN): its file is corrupt or not normalised, or its training diverged")
     return np.minimum(logprobs, 0.0)
 
 

@@ -5,7 +5,7 @@ Counting (NumPy over integer ids, no per-n-gram Python objects)
     n are numbered in KenLM's suffix order with one int64 key per window,
     key = index of its (n-1)-gram suffix * V + id(first word), and `np.unique` on the
     keys gives the distinct n-grams, their counts and every window's index, which the
-    next order uses. Keys stay below count(n-1) * V, so there is no limit on the order.
+    next order uses. Keys stay below count(n-1) * V; orders go up to MAX_ORDER (100).
 
 Smoothing (every model is stored as a backoff model: log10 prob and backoff per n-gram)
     kn    interpolated modified Kneser-Ney exactly as KenLM's lmplz estimates it, in
@@ -50,6 +50,7 @@ import numpy as np
 
 from . import arpa as _arpa
 from . import modelfile
+from .arpa import MAX_ORDER
 from .errors import ConfigError, CorpusError
 from .files import write_atomic
 from .lm import LanguageModel, checked
@@ -115,7 +116,7 @@ def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
     for n in range(2, order + 1):
         starts = np.flatnonzero(rem >= n - 1)
         if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
-            raise ValueError(f"too many {n - 1}-grams for 64-bit keys")
+            raise CorpusError(f"too many {n - 1}-grams for 64-bit keys")
         key = _arpa.ngram_keys(sid_prev[starts + 1], seq[starts], V)
         keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
         del key
@@ -288,16 +289,15 @@ def _sorted_search(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 
 def _range_sums(bo: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """sum_{k=lo..hi} bo[k-1, j] per column j (bo is (K, J) or (K, 1) broadcast), -inf safe."""
-    finite = np.where(np.isneginf(bo), 0.0, bo).astype(np.float64)
-    cum = np.zeros((bo.shape[0] + 1, bo.shape[1]))
-    np.cumsum(finite, axis=0, out=cum[1:])
-    ninf = np.zeros(cum.shape, dtype=np.int64)
-    np.cumsum(np.isneginf(bo), axis=0, out=ninf[1:])
-    col = np.arange(len(lo)) if bo.shape[1] > 1 else np.zeros(len(lo), dtype=np.int64)
-    out = cum[hi, col] - cum[lo - 1, col]
-    out[ninf[hi, col] - ninf[lo - 1, col] > 0] = -np.inf
-    return out
+    """sum_{k=lo..hi} bo[k-1, j] per column j (bo is (K, J) or (K, 1) broadcast), in float64.
+
+    A masked sum, not differences of a cumulative sum: those cancel (a backoff of 1e30
+    before the range wiped out the ones in it) and need -inf kept apart. -inf stays -inf;
+    loaded models have no +inf backoff, so no NaN can arise.
+    """
+    k = np.arange(1, bo.shape[0] + 1)[:, None]
+    inside = (k >= lo) & (k <= hi)
+    return np.where(inside, bo, 0).sum(axis=0, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- the model
@@ -330,8 +330,8 @@ class NgramModel(LanguageModel):
         Example: `NgramModel.train(read_lines("corpus.txt"), order=5)`.
         """
         t0 = time.perf_counter()
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-            raise ConfigError(f"order must be an integer >= 1; got {order!r}")
+        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+            raise ConfigError(f"order must be an integer from 1 to {MAX_ORDER}; got {order!r}")
         if smoothing not in SMOOTHINGS:
             raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
         if unit not in UNITS:
@@ -474,8 +474,9 @@ class NgramModel(LanguageModel):
     def _match(self, ids: np.ndarray, offset: np.ndarray):
         """Longest match for the n-gram ending at every position (not crossing its segment).
 
-        Returns match length (int8), its log10 prob (float32) and bo[k-1, t] = backoff of
-        the k-gram ending at t (0 where it is not in the model).
+        Returns match length (int8: orders stop at MAX_ORDER < 128), its log10 prob
+        (float32) and bo[k-1, t] = backoff of the k-gram ending at t (0 where it is not in
+        the model).
         """
         N, V = self.order, len(self.vocab)
         T = len(ids)
@@ -753,4 +754,4 @@ def evaluate(model: NgramModel, lines) -> dict:
     return model.evaluate(lines)
 
 
-__all__ = ["NgramModel", "SMOOTHINGS", "evaluate"]
+__all__ = ["NgramModel", "SMOOTHINGS", "MAX_ORDER", "evaluate"]

@@ -13,7 +13,7 @@ model type: names, dtypes, lengths and values.
 Limits:
     hidden      1..MAX_HIDDEN (65536); the weights must hold exactly the V*H-sized
                 layout for the vocabulary and hidden size (so the file's size bounds V*H)
-    order       1..MAX_ORDER (127)
+    order       1..MAX_ORDER (100, arpa.py)
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
     nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
@@ -26,13 +26,13 @@ import sys
 
 import numpy as np
 
+from .arpa import MAX_ORDER
 from .errors import ModelFileError
 from .layout import layout_size
 from .units import UNITS
 from .vocab import SPECIALS
 
 MAX_HIDDEN = 65536
-MAX_ORDER = 127            # placeholder until ngram.MAX_ORDER exists; must equal it
 MAX_WEIGHT = 1e30          # (H + 2) * MAX_WEIGHT stays far below float32's 3.4e38
 MAX_DEPTH = 10             # training records nest 3 deep; describe() and json.dumps recurse
 MAX_STEP = 2**31 - 1       # Adam's step count is a C int in the kernel
