@@ -188,15 +188,17 @@ def test_next_distribution_sums_to_one(smoothing, order, small_corpus, rng):
         assert p.shape == (len(model.vocab),) and p[BOS_ID] == 0
         total = p.sum()
         if smoothing == "mle" and not np.isclose(total, 1.0, atol=1e-6):
-            assert total == 0 or not model_has_context(model, history)
+            assert total == 0 or not model_has_context(model, history, small_corpus)
             continue
         assert abs(total - 1.0) < 1e-6, (history, total)
 
 
-def model_has_context(model, history):
-    """MLE has a distribution only after histories seen in training."""
-    tokens = ["<s>"] + list(history)
-    return any(" ".join(tokens[-k:]) in " ".join(["<s>"] + s.split()) for k in range(1, model.order))
+def model_has_context(model, history, corpus):
+    """MLE has a distribution only after histories seen in training: True when the
+    history's full context (its last order - 1 units after <s>) occurs in a training line."""
+    context = (["<s>"] + list(history))[-(model.order - 1):] if model.order > 1 else []
+    needle = "\x00" + "\x00".join(context) + "\x00"
+    return any(needle in "\x00" + "\x00".join(["<s>"] + model.tokenizer.split(line)) + "\x00" for line in corpus)
 
 
 @pytest.mark.parametrize("unit", ["char", "jamo"])
