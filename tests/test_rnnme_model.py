@@ -1,5 +1,6 @@
 """RNN models with a class-factored output and direct connections (RNNME): scoring,
-incremental steps, the next-unit distribution and sampling through the class kernel."""
+incremental steps, the next-unit distribution and sampling through the class kernel, and
+training them (in memory)."""
 
 import math
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from rnnkit import layout, rnnlm
-from rnnkit.errors import ConfigError, ModelFileError
+from rnnkit.errors import ConfigError, ModelFileError, RnnkitError
+from rnnkit.train import TrainConfig, _restore, _snapshot, new_model, train, training_bytes
 from test_rnnlm import KOREAN, small_model
 
 
@@ -100,3 +102,79 @@ def test_class_model_limits():
     with pytest.raises(ConfigError, match=r"^direct connections need a class-factored output"):
         rnnlm.RNNModel(base.vocab, base.unit, 8, base.params, direct_order=2,
                        direct_table=np.zeros(5, np.float32))
+
+
+# ----------------------------------------------------------------------------------
+# training (in memory: class models have no model file yet)
+# ----------------------------------------------------------------------------------
+
+CLASS_TRAINING = dict(hidden=32, bptt=16, batch=8, epochs=4, seed=3, threads=1, classes=6,
+                      direct_order=3, direct_size=4096)
+
+
+def test_class_training_loss_falls():
+    """Training a class model with direct connections lowers the validation loss, moves the
+    direct table (sparsely: only entries the features hit) and keeps a distribution."""
+    model = train(KOREAN, KOREAN[:8], TrainConfig(**CLASS_TRAINING))
+    record = model.record["epochs"]
+    assert model.classes == 6 and model.direct_table.size == 4096
+    assert record[-1]["valid_loss"] < record[0]["valid_loss"] * 0.95
+    touched = np.count_nonzero(model.direct_table)
+    assert 0 < touched < model.direct_table.size
+    assert model.next_distribution("나는").sum() == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_seeded_class_training_is_bit_identical(optimizer):
+    """With a seed and one thread, two class runs give identical weights and tables."""
+    config = {**CLASS_TRAINING, "hidden": 16, "epochs": 2, "optimizer": optimizer, "dropout": 0.2}
+    a = train(KOREAN, KOREAN[:8], TrainConfig(**config))
+    b = train(KOREAN, KOREAN[:8], TrainConfig(**config))
+    assert np.array_equal(a.params, b.params) and np.array_equal(a.direct_table, b.direct_table)
+
+
+def test_class_init_starts_from_the_unigram_model():
+    """b_c = log P(c) and b_y = log P(w | c): with the output matrices at zero the model's
+    next-unit distribution is the training unigram distribution."""
+    model, ids = new_model(KOREAN, TrainConfig(hidden=8, classes=4))
+    model.W_hy[:] = 0
+    model.W_c[:] = 0
+    counts = np.bincount(np.concatenate(ids), minlength=model.V).astype(np.float64)
+    counts[model.vocab.id("</s>")] += len(KOREAN)
+    expected = np.maximum(counts / counts.sum(), 1e-8)
+    np.testing.assert_allclose(model.next_distribution(""), expected / expected.sum(), rtol=1e-4, atol=1e-7)
+
+
+def test_worse_epoch_rolls_back_the_table():
+    """The epoch-start snapshot holds the direct table, and restoring it puts it back."""
+    model, _ = new_model(KOREAN, TrainConfig(hidden=8, classes=4, direct_order=2, direct_size=64))
+    snapshot = _snapshot(model)
+    model.direct_table[:] = 1.0
+    _restore(model, snapshot)
+    assert not model.direct_table.any()
+
+
+def test_class_training_settings_checked(tmp_path):
+    """Bad class and direct settings, and a model file for a class model, are one-line errors."""
+    for settings, message in [
+            ({"direct_order": 3, "direct_size": 10}, r"direct connections need a class-factored output"),
+            ({"classes": 3, "direct_order": 11, "direct_size": 10}, r"direct order must be in \[0, 10\], got 11"),
+            ({"classes": 3, "direct_order": 2}, r"direct size must be in \[1, 2\^40\] entries"),
+            ({"classes": -1}, r"classes must be >= 0"),
+            ({"classes": 3, "direct_lr": -1.0}, r"direct learning rate must be in \[0, 100\], got -1.0"),
+            ({"classes": 3, "direct_l2": float("nan")}, r"direct L2 must be a finite number >= 0, got nan"),
+            ({"classes": 10**6}, r"classes = 1000000 is more than the .* units of the vocabulary")]:
+        with pytest.raises(RnnkitError, match=f"^{message}"):
+            train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, **settings))
+    with pytest.raises(ModelFileError, match=r"^class-factored models \(--classes\) train in memory only"):
+        train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, classes=3), output_path=tmp_path / "c.model")
+
+
+def test_class_memory_estimate():
+    """The memory check counts the class output (C + largest class per position, not V)
+    and the direct table."""
+    full = training_bytes(50000, TrainConfig(hidden=64))
+    classes = training_bytes(50000, TrainConfig(hidden=64, classes=224), largest_class=1000)
+    direct = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8),
+                            largest_class=1000)
+    assert classes < full / 2 and direct - classes == 8 * 10**8
