@@ -7,6 +7,14 @@ kernel, with reference.py and with PyTorch (nn.Embedding + nn.RNN(tanh) + nn.Lin
 sentence (forward only, B=1, T=20). Every implementation is checked against the C
 kernel on the configuration's own inputs before anything is timed.
 
+C1c, C4c and C5c are C1, C4 and C5 with the class-factored output (kernel.class_forward /
+class_backward; round(sqrt(V)) classes binned by frequency as in RNNLM) on tokens drawn
+from a Zipf distribution over the vocabulary, so that the class sizes are those of text
+(the cost per token is (C + |class|) H); --direct-order adds the direct connections
+(a table of --direct-size entries, updated sparsely in the step). PyTorch has no such
+layer: their torch columns stay empty. GFLOP/s count the full-softmax model's work, so
+for them they read as "full-softmax-equivalent" rates.
+
 Reported: median (and min) ms per step, tokens/s (C5: sentences/s), ratios
 C/PyTorch and C/reference, model GFLOP/s (6*B*T*H*(H+V) per step, 2*T*H*(H+V) per
 scored sentence) against the machine's sgemm peak measured in the same run
@@ -51,18 +59,34 @@ CONFIGS = {
     "C3": dict(V=200, H=512, B=64, T=64),
     "C4": dict(V=30000, H=256, B=32, T=35),
     "C5": dict(V=10000, H=256, B=1, T=20),   # scoring one 20-token sentence
+    "C1c": dict(V=10000, H=256, B=32, T=35, classes=True),
+    "C4c": dict(V=30000, H=256, B=32, T=35, classes=True),
+    "C5c": dict(V=10000, H=256, B=1, T=20, classes=True),
 }
 SEED = 1234
 LR = 0.1
 MAX_NORM = 0.25
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PEAK_SIZE = 2048
+DIRECT_SIZE = 1 << 22     # direct-connection table entries (16 MB) when --direct-order is set
+DIRECT_L2 = 1e-6
 
 
-def shapes(names, vocab=None, hidden=None):
-    """The named configurations, V and H replaced where given (a quick run's smaller model)."""
+def shapes(names, vocab=None, hidden=None, direct_order=0, direct_size=DIRECT_SIZE):
+    """The named configurations, V and H replaced where given (a quick run's smaller model);
+    the class ones get C = round(sqrt(V)) classes and the direct-connection settings."""
     override = {key: value for key, value in (("V", vocab), ("H", hidden)) if value is not None}
-    return {name: {**CONFIGS[name], **override} for name in names}
+    configs = {}
+    for name in names:
+        cfg = {**CONFIGS[name], **override}
+        if cfg.pop("classes", False):
+            cfg.update(C=max(1, round(cfg["V"] ** 0.5)), direct_order=direct_order, D=direct_size)
+        configs[name] = cfg
+    return configs
+
+
+def is_scoring(name):
+    return name.startswith("C5")
 
 
 def note(*args):
@@ -82,20 +106,51 @@ def make_problem(cfg, seed=SEED):
     import numpy as np
     from rnnkit import layout
 
-    V, H, B, T = cfg["V"], cfg["H"], cfg["B"], cfg["T"]
+    V, H, B, T, C = cfg["V"], cfg["H"], cfg["B"], cfg["T"], cfg.get("C", 0)
     rng = np.random.default_rng(seed)
-    params = np.empty(layout.layout_size(V, H), dtype=np.float32)
-    views = layout.param_views(params, V, H)
+    params = np.empty(layout.layout_size(V, H, C), dtype=np.float32)
+    views = layout.param_views(params, V, H, C)
     k = np.float32(1.0 / np.sqrt(H))
     views["W_xh"][...] = rng.standard_normal((V, H), dtype=np.float32) * np.float32(0.1)
-    for name in ("W_hh", "b_h", "W_hy", "b_y"):
+    for name in ("W_hh", "b_h", "W_hy", "b_y") + (layout.CLASS_PARAM_NAMES if C else ()):
         views[name][...] = (rng.random(views[name].shape, dtype=np.float32) * 2 - 1) * k
-    inputs = rng.integers(0, V, (T, B), dtype=np.int32)
-    targets = rng.integers(0, V, (T, B), dtype=np.int32)
+    if C:       # text-like token frequencies, so that the class sizes are realistic
+        zipf = zipf_weights(V)
+        inputs = rng.choice(V, (T, B), p=zipf / zipf.sum()).astype(np.int32)
+        targets = rng.choice(V, (T, B), p=zipf / zipf.sum()).astype(np.int32)
+    else:
+        inputs = rng.integers(0, V, (T, B), dtype=np.int32)
+        targets = rng.integers(0, V, (T, B), dtype=np.int32)
     resets = np.zeros((T, B), dtype=np.int32)
     resets[0] = 1
     h0 = np.zeros((B, H), dtype=np.float32)
     return params, inputs, targets, resets, h0
+
+
+def zipf_weights(V):
+    """Unnormalised Zipf frequencies of word ids 0 .. V-1 (id order = frequency order)."""
+    import numpy as np
+    return 1.0 / np.arange(1, V + 1)
+
+
+def class_args(cfg, seed=SEED):
+    """The class map (RNNLM's binning of the Zipf frequencies) and direct connections of a
+    class configuration, as keyword arguments of the class functions."""
+    import numpy as np
+    from rnnkit import layout
+    order = cfg["direct_order"]
+    table = np.random.default_rng(seed + 1).standard_normal(cfg["D"], dtype=np.float32) * np.float32(0.01)
+    return dict(class_start=layout.frequency_classes(zipf_weights(cfg["V"]), cfg["C"]),
+                table=table if order else None, direct_order=order)
+
+
+def make_step(kind, impl, cfg):
+    """The callable that times one training step (kind "train") or scores one sentence
+    (kind "score") with implementation impl on cfg's problem."""
+    problem = make_problem(cfg)
+    if "C" in cfg:
+        return CLASS_FUNCTIONS[kind][impl](*problem, cfg["V"], **class_args(cfg))
+    return (TRAINERS if kind == "train" else SCORERS)[impl](*problem, cfg["V"])
 
 
 def train_flops(cfg):
@@ -253,6 +308,59 @@ SCORERS = {"c": c_scorer, "reference": reference_scorer, "torch": torch_scorer}
 
 
 # ----------------------------------------------------------------------------------
+# the class-factored output (C1c, C4c, C5c): the C kernel and reference.py
+# ----------------------------------------------------------------------------------
+
+def class_trainer(module):
+    """A training step of the class functions of rnnkit.<module> (kernel or reference):
+    forward, backward with the direct table's sparse update, clip, SGD."""
+    def make(params, inputs, targets, resets, h0, V, class_start, table, direct_order):
+        import importlib
+        import numpy as np
+        impl = importlib.import_module(f"rnnkit.{module}")
+        N = inputs.size
+        grads = np.zeros_like(params)
+        dh0 = np.zeros_like(h0)
+        state = {"cache": None}
+
+        def step(capture=False):
+            grads.fill(0.0)
+            dh0.fill(0.0)
+            loss, logp, _, cache = impl.class_forward(
+                params, inputs, targets, resets, h0, V=V, class_start=class_start, table=table,
+                direct_order=direct_order, reuse=state["cache"])
+            state["cache"] = cache
+            impl.class_backward(grads, cache, table=table, loss_scale=1.0 / N, direct_lr=LR,
+                                direct_l2=DIRECT_L2, dh0=dh0)
+            raw = grads.copy() if capture else None
+            norm = impl.clip_grad_norm(grads, MAX_NORM)
+            impl.sgd_update(params, grads, LR)
+            return (loss / N, raw, norm, logp) if capture else None
+        return step
+    return make
+
+
+def class_scorer(module):
+    def make(params, inputs, targets, resets, h0, V, class_start, table, direct_order):
+        import importlib
+        impl = importlib.import_module(f"rnnkit.{module}")
+        state = {"cache": None}
+
+        def score():
+            _, logp, _, cache = impl.class_forward(
+                params, inputs, targets, resets, h0, V=V, class_start=class_start, table=table,
+                direct_order=direct_order, keep_for_backward=False, reuse=state["cache"])
+            state["cache"] = cache
+            return logp
+        return score
+    return make
+
+
+CLASS_FUNCTIONS = {"train": {"c": class_trainer("kernel"), "reference": class_trainer("reference")},
+                   "score": {"c": class_scorer("kernel"), "reference": class_scorer("reference")}}
+
+
+# ----------------------------------------------------------------------------------
 # verification (before timing)
 # ----------------------------------------------------------------------------------
 
@@ -270,25 +378,22 @@ def verify_train(name, cfg, impls):
     """Run one step of each implementation from the same weights; compare with C."""
     from rnnkit import layout
 
-    V, H = cfg["V"], cfg["H"]
-    results = {}
-    for impl in impls:
-        problem = make_problem(cfg)
-        results[impl] = TRAINERS[impl](*problem, V)(capture=True)
+    V, H, C = cfg["V"], cfg["H"], cfg.get("C", 0)
+    results = {impl: make_step("train", impl, cfg)(capture=True) for impl in impls}
     c_loss, c_raw, c_norm, c_logp = results["c"]
-    c_grads = layout.param_views(c_raw, V, H)
+    c_grads = layout.param_views(c_raw, V, H, C)
     report = []
     for impl in impls:
         if impl == "c":
             continue
         loss, raw, norm, logp = results[impl]
-        grads = raw if isinstance(raw, dict) else layout.param_views(raw, V, H)
+        grads = raw if isinstance(raw, dict) else layout.param_views(raw, V, H, C)
         errs = {"loss": rel_err(c_loss, loss)}
         if logp is not None:
             errs["logprobs"] = rel_err(c_logp, logp)
         if impl == "reference":     # torch's norm also covers W_ih, b_ih: not comparable
             errs["grad norm"] = rel_err(c_norm, norm)
-        for pname in layout.PARAM_NAMES:
+        for pname in grads:
             errs["d" + pname] = rel_err(c_grads[pname], grads[pname])
         bad = {k: v for k, v in errs.items()
                if v > (1e-5 if k in ("loss", "logprobs", "grad norm") else 1e-4)}
@@ -303,7 +408,7 @@ def verify_train(name, cfg, impls):
 def verify_score(name, cfg, impls):
     import numpy as np
     V = cfg["V"]
-    outs = {impl: np.asarray(SCORERS[impl](*make_problem(cfg), V)(), np.float64) for impl in impls}
+    outs = {impl: np.asarray(make_step("score", impl, cfg)(), np.float64) for impl in impls}
     report = []
     for impl in impls:
         if impl == "c":
@@ -484,7 +589,7 @@ def memory_probe(impl, cfg, threads):
     except OSError:
         reset = False
     baseline = _status_kb("VmRSS")
-    step = TRAINERS[impl](*make_problem(cfg), cfg["V"])
+    step = make_step("train", impl, cfg)
     for _ in range(3):
         step()
     if reset:
@@ -500,6 +605,8 @@ def run_memory_probe(impl, name, cfg, threads):
     env = dict(os.environ, **{k: str(threads) for k in THREAD_VARS})
     proc = subprocess.run([sys.executable, __file__, "--memory-probe", impl, "--config", name,
                            "--vocab", str(cfg["V"]), "--hidden", str(cfg["H"]),
+                           "--direct-order", str(cfg.get("direct_order", 0)),
+                           "--direct-size", str(cfg.get("D", DIRECT_SIZE)),
                            "--threads", str(threads)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         note(proc.stderr)
@@ -534,13 +641,14 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
     peak = max(peaks.values())
     rows = []
     for name, cfg in configs.items():
-        scoring = name == "C5"
-        (verify_score if scoring else verify_train)(name, cfg, impls)
+        scoring = is_scoring(name)
+        cfg_impls = [impl for impl in impls if impl != "torch" or "C" not in cfg]   # no torch twin
+        (verify_score if scoring else verify_train)(name, cfg, cfg_impls)
         row = {"config": name, "threads": threads, **cfg, "peak_gflops": peak}
         units = 1 if scoring else cfg["B"] * cfg["T"]        # sentences or tokens per call
         flops = score_flops(cfg) if scoring else train_flops(cfg)
-        for impl in impls:
-            fn = (SCORERS if scoring else TRAINERS)[impl](*make_problem(cfg), cfg["V"])
+        for impl in cfg_impls:
+            fn = make_step("score" if scoring else "train", impl, cfg)
             n = score_repeats if scoring else (ref_repeats if impl == "reference" else repeats)
             with OtherLoad() as load:
                 med, best = time_calls(fn, n)
@@ -556,18 +664,18 @@ def worker(configs, threads, repeats, ref_repeats, score_repeats, skip_reference
             time.sleep(0.2)     # let the previous library's spinning threads go idle
         # scoring rows also carry *_tokens_per_s (20 tokens per sentence) for one schema
         if scoring:
-            for impl in impls:
+            for impl in cfg_impls:
                 row[f"{impl}_tokens_per_s"] = row[f"{impl}_sentences_per_s"] * cfg["T"]
         for impl in ("reference", "torch"):
             row.setdefault(f"{impl}_tokens_per_s", None)
             c, other = row["c_tokens_per_s"], row[f"{impl}_tokens_per_s"]
             row["ratio_vs_" + impl] = c / other if other else None
         row["c_peak_fraction"] = row["c_gflops"] / peak
-        if name == "C4":
-            for impl in ["c"] + (["torch"] if torch_ok else []):
+        if name in ("C4", "C4c"):
+            for impl in [impl for impl in cfg_impls if impl != "reference"]:
                 mem = run_memory_probe(impl, name, cfg, threads)
                 row[f"{impl}_step_peak_mb"] = mem["peak_mb"]
-                note(f"  C4 {impl} step peak memory {mem['peak_mb']:.0f} MB above imports")
+                note(f"  {name} {impl} step peak memory {mem['peak_mb']:.0f} MB above imports")
         rows.append(row)
     # Measure the peak again at the end and keep the better median per library: a
     # neighbour's burst during one measurement must not deflate the "% of peak".
@@ -592,6 +700,14 @@ def fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
 
+def class_label(row):
+    """' (C=100)' or ' (C=100, direct 4/4194304)' for a class row, '' otherwise."""
+    if "C" not in row:
+        return ""
+    direct = f", direct {row['direct_order']}/{row['D']}" if row["direct_order"] else ""
+    return f" (C={row['C']}{direct})"
+
+
 def markdown(result):
     out = []
     peaks = result["peaks"]
@@ -612,11 +728,11 @@ def markdown(result):
                "| C GFLOP/s | % peak | torch GFLOP/s | other load C / torch |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
-        scoring = r["config"] == "C5"
+        scoring = is_scoring(r["config"])
         unit = "sent/s" if scoring else ""
         key = "sentences_per_s" if scoring else "tokens_per_s"
         out.append(
-            f"| {r['config']}{' (score)' if scoring else ''} | {r['V']} | {r['H']} | {r['B']} | {r['T']} "
+            f"| {r['config']}{' (score)' if scoring else ''}{class_label(r)} | {r['V']} | {r['H']} | {r['B']} | {r['T']} "
             f"| {r['c_ms']:.2f} ({r['c_min_ms']:.2f}) "
             f"| {fmt(r.get('c_' + key))} {unit} | {fmt(r.get('reference_' + key))} "
             f"| {fmt(r.get('torch_' + key))} | {fmt(r['ratio_vs_torch'], '.2f')}x "
@@ -626,7 +742,7 @@ def markdown(result):
     mem = [r for r in result["rows"] if "c_step_peak_mb" in r]
     for r in mem:
         out.append("")
-        out.append(f"C4 training-step peak memory above the post-import RSS (weights + grads + step "
+        out.append(f"{r['config']} training-step peak memory above the post-import RSS (weights + grads + step "
                    f"buffers, fresh process): C {r['c_step_peak_mb']:.0f} MB, "
                    f"torch {fmt(r.get('torch_step_peak_mb'))} MB")
     return "\n".join(out)
@@ -646,12 +762,16 @@ def main(argv=None):
     ap.add_argument("--score-repeats", type=positive_int, default=100, help="timed sentences for C5")
     ap.add_argument("--peak-size", type=positive_int, default=PEAK_SIZE,
                     help="n of the n^3 sgemm that measures the machine's peak")
+    ap.add_argument("--direct-order", type=int, default=0, choices=range(0, 11), metavar="N",
+                    help="direct connections of the class rows: n-gram order (0: none, at most 10)")
+    ap.add_argument("--direct-size", type=positive_int, default=DIRECT_SIZE,
+                    help="direct connections of the class rows: table entries")
     ap.add_argument("--skip-reference", action="store_true", help="do not time reference.py")
     ap.add_argument("--json", metavar="FILE", help="write the raw rows as JSON")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory-probe", choices=sorted(TRAINERS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    configs = shapes(args.config, args.vocab, args.hidden)
+    configs = shapes(args.config, args.vocab, args.hidden, args.direct_order, args.direct_size)
 
     if args.memory_probe:
         memory_probe(args.memory_probe, configs[args.config[0]], args.threads[0])
@@ -668,7 +788,8 @@ def main(argv=None):
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads),
                "--config", *args.config, "--repeats", str(args.repeats),
                "--ref-repeats", str(args.ref_repeats), "--score-repeats", str(args.score_repeats),
-               "--peak-size", str(args.peak_size)]
+               "--peak-size", str(args.peak_size), "--direct-order", str(args.direct_order),
+               "--direct-size", str(args.direct_size)]
         for option, value in (("--vocab", args.vocab), ("--hidden", args.hidden)):
             if value is not None:
                 cmd += [option, str(value)]

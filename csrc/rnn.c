@@ -2,8 +2,9 @@
  *
  * Purpose: forward, fused softmax + cross-entropy, backward through time, a one-step
  * inference function and the optimizer updates for the Elman RNN of rnn.h, on
- * caller-owned float32 buffers. Matrix products go to BLAS sgemm; the recurrence,
- * the activations, the softmax, BPTT and the optimizers are ours.
+ * caller-owned float32 buffers; the same with a class-factored output and hashed
+ * maximum-entropy direct connections (RNNME). Matrix products go to BLAS sgemm; the
+ * recurrence, the activations, the softmax, BPTT and the optimizers are ours.
  *
  * Non-goals: allocation, I/O, other cell types (LSTM/GRU), mixed precision. Never
  * built with -ffast-math: the softmax relies on IEEE exp/log behaviour.
@@ -93,6 +94,8 @@ const char *rnn_strerror(int status) {
     case RNN_E_ALIAS: return "an output buffer aliases an input buffer";
     case RNN_E_ARGUMENT: return "a scalar argument is out of range";
     case RNN_E_NONFINITE: return "non-finite value (NaN or infinity) encountered";
+    case RNN_E_CLASS: return "class_start must rise strictly from 0 to V (C classes in [1, V], none empty)";
+    case RNN_E_HISTORY: return "direct history id out of range [-1, V)";
     default: return "unknown rnnkit kernel error";
     }
 }
@@ -114,9 +117,9 @@ static int check_sizes(int T, int B, int H, int V) {
     return RNN_OK;
 }
 
-int64_t rnn_num_params(int V, int H) {
-    if (check_sizes(1, 1, H, V) != RNN_OK) return -1;
-    return 2 * (int64_t)V * H + (int64_t)H * H + H + V;
+int64_t rnn_num_params(int V, int H, int C) {
+    if (check_sizes(1, 1, H, V) != RNN_OK || C < 0 || C > V) return -1;
+    return 2 * (int64_t)V * H + (int64_t)H * H + H + V + (int64_t)C * H + C;
 }
 
 int64_t rnn_workspace_size(int T, int B, int H, int V) {
@@ -696,6 +699,59 @@ static void softmax_rows_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
  * forward
  * ---------------------------------------------------------------------------------- */
 
+/* Offsets of the parameters in the flat buffer (rnn.h); W_c and b_c are empty when C = 0. */
+struct rnn_layout {
+    size_t W_xh, W_hh, b_h, W_hy, b_y, W_c, b_c;
+};
+
+static struct rnn_layout layout_of(int V, int H, int C) {
+    struct rnn_layout L;
+    L.W_xh = 0;
+    L.W_hh = L.W_xh + (size_t)V * H;
+    L.b_h = L.W_hh + (size_t)H * H;
+    L.W_hy = L.b_h + H;
+    L.b_y = L.W_hy + (size_t)V * H;
+    L.W_c = L.b_y + V;
+    L.b_c = L.W_c + (size_t)C * H;
+    return L;
+}
+
+/* hs[t] = act(W_xh[x_t] (* in_mask[t]) + (reset ? 0 : h_{t-1} W_hh^T) + b_h) for t < T,
+ * h_{-1} = h0. resets and in_mask may be NULL (one inference step: no reset, no dropout). */
+static void recurrence(float *hs, const float *params, const int32_t *inputs,
+                       const int32_t *resets, const float *in_mask, const float *h0,
+                       int activation, int T, int B, int H, int V) {
+    struct rnn_layout L = layout_of(V, H, 0);
+    const float *W_xh = params + L.W_xh, *W_hh = params + L.W_hh, *b_h = params + L.b_h;
+    for (int t = 0; t < T; t++) {
+        const float *h_prev = t == 0 ? h0 : hs + (size_t)(t - 1) * B * H;
+        float *h_t = hs + (size_t)t * B * H;
+        gemm(0, 1, B, H, H, 1.0f, h_prev, H, W_hh, H, 0.0f, h_t, H);
+        for (int b = 0; b < B; b++) {
+            size_t pos = (size_t)t * B + b;
+            float *row = h_t + (size_t)b * H;
+            const float *x = W_xh + (size_t)inputs[pos] * H;
+            if (resets && resets[pos])
+                for (int j = 0; j < H; j++) row[j] = 0.0f;
+            if (in_mask) {
+                const float *m = in_mask + pos * H;
+                for (int j = 0; j < H; j++) row[j] += x[j] * m[j] + b_h[j];
+            } else {
+                for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
+            }
+            activate(row, H, activation);
+        }
+    }
+}
+
+/* The output layer's input: h_t, or hd = h_t * out_mask (dropout; the recurrence never
+ * sees it). */
+static const float *output_input(float *hd, const float *hs, const float *out_mask, int64_t n) {
+    if (!out_mask) return hs;
+    for (int64_t i = 0; i < n; i++) hd[i] = hs[i] * out_mask[i];
+    return hd;
+}
+
 int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogits,
                 float *work, int64_t work_size,
                 const int32_t *inputs, const int32_t *targets, const int32_t *resets,
@@ -718,39 +774,11 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogi
     if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
     if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
 
-    const float *W_xh = params;                       /* (V, H) */
-    const float *W_hh = W_xh + (size_t)V * H;         /* (H, H) */
-    const float *b_h = W_hh + (size_t)H * H;          /* (H)    */
-    const float *W_hy = b_h + H;                      /* (V, H) */
-    const float *b_y = W_hy + (size_t)V * H;          /* (V)    */
+    struct rnn_layout L = layout_of(V, H, 0);
+    const float *W_hy = params + L.W_hy, *b_y = params + L.b_y;
 
-    /* recurrence: hs[t] = act(W_xh[x_t] + (reset ? 0 : h_{t-1} W_hh^T) + b_h) */
-    for (int t = 0; t < T; t++) {
-        const float *h_prev = t == 0 ? h0 : hs + (size_t)(t - 1) * B * H;
-        float *h_t = hs + (size_t)t * B * H;
-        gemm(0, 1, B, H, H, 1.0f, h_prev, H, W_hh, H, 0.0f, h_t, H);
-        for (int b = 0; b < B; b++) {
-            size_t pos = (size_t)t * B + b;
-            float *row = h_t + (size_t)b * H;
-            const float *x = W_xh + (size_t)inputs[pos] * H;
-            if (resets[pos])
-                for (int j = 0; j < H; j++) row[j] = 0.0f;
-            if (in_mask) {
-                const float *m = in_mask + pos * H;
-                for (int j = 0; j < H; j++) row[j] += x[j] * m[j] + b_h[j];
-            } else {
-                for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
-            }
-            activate(row, H, activation);
-        }
-    }
-
-    /* the output layer reads h_t, or h_t * out_mask (dropout; the recurrence is untouched) */
-    const float *hy = hs;
-    if (out_mask) {
-        for (int64_t i = 0; i < N * H; i++) hd[i] = hs[i] * out_mask[i];
-        hy = hd;
-    }
+    recurrence(hs, params, inputs, resets, in_mask, h0, activation, T, B, H, V);
+    const float *hy = output_input(hd, hs, out_mask, N * H);
 
     /* output layer + fused softmax / cross-entropy */
     /* Rows are independent: split them over threads; the loss is summed afterwards in
@@ -778,51 +806,17 @@ int rnn_forward(float *loss, float *logprobs, float *hs, float *hd, float *dlogi
  * backward
  * ---------------------------------------------------------------------------------- */
 
-int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
-                 const float *dlogits, const float *hs, const float *hd,
-                 const int32_t *inputs, const int32_t *resets,
-                 const float *in_mask, const float *out_mask,
-                 const float *h0, const float *params, float loss_scale,
-                 int activation, int T, int B, int H, int V) {
-    int rc = check_sizes(T, B, H, V);
-    if (rc) return rc;
-    if (!grads || !dh0 || !work || !dlogits || !hs || !inputs || !resets || !h0 || !params)
-        return RNN_E_NULL;
-    if (out_mask && !hd) return RNN_E_NULL;
-    if (!check_activation(activation)) return RNN_E_ACTIVATION;
-    if (!isfinite(loss_scale)) return RNN_E_ARGUMENT;
-    if (work_size < rnn_workspace_size(T, B, H, V)) return RNN_E_WORKSPACE;
-    if (grads == params) return RNN_E_ALIAS;
-    const int64_t N = (int64_t)T * B;
-    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
-    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
-
-    const float *W_hh = params + (size_t)V * H;
-    const float *W_hy = W_hh + (size_t)H * H + H;
-    float *dW_xh = grads;
-    float *dW_hh = dW_xh + (size_t)V * H;
-    float *db_h = dW_hh + (size_t)H * H;
-    float *dW_hy = db_h + H;
-    float *db_y = dW_hy + (size_t)V * H;
-
-    float *dz = work;                         /* (N, H): dL/dh, then dL/dz in place */
-    float *dz_kept = dz + (size_t)N * H;      /* (N, H): dz where h_{t-1} was used, else 0 */
-    float *dh_next = dz_kept + (size_t)N * H; /* (B, H): gradient flowing into h_{t-1} */
-    float *ones = dh_next + (size_t)B * H;    /* (N,): all 1, for the db_y column sum */
-
-    /* output layer: dh = s * dlogits W_hy (* out_mask);  dW_hy += s * dlogits^T hy;
-     * db_y += s * sum, where hy = hs, or hd = hs * out_mask with output dropout */
-    gemm(0, 0, (int)N, H, V, loss_scale, dlogits, V, W_hy, H, 0.0f, dz, H);
-    gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, out_mask ? hd : hs, H, 1.0f, dW_hy, H);
-    if (out_mask)
-        for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
-    /* db_y as a GEMV with a ones vector: one more streaming pass over the (N, V)
-     * dlogits, which BLAS spreads over its threads. */
-    for (int64_t n = 0; n < N; n++) ones[n] = 1.0f;
-    RNN_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (int)N, V, loss_scale, dlogits, V,
-                          ones, 1, 1.0f, db_y, 1);
-
-    /* BPTT, last step first */
+/* Backpropagation through time from dz = dL/dh_t of the output layer, (N, H), which
+ * becomes dL/dz_t in place: accumulates dW_xh, dW_hh, db_h (the same offsets in every
+ * layout) and dh0. dz_kept (N, H) and dh_next (B, H) are scratch. */
+static void bptt(float *grads, float *dh0, float *dz, float *dz_kept, float *dh_next,
+                 const float *hs, const int32_t *inputs, const int32_t *resets,
+                 const float *in_mask, const float *h0, const float *params, int activation,
+                 int T, int B, int H, int V) {
+    struct rnn_layout L = layout_of(V, H, 0);
+    const float *W_hh = params + L.W_hh;
+    float *dW_xh = grads + L.W_xh, *dW_hh = grads + L.W_hh, *db_h = grads + L.b_h;
+    /* last step first */
     memset(dh_next, 0, (size_t)B * H * sizeof(float));
     for (int t = T - 1; t >= 0; t--) {
         for (int b = 0; b < B; b++) {
@@ -851,6 +845,51 @@ int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
     if (T > 1)
         gemm(1, 0, H, H, (T - 1) * B, 1.0f, dz_kept + (size_t)B * H, H, hs, H, 1.0f, dW_hh, H);
     gemm(1, 0, H, H, B, 1.0f, dz_kept, H, h0, H, 1.0f, dW_hh, H);
+}
+
+int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
+                 const float *dlogits, const float *hs, const float *hd,
+                 const int32_t *inputs, const int32_t *resets,
+                 const float *in_mask, const float *out_mask,
+                 const float *h0, const float *params, float loss_scale,
+                 int activation, int T, int B, int H, int V) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    if (!grads || !dh0 || !work || !dlogits || !hs || !inputs || !resets || !h0 || !params)
+        return RNN_E_NULL;
+    if (out_mask && !hd) return RNN_E_NULL;
+    if (!check_activation(activation)) return RNN_E_ACTIVATION;
+    if (!isfinite(loss_scale)) return RNN_E_ARGUMENT;
+    if (work_size < rnn_workspace_size(T, B, H, V)) return RNN_E_WORKSPACE;
+    if (grads == params) return RNN_E_ALIAS;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+
+    struct rnn_layout L = layout_of(V, H, 0);
+    const float *W_hy = params + L.W_hy;
+    float *dW_hy = grads + L.W_hy;
+    float *db_y = grads + L.b_y;
+
+    float *dz = work;                         /* (N, H): dL/dh, then dL/dz in place */
+    float *dz_kept = dz + (size_t)N * H;      /* (N, H): scratch of bptt() */
+    float *dh_next = dz_kept + (size_t)N * H; /* (B, H): scratch of bptt() */
+    float *ones = dh_next + (size_t)B * H;    /* (N,): all 1, for the db_y column sum */
+
+    /* output layer: dh = s * dlogits W_hy (* out_mask);  dW_hy += s * dlogits^T hy;
+     * db_y += s * sum, where hy = hs, or hd = hs * out_mask with output dropout */
+    gemm(0, 0, (int)N, H, V, loss_scale, dlogits, V, W_hy, H, 0.0f, dz, H);
+    gemm(1, 0, V, H, (int)N, loss_scale, dlogits, V, out_mask ? hd : hs, H, 1.0f, dW_hy, H);
+    if (out_mask)
+        for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
+    /* db_y as a GEMV with a ones vector: one more streaming pass over the (N, V)
+     * dlogits, which BLAS spreads over its threads. */
+    for (int64_t n = 0; n < N; n++) ones[n] = 1.0f;
+    RNN_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (int)N, V, loss_scale, dlogits, V,
+                          ones, 1, 1.0f, db_y, 1);
+
+    bptt(grads, dh0, dz, dz_kept, dh_next, hs, inputs, resets, in_mask, h0, params, activation,
+         T, B, H, V);
     return RNN_OK;
 }
 
@@ -866,21 +905,466 @@ int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *
     if (!check_activation(activation)) return RNN_E_ACTIVATION;
     if (h_out == h_in) return RNN_E_ALIAS;
     if (check_ids(tokens, B, 0, V)) return RNN_E_TOKEN;
-    const float *W_xh = params;
-    const float *W_hh = W_xh + (size_t)V * H;
-    const float *b_h = W_hh + (size_t)H * H;
-    const float *W_hy = b_h + H;
-    const float *b_y = W_hy + (size_t)V * H;
+    struct rnn_layout L = layout_of(V, H, 0);
+    const float *W_hy = params + L.W_hy, *b_y = params + L.b_y;
 
-    gemm(0, 1, B, H, H, 1.0f, h_in, H, W_hh, H, 0.0f, h_out, H);
-    for (int b = 0; b < B; b++) {
-        float *row = h_out + (size_t)b * H;
-        const float *x = W_xh + (size_t)tokens[b] * H;
-        for (int j = 0; j < H; j++) row[j] += x[j] + b_h[j];
-        activate(row, H, activation);
-    }
+    recurrence(h_out, params, tokens, NULL, NULL, h_in, activation, 1, B, H, V);
     output_logits(logprobs, h_out, B, W_hy, V, H);
     for (int b = 0; b < B; b++) softmax_row(logprobs + (size_t)b * V, b_y, V, -1, 0, 1);
+    return RNN_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * class-factored output and direct connections (RNNME)
+ *
+ * A block of R rows goes through the output layer in four passes:
+ *  1. class logits for all rows (one GEMM, R x C x H) and their softmax;
+ *  2. the rows with a target sorted by the target's class (a stable counting sort), and
+ *     their hy rows gathered in that order, so that
+ *  3. each class's word logits are one GEMM over its rows (R_c x |c| x H): W_hy's rows of
+ *     a class are read once per block, not once per position;
+ *  4. the softmax over each row's class.
+ * Backward recomputes the sort from the targets (it is cheap and deterministic), so the
+ * only cached output-layer state is dclass and dword.
+ * ---------------------------------------------------------------------------------- */
+
+/* Largest table the direct connections index: 2^40 floats, as RNN_MAX_PRODUCT. */
+#define RNN_MAX_TABLE RNN_MAX_PRODUCT
+
+/* C in [1, V] and class_start rising strictly from 0 to V; *M receives the largest class. */
+static int check_classes(const int32_t *class_start, int C, int V, int *M) {
+    if (C < 1 || C > V) return RNN_E_SIZE;
+    if (!class_start) return RNN_E_NULL;
+    if (class_start[0] != 0 || class_start[C] != V) return RNN_E_CLASS;
+    int64_t largest = 0;
+    for (int c = 0; c < C; c++) {
+        int64_t size = (int64_t)class_start[c + 1] - class_start[c];
+        if (size < 1) return RNN_E_CLASS;
+        if (size > largest) largest = size;
+    }
+    *M = (int)largest;   /* <= V, since the sizes are positive and add up to V */
+    return RNN_OK;
+}
+
+static int check_direct(const float *table, int64_t table_size, int order) {
+    if (order < 0 || order > RNN_MAX_DIRECT_ORDER) return RNN_E_ARGUMENT;
+    if (order == 0) return RNN_OK;
+    if (!table) return RNN_E_NULL;
+    if (table_size < 1 || table_size > RNN_MAX_TABLE) return RNN_E_SIZE;
+    return RNN_OK;
+}
+
+/* The largest rows and classes: N * (C + M) stays within what size_t and int64_t index. */
+static int check_class_sizes(int T, int B, int H, int V, int C, int M) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    if (C < 1 || C > V || M < 1 || M > V) return RNN_E_SIZE;
+    return RNN_OK;
+}
+
+/* Rows per block of the scoring path (no dclass / dword): about RNN_CHUNK_FLOATS floats. */
+static int64_t class_chunk_rows(int64_t N, int H, int C, int M) {
+    int64_t rows = RNN_CHUNK_FLOATS / ((int64_t)C + M + H);
+    if (rows < RNN_CHUNK_ROWS) rows = RNN_CHUNK_ROWS;
+    return rows < N ? rows : N;
+}
+
+/* Floats for the int32 arrays of a block of R rows: the sort's permutation and each row's
+ * class (R each), and the class offsets (C + 1). */
+static int64_t sort_floats(int64_t R, int C) { return 2 * R + C + 1; }
+
+int64_t rnn_class_workspace_size(int T, int B, int H, int V, int C, int M) {
+    if (check_class_sizes(T, B, H, V, C, M) != RNN_OK) return -1;
+    int64_t N = (int64_t)T * B;
+    int64_t R = class_chunk_rows(N, H, C, M);
+    int64_t train = N * H + sort_floats(N, C);                             /* gathered rows */
+    int64_t score = R * ((int64_t)C + M + H) + sort_floats(R, C);          /* + the logits */
+    int64_t bwd = 3 * N * H + (int64_t)B * H + N + sort_floats(N, C);      /* see backward */
+    int64_t most = train > score ? train : score;
+    return most > bwd ? most : bwd;
+}
+
+/* splitmix64's output function (Steele, Lea & Flood 2014): a bijection of 64-bit words
+ * in which every input bit flips about half of the output bits. */
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The hash chain's start: feature 0, the bias-like one, is mix64(RNN_DIRECT_SEED). */
+#define RNN_DIRECT_SEED 0x726e6e6b6974ull   /* "rnnkit" */
+
+/* The direct features of position (t, b): f[k] = hash of feature k mod D, for k below the
+ * returned count (1 + the history's length, at most `order`). Feature k's hash is
+ * mix64(hash of feature k-1 XOR x_{t-k+1}): a chain, so a feature costs one mix whatever
+ * its order, and the features of different orders over the same inputs differ. The
+ * history runs back from x_t until a position that resets, then (at t < 0) into `history`
+ * until a -1. resets and history may be NULL (no resets; nothing before step 0). Faster-
+ * rnnlm (yandex/faster-rnnlm, maxent.h) sums one prime per (order, position) instead. */
+static int direct_features(uint64_t f[RNN_MAX_DIRECT_ORDER], int order, uint64_t D, int t, int b,
+                           int B, const int32_t *inputs, const int32_t *resets,
+                           const int32_t *history) {
+    uint64_t h = mix64(RNN_DIRECT_SEED);
+    f[0] = h % D;
+    int count = 1;
+    for (int p = t; count < order; p--) {          /* p >= t - (order - 2) >= -RNN_DIRECT_HISTORY */
+        int32_t id;
+        if (p >= 0) id = inputs[(size_t)p * B + b];
+        else if (history) id = history[(size_t)b * RNN_DIRECT_HISTORY + RNN_DIRECT_HISTORY + p];
+        else break;
+        if (id < 0) break;                         /* only history holds -1: nothing before */
+        h = mix64(h ^ (uint64_t)id);
+        f[count++] = h % D;
+        if (p >= 0 && resets && resets[(size_t)p * B + b]) break;   /* x_p starts its sequence */
+    }
+    return count;
+}
+
+/* What the direct features of a position are computed from (rnn.h). */
+struct direct_set {
+    const float *table;         /* (D,) */
+    uint64_t D;
+    int order;                  /* 0: none */
+    const int32_t *inputs, *resets, *history;
+    int B;
+};
+
+/* direct_features of row n = t * B + b; none (0) without direct connections. */
+static int row_features(uint64_t f[RNN_MAX_DIRECT_ORDER], const struct direct_set *d, int64_t n) {
+    if (d->order == 0) return 0;
+    return direct_features(f, d->order, d->D, (int)(n / d->B), (int)(n % d->B), d->B, d->inputs,
+                           d->resets, d->history);
+}
+
+/* row[j] += table[(f + o + j) mod D] for j < len and each feature f, feature by feature:
+ * the direct connections of the len output units from o. Each feature's entries are one
+ * run of the table, cut where it wraps around. */
+static void add_direct(float *row, int len, const uint64_t *f, int count, uint64_t o,
+                       const float *table, uint64_t D) {
+    for (int k = 0; k < count; k++) {
+        uint64_t i = (f[k] + o) % D;
+        for (int j = 0; j < len; i = 0) {
+            int span = D - i < (uint64_t)(len - j) ? (int)(D - i) : len - j;
+            const float *w = table + i;
+            for (int s = 0; s < span; s++) row[j + s] += w[s];
+            j += span;
+        }
+    }
+}
+
+/* The sparse SGD step of rnn.h on the entries add_direct read, in the same order. */
+static void update_direct(float *table, uint64_t D, const uint64_t *f, int count, uint64_t o,
+                          const float *grad, int len, float scale, float lr, float l2) {
+    for (int k = 0; k < count; k++) {
+        uint64_t i = (f[k] + o) % D;
+        for (int j = 0; j < len; j++) {
+            float w = table[i];
+            table[i] = w - lr * (scale * grad[j] + l2 * w);
+            if (++i == D) i = 0;
+        }
+    }
+}
+
+/* The class of word w: the c with class_start[c] <= w < class_start[c + 1]. */
+static int class_of(const int32_t *class_start, int C, int32_t w) {
+    int lo = 0, hi = C;                 /* class_start[lo] <= w < class_start[hi] */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (class_start[mid] <= w) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Rows [0, R) with a target, ordered by the target's class, then by row (a stable counting
+ * sort): perm[k] = the k-th row, class_rows[c] .. class_rows[c + 1] - 1 the slots of class
+ * c; cls[i] = the class of row i's target, -1 without one. Returns the number of rows. */
+static int64_t sort_by_class(int32_t *perm, int32_t *cls, int32_t *class_rows,
+                             const int32_t *targets, int64_t R, const int32_t *class_start, int C) {
+    memset(class_rows, 0, ((size_t)C + 1) * sizeof(int32_t));
+    for (int64_t i = 0; i < R; i++) {
+        cls[i] = targets[i] < 0 ? -1 : class_of(class_start, C, targets[i]);
+        if (cls[i] >= 0) class_rows[cls[i] + 1]++;
+    }
+    for (int c = 0; c < C; c++) class_rows[c + 1] += class_rows[c];
+    /* class_rows[c] is the next free slot of class c; afterwards the start of class c+1 */
+    for (int64_t i = 0; i < R; i++)
+        if (cls[i] >= 0) perm[class_rows[cls[i]]++] = (int32_t)i;
+    for (int c = C; c > 0; c--) class_rows[c] = class_rows[c - 1];
+    class_rows[0] = 0;
+    return class_rows[C];
+}
+
+/* What the output layer of a block reads. Rows are numbered from the block's first row,
+ * which is row r0 of the batch (for the direct features' positions). */
+struct class_block {
+    float *logprobs;            /* (R,) */
+    float *logits_c;            /* (R, C): logits, then softmax - onehot or untouched */
+    float *logits_w;            /* (R, M): slot k = the k-th sorted row */
+    const int32_t *targets;     /* (R,) */
+    const int32_t *perm, *cls;  /* (R,), from sort_by_class */
+    const int32_t *class_start; /* (C + 1,) */
+    const float *b_c, *b_y;
+    struct direct_set direct;
+    int64_t r0;
+    int C, M, want_grad;
+};
+
+/* Pass 1's softmax for rows [lo, hi): log P(class) into logprobs, or its gradient. */
+static void class_softmax_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct class_block *j = (const struct class_block *)ctx;
+    (void)slice;
+    uint64_t f[RNN_MAX_DIRECT_ORDER];
+    for (int64_t i = lo; i < hi; i++) {
+        float *row = j->logits_c + (size_t)i * j->C;
+        if (j->cls[i] < 0) {            /* no target: a zero gradient row, no score */
+            if (j->want_grad) memset(row, 0, (size_t)j->C * sizeof(float));
+            j->logprobs[i] = 0.0f;
+            continue;
+        }
+        int count = row_features(f, &j->direct, j->r0 + i);
+        add_direct(row, j->C, f, count, 0, j->direct.table, j->direct.D);
+        j->logprobs[i] = softmax_row(row, j->b_c, j->C, j->cls[i], j->want_grad, 0);
+    }
+}
+
+/* Pass 4 for slots [lo, hi): log P(word | class) added to logprobs, or its gradient. */
+static void word_softmax_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct class_block *j = (const struct class_block *)ctx;
+    (void)slice;
+    uint64_t f[RNN_MAX_DIRECT_ORDER];
+    for (int64_t k = lo; k < hi; k++) {
+        int32_t i = j->perm[k];
+        int c = j->cls[i];
+        int32_t start = j->class_start[c];
+        int size = j->class_start[c + 1] - start;
+        float *row = j->logits_w + (size_t)k * j->M;
+        int count = row_features(f, &j->direct, j->r0 + i);
+        add_direct(row, size, f, count, (uint64_t)j->C + start, j->direct.table, j->direct.D);
+        j->logprobs[i] += softmax_row(row, j->b_y + start, size, j->targets[i] - start,
+                                      j->want_grad, 0);
+    }
+}
+
+/* The output layer of rows [r0, r0 + R): passes 1-4 above. hy: (R, H) the block's rows;
+ * gathered: (R, H) scratch; perm, cls (R) and class_rows (C + 1): sort_by_class's. */
+static void class_output(struct class_block *job, const float *hy, int R, float *gathered,
+                         int32_t *perm, int32_t *cls, int32_t *class_rows, const float *params,
+                         int H, int V) {
+    struct rnn_layout L = layout_of(V, H, job->C);
+    const float *W_hy = params + L.W_hy, *W_c = params + L.W_c;
+    int C = job->C, M = job->M;
+    const int32_t *class_start = job->class_start;
+
+    int64_t rows = sort_by_class(perm, cls, class_rows, job->targets, R, class_start, C);
+    output_logits(job->logits_c, hy, R, W_c, C, H);
+    parallel_for(threads_for((int64_t)R * C, 1 << 20), R, class_softmax_slice, job);
+
+    for (int64_t k = 0; k < rows; k++)
+        memcpy(gathered + (size_t)k * H, hy + (size_t)perm[k] * H, (size_t)H * sizeof(float));
+    for (int c = 0; c < C; c++) {
+        int count = class_rows[c + 1] - class_rows[c];
+        if (count == 0) continue;
+        int32_t start = class_start[c];
+        gemm(0, 1, count, class_start[c + 1] - start, H, 1.0f, gathered + (size_t)class_rows[c] * H, H,
+             W_hy + (size_t)start * H, H, 0.0f, job->logits_w + (size_t)class_rows[c] * M, M);
+    }
+    parallel_for(threads_for(rows * M, 1 << 20), rows, word_softmax_slice, job);
+}
+
+/* The checks every class function shares: classes, direct connections, activation. */
+static int check_class_call(const int32_t *class_start, int C, int V, int *M, const float *table,
+                            int64_t table_size, int direct_order, int activation) {
+    int rc = check_classes(class_start, C, V, M);
+    if (rc) return rc;
+    rc = check_direct(table, table_size, direct_order);
+    if (rc) return rc;
+    return check_activation(activation) ? RNN_OK : RNN_E_ACTIVATION;
+}
+
+int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
+                      float *dclass, float *dword, float *work, int64_t work_size,
+                      const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                      const int32_t *history, const float *in_mask, const float *out_mask,
+                      const float *h0, const float *params, const int32_t *class_start,
+                      const float *table, int64_t table_size, int direct_order,
+                      int activation, int T, int B, int H, int V, int C) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    int M;
+    rc = check_class_call(class_start, C, V, &M, table, table_size, direct_order, activation);
+    if (rc) return rc;
+    if (!loss || !logprobs || !hs || !work || !inputs || !targets || !resets || !h0 || !params)
+        return RNN_E_NULL;
+    if (out_mask && !hd) return RNN_E_NULL;
+    if (!dclass != !dword) return RNN_E_NULL;     /* both (training) or neither (scoring) */
+    if (hd && hd == hs) return RNN_E_ALIAS;
+    if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+
+    struct rnn_layout L = layout_of(V, H, C);
+    recurrence(hs, params, inputs, resets, in_mask, h0, activation, T, B, H, V);
+    const float *hy = output_input(hd, hs, out_mask, N * H);
+
+    const int train = dclass != NULL;
+    const int64_t chunk = train ? N : class_chunk_rows(N, H, C, M);
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        int R = (int)(N - r0 < chunk ? N - r0 : chunk);
+        float *logits_c = train ? dclass : work;
+        float *logits_w = train ? dword : logits_c + (size_t)R * C;
+        float *gathered = train ? work : logits_w + (size_t)R * M;
+        int32_t *perm = (int32_t *)(void *)(gathered + (size_t)R * H);
+        struct class_block job = {
+            logprobs + r0, logits_c, logits_w, targets + r0, perm, perm + R, class_start,
+            params + L.b_c, params + L.b_y,
+            {table, (uint64_t)table_size, direct_order, inputs, resets, history, B},
+            r0, C, M, train};
+        class_output(&job, hy + (size_t)r0 * H, R, gathered, perm, perm + R, perm + 2 * R,
+                     params, H, V);
+    }
+    double total = 0.0;
+    for (int64_t n = 0; n < N; n++) total -= logprobs[n];
+    *loss = (float)total;
+    return RNN_OK;
+}
+
+int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
+                       const float *dclass, const float *dword, const float *hs, const float *hd,
+                       const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                       const int32_t *history, const float *in_mask, const float *out_mask,
+                       const float *h0, const float *params, const int32_t *class_start,
+                       int64_t table_size, int direct_order, float loss_scale,
+                       float direct_lr, float direct_l2,
+                       int activation, int T, int B, int H, int V, int C) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    int M;
+    rc = check_class_call(class_start, C, V, &M, table, table_size, direct_order, activation);
+    if (rc) return rc;
+    if (!grads || !dh0 || !work || !dclass || !dword || !hs || !inputs || !targets || !resets ||
+        !h0 || !params)
+        return RNN_E_NULL;
+    if (out_mask && !hd) return RNN_E_NULL;
+    if (!isfinite(loss_scale) || !isfinite(direct_lr) || direct_lr < 0.0f ||
+        !isfinite(direct_l2) || direct_l2 < 0.0f)
+        return RNN_E_ARGUMENT;
+    if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
+    if (grads == params || (table && (table == grads || table == params))) return RNN_E_ALIAS;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+
+    struct rnn_layout L = layout_of(V, H, C);
+    const float *W_hy = params + L.W_hy, *W_c = params + L.W_c;
+    float *dW_hy = grads + L.W_hy, *db_y = grads + L.b_y, *dW_c = grads + L.W_c, *db_c = grads + L.b_c;
+    const float *hy = out_mask ? hd : hs;
+
+    float *dz = work;                             /* (N, H): dL/dh, then dL/dz (bptt) */
+    float *gathered = dz + (size_t)N * H;         /* (N, H): hy rows in slot order; bptt's dz_kept */
+    float *dh_next = gathered + (size_t)N * H;    /* (B, H): bptt's */
+    float *ones = dh_next + (size_t)B * H;        /* (N,): all 1, for the bias column sums */
+    float *dslot = ones + N;                      /* (N, H): dL/dhy of the word part, by slot */
+    int32_t *perm = (int32_t *)(void *)(dslot + (size_t)N * H);
+    int32_t *cls = perm + N, *class_rows = cls + N;
+    for (int64_t n = 0; n < N; n++) ones[n] = 1.0f;
+
+    /* class part: dh = s * dclass W_c;  dW_c += s * dclass^T hy;  db_c += s * column sums */
+    gemm(0, 0, (int)N, H, C, loss_scale, dclass, C, W_c, H, 0.0f, dz, H);
+    gemm(1, 0, C, H, (int)N, loss_scale, dclass, C, hy, H, 1.0f, dW_c, H);
+    RNN_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, (int)N, C, loss_scale, dclass, C, ones, 1,
+                          1.0f, db_c, 1);
+
+    /* word part, class by class over its slots (the forward's sort, recomputed) */
+    int64_t rows = sort_by_class(perm, cls, class_rows, targets, N, class_start, C);
+    for (int64_t k = 0; k < rows; k++)
+        memcpy(gathered + (size_t)k * H, hy + (size_t)perm[k] * H, (size_t)H * sizeof(float));
+    for (int c = 0; c < C; c++) {
+        int count = class_rows[c + 1] - class_rows[c];
+        if (count == 0) continue;
+        int32_t start = class_start[c];
+        int size = class_start[c + 1] - start;
+        const float *g = dword + (size_t)class_rows[c] * M;     /* (count, size), row stride M */
+        gemm(0, 0, count, H, size, loss_scale, g, M, W_hy + (size_t)start * H, H, 0.0f,
+             dslot + (size_t)class_rows[c] * H, H);
+        gemm(1, 0, size, H, count, loss_scale, g, M, gathered + (size_t)class_rows[c] * H, H, 1.0f,
+             dW_hy + (size_t)start * H, H);
+        RNN_BLAS(cblas_sgemv)(CblasRowMajor, CblasTrans, count, size, loss_scale, g, M, ones, 1,
+                              1.0f, db_y + start, 1);
+    }
+    for (int64_t k = 0; k < rows; k++) {
+        float *to = dz + (size_t)perm[k] * H;
+        const float *from = dslot + (size_t)k * H;
+        for (int j = 0; j < H; j++) to[j] += from[j];
+    }
+    if (out_mask)
+        for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
+
+    /* direct connections: sparse SGD in slot order (rnn.h), on one thread so that the
+     * updates of an entry used by several positions happen in a fixed order */
+    if (direct_order > 0 && direct_lr > 0.0f) {
+        struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
+        uint64_t f[RNN_MAX_DIRECT_ORDER];
+        for (int64_t k = 0; k < rows; k++) {
+            int32_t n = perm[k];
+            int c = cls[n];
+            int32_t start = class_start[c];
+            int count = row_features(f, &d, n);
+            update_direct(table, d.D, f, count, 0, dclass + (size_t)n * C, C, loss_scale,
+                          direct_lr, direct_l2);
+            update_direct(table, d.D, f, count, (uint64_t)C + start, dword + (size_t)k * M,
+                          class_start[c + 1] - start, loss_scale, direct_lr, direct_l2);
+        }
+    }
+
+    bptt(grads, dh0, dz, gathered, dh_next, hs, inputs, resets, in_mask, h0, params, activation,
+         T, B, H, V);
+    return RNN_OK;
+}
+
+int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
+                   const int32_t *tokens, const int32_t *history, const float *h_in,
+                   const float *params, const int32_t *class_start,
+                   const float *table, int64_t table_size, int direct_order,
+                   int activation, int B, int H, int V, int C) {
+    int rc = check_sizes(1, B, H, V);
+    if (rc) return rc;
+    int M;
+    rc = check_class_call(class_start, C, V, &M, table, table_size, direct_order, activation);
+    if (rc) return rc;
+    if (!h_out || !class_logprobs || !logprobs || !tokens || !h_in || !params) return RNN_E_NULL;
+    if (h_out == h_in) return RNN_E_ALIAS;
+    if (check_ids(tokens, B, 0, V)) return RNN_E_TOKEN;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+
+    struct rnn_layout L = layout_of(V, H, C);
+    const float *b_y = params + L.b_y, *b_c = params + L.b_c;
+    recurrence(h_out, params, tokens, NULL, NULL, h_in, activation, 1, B, H, V);
+    output_logits(class_logprobs, h_out, B, params + L.W_c, C, H);
+    output_logits(logprobs, h_out, B, params + L.W_hy, V, H);
+    struct direct_set d = {table, (uint64_t)table_size, direct_order, tokens, NULL, history, B};
+    uint64_t f[RNN_MAX_DIRECT_ORDER];
+    for (int b = 0; b < B; b++) {
+        int count = row_features(f, &d, b);
+        float *class_row = class_logprobs + (size_t)b * C;
+        add_direct(class_row, C, f, count, 0, table, d.D);
+        softmax_row(class_row, b_c, C, -1, 0, 1);
+        for (int c = 0; c < C; c++) {
+            int32_t start = class_start[c];
+            int size = class_start[c + 1] - start;
+            float *row = logprobs + (size_t)b * V + start;
+            add_direct(row, size, f, count, (uint64_t)C + start, table, d.D);
+            softmax_row(row, b_y + start, size, -1, 0, 1);
+            for (int j = 0; j < size; j++) row[j] += class_row[c];
+        }
+    }
     return RNN_OK;
 }
 

@@ -1,11 +1,13 @@
 /* rnn.h: the C API of rnnkit's tanh-RNN language-model kernel.
  *
  * Dimension legend: T = steps, B = batch, H = hidden, V = vocab, N = T*B positions,
- * P = rnn_num_params(V, H).
+ * C = classes (0: full softmax), M = the largest class, K = RNN_DIRECT_HISTORY,
+ * D = direct table entries, P = rnn_num_params(V, H, C).
  *
  * Size limits (RNN_E_SIZE otherwise), so that no size computation can overflow:
  * each of T, B, H, V in [1, RNN_MAX_DIM = 2^30]; N < 2^31 (BLAS dimensions are int);
- * V*H, H*H and N*H at most 2^40; the optimizers' n in [0, 2^42] (P < 2^42 always).
+ * V*H, H*H and N*H at most 2^40; the optimizers' n in [0, 2^42] (P < 2^42 always);
+ * C in [1, V] for the class functions; D in [1, 2^40].
  *
  * Model (row vectors, one row per batch element):
  *   h_t = act(W_xh[x_t] + h_{t-1} W_hh^T + b_h)      (h_{t-1} = 0 where reset[t] = 1)
@@ -28,9 +30,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 3 };
+enum rnn_abi { RNN_ABI_VERSION = 4 };
 
-enum rnn_limits { RNN_MAX_DIM = 1073741824 };   /* 2^30: largest T, B, H or V */
+enum rnn_limits {
+    RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
+    RNN_MAX_DIRECT_ORDER = 10,      /* largest n of the direct connections' n-gram features */
+    RNN_DIRECT_HISTORY = 8          /* inputs before step 0 a row can carry: n - 2 at most */
+};
 
 enum rnn_status {
     RNN_OK = 0,
@@ -43,7 +49,9 @@ enum rnn_status {
     RNN_E_NULL = 7,         /* a required pointer is NULL */
     RNN_E_ALIAS = 8,        /* an output buffer aliases an input buffer */
     RNN_E_ARGUMENT = 9,     /* a scalar argument is out of range (lr, betas, norm, ...) */
-    RNN_E_NONFINITE = 10    /* a non-finite value where a finite one is required */
+    RNN_E_NONFINITE = 10,   /* a non-finite value where a finite one is required */
+    RNN_E_CLASS = 11,       /* class_start does not rise strictly from 0 to V */
+    RNN_E_HISTORY = 12      /* a direct history id is outside [-1, V) */
 };
 
 enum rnn_activation {
@@ -55,9 +63,10 @@ enum rnn_activation {
 int rnn_abi_version(void);
 const char *rnn_strerror(int status);
 
-/* Number of floats in the flat parameter buffer: 2*V*H + H*H + H + V; -1 when V or H
- * is outside the size limits. */
-int64_t rnn_num_params(int V, int H);
+/* Number of floats in the flat parameter buffer: 2*V*H + H*H + H + V, plus C*H + C for
+ * the class layer when C > 0 (see the class functions); -1 when V or H is outside the
+ * size limits or C outside [0, V]. */
+int64_t rnn_num_params(int V, int H, int C);
 
 /* Floats of scratch space rnn_forward / rnn_backward need for these sizes; -1 when a
  * size is outside the limits. */
@@ -116,6 +125,92 @@ int rnn_backward(float *grads, float *dh0, float *work, int64_t work_size,
  * h_in:     (B, H) previous state (zeros for a fresh sequence) */
 int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *h_in,
              const float *params, int activation, int B, int H, int V);
+
+/* ------------------------------------------------------------------------------------
+ * Class-factored output and direct connections (RNNME, as in Mikolov's RNNLM)
+ *
+ * Classes: C classes cut the vocabulary into contiguous ranges of word ids, class c
+ * holding words [class_start[c], class_start[c+1]); class_start (C+1,) int32 rises
+ * strictly from 0 to V (no class is empty), C in [1, V]; M = the largest class size.
+ *   P(w | h_t) = P(c | h_t) P(w | c, h_t)  with c the class of w, where
+ *   P(c | h_t)    = softmax over classes of  hy_t W_c^T + b_c + direct(class units)
+ *   P(w | c, h_t) = softmax over the words of c of  hy_t W_hy[w]^T + b_y[w] + direct(word units)
+ * (hy_t = h_t, or h_t * out_mask[t] with output dropout.) Training and scoring cost
+ * (C + |c|) H per position instead of V H. The parameters are the layout above followed
+ * by W_c (C, H) and b_c (C).
+ *
+ * Direct connections (maximum-entropy n-gram features): with direct_order n in
+ * [1, RNN_MAX_DIRECT_ORDER], position t has the features k = 0 .. n-1 whose k inputs are
+ * in its history; feature k hashes the last k inputs x_t, x_{t-1}, ... (k = 0: none, a
+ * bias). The history runs back from x_t to the latest reset; at step 0 without a reset it
+ * continues into `history`. For a feature with hash f (see rnn.c) and output unit o
+ * (class c: o = c; word w: o = C + w) the logit gains table[(f + o) mod D], so a feature's
+ * entries for a class's words are one contiguous run of the table. direct_order = 0: no
+ * direct connections (table may then be NULL and table_size is not read).
+ *
+ * history:  (B, K) int32 or NULL: the inputs before step 0, oldest first (history[b][K-1]
+ *           came just before inputs[0][b]); -1 = none, and a -1 ends the history (entries
+ *           left of it are not read). NULL: nothing before step 0.
+ * table:    (D,) float32 direct-connection weights, D = table_size
+ * ---------------------------------------------------------------------------------- */
+
+/* Floats of scratch space rnn_class_forward / rnn_class_backward need; -1 when a size is
+ * outside the limits (C and M in [1, V]). */
+int64_t rnn_class_workspace_size(int T, int B, int H, int V, int C, int M);
+
+/* Forward over a T x B batch with the class-factored output. As rnn_forward, except:
+ * logprobs: (T, B) log P(c | h) + log P(w | c, h) of each target; 0 where target = -1
+ * dclass:   (T, B, C) or NULL. When given (with dword), receives softmax - onehot(class of
+ *           the target) over the classes (rows with target = -1 are zero), for backward.
+ * dword:    (N, M) or NULL, with dclass. Row k belongs to the k-th position with a target
+ *           >= 0 when those are ordered by the target's class, then by position t*B + b;
+ *           its first |c| entries receive softmax - onehot(target) over the target's class
+ *           (the rest are unspecified). When both are NULL, the output layer is computed in
+ *           chunks in `work`.
+ * class_start, history, table, table_size, direct_order: see above. */
+int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
+                      float *dclass, float *dword, float *work, int64_t work_size,
+                      const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                      const int32_t *history, const float *in_mask, const float *out_mask,
+                      const float *h0, const float *params, const int32_t *class_start,
+                      const float *table, int64_t table_size, int direct_order,
+                      int activation, int T, int B, int H, int V, int C);
+
+/* Backward of loss_scale * (summed loss of rnn_class_forward): accumulates (+=) into grads
+ * (only the class rows of W_c, b_c and the target classes' rows of W_hy, b_y get output-
+ * layer terms) and dh0. The direct table is updated in place, not differentiated into a
+ * buffer: for each position with a target (in dword's row order), first its class units,
+ * then its class's word units, each feature f by feature and unit o by unit,
+ *   w = table[(f + o) mod D];  table[(f + o) mod D] = w - direct_lr * (loss_scale * g + direct_l2 * w)
+ * where g is the unit's dclass / dword entry: plain SGD with L2 on the entries used, once
+ * per use (the others are untouched, as in RNNLM), in that fixed order, so training is
+ * reproducible bit for bit. direct_lr = 0 leaves the table unchanged. Why not a gradient
+ * buffer: the entries used per step are N * n * (C + |c|) (a million at C = 100, n = 4),
+ * the table is not read by the rest of backward, and the update needs no second pass.
+ * dclass, dword, hs, hd, inputs, targets, resets, history, in_mask, out_mask, h0, params,
+ * class_start, table_size, direct_order: exactly as passed to / written by the forward. */
+int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
+                       const float *dclass, const float *dword, const float *hs, const float *hd,
+                       const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                       const int32_t *history, const float *in_mask, const float *out_mask,
+                       const float *h0, const float *params, const int32_t *class_start,
+                       int64_t table_size, int direct_order, float loss_scale,
+                       float direct_lr, float direct_l2,
+                       int activation, int T, int B, int H, int V, int C);
+
+/* One inference step with the class-factored output, giving the FULL distribution:
+ * h_out:          (B, H) new state; must not alias h_in
+ * class_logprobs: (B, C) log P(c | h_out)
+ * logprobs:       (B, V) log P(w | h_out) = log P(c(w) | h_out) + log P(w | c(w), h_out)
+ * tokens:         (B,) the inputs of this step; history (B, K) or NULL: the inputs before
+ *                 them (for the direct features), as for rnn_class_forward.
+ * Scoring given targets only is rnn_class_forward with T = 1 and h0 = the state (hs[0] is
+ * then h_out): (C + |c|) H per row instead of V H. */
+int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
+                   const int32_t *tokens, const int32_t *history, const float *h_in,
+                   const float *params, const int32_t *class_start,
+                   const float *table, int64_t table_size, int direct_order,
+                   int activation, int B, int H, int V, int C);
 
 /* Optimizers over flat buffers of n floats. */
 /* params -= lr * grads */

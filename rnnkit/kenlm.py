@@ -205,22 +205,26 @@ class _RnnScorer:
 
     @functools.cached_property
     def _begin(self) -> tuple:
-        h, logp = self.model.start([])
-        return self._raw(1, h, logp)
+        state, logp = self.model.start([])
+        return self._raw(1, state, logp)
 
     def begin(self) -> tuple:
         return self._begin
 
     def step(self, raw: tuple, word: str) -> tuple:
-        units, _, (h, logp) = raw
+        units, _, (state, logp) = raw
         wid = self.vocab.id(word)
-        h_next, logp_next = self.model.advance(h, wid)
-        return float(logp[wid]) * LOG10_E, units + 1, self._raw(units + 1, h_next, logp_next)
+        state_next, logp_next = self.model.advance(state, wid)
+        return float(logp[wid]) * LOG10_E, units + 1, self._raw(units + 1, state_next, logp_next)
 
     @staticmethod
-    def _raw(units: int, h: np.ndarray, logp: np.ndarray) -> tuple:
-        """units: the units read so far, <s> included."""
-        return units, (h.tobytes(),), (h, logp)
+    def _raw(units: int, state: tuple, logp: np.ndarray) -> tuple:
+        """units: the units read so far, <s> included. The RNN's state is its hidden
+        vector and, with direct connections, the unit history they hash; both decide
+        what comes next, so both are in the key that States compare."""
+        h, history = state
+        key = (h.tobytes(), None if history is None else history.tobytes())
+        return units, key, (state, logp)
 
 
 class _MixScorer:

@@ -26,7 +26,8 @@ import numpy as np
 import scipy_openblas32  # noqa: F401  (loads libscipy_openblas before the kernel module)
 
 from .errors import KernelError
-from .layout import ForwardCache, param_shapes, param_views  # noqa: F401  (same API as reference)
+from .layout import (ClassForwardCache, ForwardCache, next_history, param_shapes,  # noqa: F401  (same API
+                     param_views)                                                  # as reference)
 
 try:
     from ._rnn_cffi import ffi, lib
@@ -39,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -53,10 +54,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 SIZE_LIMITS = "T*B must be below 2^31 and V*H, H*H and T*B*H at most 2^40"
+MAX_TABLE = 2**40       # rnn.c's RNN_MAX_TABLE: the largest direct-connection table
 
 __all__ = [
     "ACTIVATIONS", "ForwardCache", "num_params", "param_shapes", "param_views",
     "set_num_threads", "get_num_threads", "forward", "backward", "step",
+    "ClassForwardCache", "next_history", "class_forward", "class_backward", "class_step",
     "sgd_update", "adam_update", "clip_grad_norm",
 ]
 
@@ -217,14 +220,59 @@ def _check_disjoint(written: list, read: list) -> None:
                 raise KernelError(f"{name} must not share memory with {other_name}")
 
 
+def _class_map(class_start, V: int) -> tuple:
+    """(C, M, pointer) for a class map the kernel can use: a (C + 1,) int32 array rising
+    strictly from 0 to V, C in [1, V]; M is the largest class. The kernel checks it again,
+    but the sizes of dword and the workspace depend on M, so Python needs it first."""
+    if not isinstance(class_start, np.ndarray) or class_start.ndim != 1:
+        raise KernelError(f"class_start must be a (C + 1,) int32 array, got {_described(class_start)}")
+    pointer = _pointer("class_start", class_start, np.int32, class_start.shape)
+    C = class_start.size - 1
+    if not 1 <= C <= V:
+        raise KernelError(f"class_start has {class_start.size} entries: C = {C} classes is out of "
+                          f"range [1, {V}] (V)")
+    if class_start[0] != 0 or class_start[-1] != V:
+        raise KernelError(f"class_start must run from 0 to V = {V}, got {class_start[0]} .. {class_start[-1]}")
+    sizes = np.diff(class_start.astype(np.int64))
+    if (sizes < 1).any():
+        c = int(np.argmax(sizes < 1))
+        raise KernelError(f"class_start must rise strictly (no empty class): class_start[{c + 1}] = "
+                          f"{class_start[c + 1]} after class_start[{c}] = {class_start[c]}")
+    return C, int(sizes.max()), pointer
+
+
+def _direct(table, direct_order, *, writable: bool = False) -> tuple:
+    """(order, D, pointer) of the direct connections: direct_order in [0, MAX_DIRECT_ORDER];
+    with order 0 no table (None), else a flat float32 table of 1 to 2^40 entries."""
+    order = _integer("direct_order", direct_order, 0, lib.RNN_MAX_DIRECT_ORDER)
+    if order == 0:
+        if table is not None:
+            raise KernelError("a direct-connection table was given with direct_order = 0; pass "
+                              "table=None, or the order of its features")
+        return 0, 0, ffi.NULL
+    if not isinstance(table, np.ndarray) or table.ndim != 1:
+        raise KernelError(f"table must be a flat (D,) float32 array for direct_order = {order}, "
+                          f"got {_described(table)}")
+    D = _integer("table size D (table.shape[0])", table.size, 1, MAX_TABLE)
+    return order, D, _pointer("table", table, np.float32, (D,), writable=writable)
+
+
+def _history(history, B: int):
+    """The (B, K) int32 direct history, or NULL for None (nothing before step 0)."""
+    return ffi.NULL if history is None else _pointer("history", history, np.int32,
+                                                     (B, lib.RNN_DIRECT_HISTORY))
+
+
 # ----------------------------------------------------------------------------------
 # sizes, views and threads
 # ----------------------------------------------------------------------------------
 
-def num_params(V: int, H: int) -> int:
-    """Length of the flat parameter buffer for vocabulary V and hidden size H."""
+def num_params(V: int, H: int, C: int = 0) -> int:
+    """Length of the flat parameter buffer for vocabulary V, hidden size H and C classes
+    (0: full softmax)."""
     V, H = _dim("V", V), _dim("H", H)
-    n = _cffi(lib.rnn_num_params, V, H)
+    C = _integer("C", C, 0, V)
+    n = _cffi(lib.rnn_num_params, V, H, C)
     if n < 0:
         raise KernelError(f"invalid sizes V={V}, H={H}: V*H and H*H must be at most 2^40")
     return int(n)
@@ -232,6 +280,13 @@ def num_params(V: int, H: int) -> int:
 
 def _workspace_size(T: int, B: int, H: int, V: int) -> int:
     size = _cffi(lib.rnn_workspace_size, T, B, H, V)
+    if size < 0:
+        raise KernelError(f"invalid sizes T={T}, B={B}, H={H}, V={V}: {SIZE_LIMITS}")
+    return int(size)
+
+
+def _class_workspace_size(T: int, B: int, H: int, V: int, C: int, M: int) -> int:
+    size = _cffi(lib.rnn_class_workspace_size, T, B, H, V, C, M)
     if size < 0:
         raise KernelError(f"invalid sizes T={T}, B={B}, H={H}, V={V}: {SIZE_LIMITS}")
     return int(size)
@@ -363,6 +418,153 @@ def step(params, h, tokens, *, V, activation="tanh"):
     _run(lib.rnn_step, _pointer("h_new", h_new, np.float32, (B, H), writable=True),
          _pointer("logprobs", logprobs, np.float32, (B, V), writable=True),
          p_tok, p_h, p_params, act, B, H, V, ids={lib.RNN_E_TOKEN: ("tokens", tokens, 0, V)})
+    return h_new, logprobs
+
+
+# ----------------------------------------------------------------------------------
+# class-factored output and direct connections (RNNME)
+# ----------------------------------------------------------------------------------
+
+def class_forward(params, inputs, targets, resets, h0, *, V, class_start, table=None,
+                  direct_order=0, history=None, activation="tanh", keep_for_backward=True,
+                  reuse=None, in_mask=None, out_mask=None):
+    """forward with the class-factored output P(c | h) P(w | c, h) and, with direct_order
+    n > 0, the direct connections of `table` (rnn.h explains both).
+
+    class_start: (C + 1,) int32, class c = words [class_start[c], class_start[c+1]).
+    history: (B, DIRECT_HISTORY) int32 inputs before step 0 (-1 = none), or None; the
+    next batch of the same rows passes next_history(history, inputs, resets).
+    Returns (loss, logprobs, hs, cache) as forward does, with a ClassForwardCache.
+    """
+    T, B = _dims("inputs", inputs, ("T", "B"))
+    _, H = _dims("h0", h0, ("B", "H"))
+    V = _dim("V", V)
+    C, M, p_classes = _class_map(class_start, V)
+    order, D, p_table = _direct(table, direct_order)
+    act = _activation_code(activation)
+    keep = _flag("keep_for_backward", keep_for_backward)
+    if reuse is not None and not isinstance(reuse, ClassForwardCache):
+        raise KernelError(f"reuse must be a ClassForwardCache from class_forward or None, got {type(reuse).__name__}")
+    work_size = _class_workspace_size(T, B, H, V, C, M)
+    p_in = _pointer("inputs", inputs, np.int32, (T, B))
+    p_tg = _pointer("targets", targets, np.int32, (T, B))
+    p_rs = _pointer("resets", resets, np.int32, (T, B))
+    p_hist = _history(history, B)
+    p_h0 = _pointer("h0", h0, np.float32, (B, H))
+    p_params = _pointer("params", params, np.float32, (num_params(V, H, C),))
+    p_in_mask = _optional_pointer("in_mask", in_mask, (T, B, H))
+    p_out_mask = _optional_pointer("out_mask", out_mask, (T, B, H))
+
+    taken = [a for a in (params, inputs, targets, resets, h0, in_mask, out_mask, class_start,
+                         table, history) if a is not None]
+    hs = _reused(reuse, "hs", (T, B, H), taken)
+    work = _reused(reuse, "work", (work_size,), taken)
+    dclass = _reused(reuse, "dclass", (T, B, C), taken) if keep else None
+    dword = _reused(reuse, "dword", (T * B, M), taken) if keep else None
+    hd = _reused(reuse, "hd", (T, B, H), taken) if out_mask is not None else None
+    logprobs, loss = _new("logprobs", (T, B)), _new("loss", (1,))
+
+    _run(lib.rnn_class_forward, _pointer("loss", loss, np.float32, (1,), writable=True),
+         _pointer("logprobs", logprobs, np.float32, (T, B), writable=True),
+         _pointer("hs", hs, np.float32, (T, B, H), writable=True),
+         ffi.NULL if hd is None else _pointer("hd", hd, np.float32, (T, B, H), writable=True),
+         ffi.NULL if dclass is None else _pointer("dclass", dclass, np.float32, (T, B, C), writable=True),
+         ffi.NULL if dword is None else _pointer("dword", dword, np.float32, (T * B, M), writable=True),
+         _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
+         p_in, p_tg, p_rs, p_hist, p_in_mask, p_out_mask, p_h0, p_params, p_classes,
+         p_table, D, order, act, T, B, H, V, C,
+         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
+              lib.RNN_E_RESET: ("resets", resets, 0, 2), lib.RNN_E_HISTORY: ("history", history, -1, V)})
+    cache = ClassForwardCache(inputs, targets, resets, h0, params, hs, dclass, dword, activation, V,
+                              class_start, order, D, history, work, hd, in_mask, out_mask)
+    return float(loss[0]), logprobs, hs, cache
+
+
+def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.0,
+                   direct_lr=0.0, direct_l2=0.0, dh0=None):
+    """Backpropagate loss_scale * (summed loss) through a cached class_forward.
+
+    Accumulates (+=) into `grads` (flat, the class layout) and into `dh0` (else a fresh
+    zero array, returned). With direct connections, `table` (the one the forward read) is
+    updated in place by sparse SGD with L2, rate direct_lr (0: untouched; rnn.h gives the
+    rule). Every array of the cache is checked again against cache.hs, cache.V and
+    cache.class_start.
+    """
+    if not isinstance(cache, ClassForwardCache):
+        raise KernelError(f"cache must be the ClassForwardCache returned by class_forward, got {type(cache).__name__}")
+    if cache.dclass is None or cache.dword is None:
+        raise KernelError("class_forward was run with keep_for_backward=False; nothing to backpropagate")
+    T, B, H = _dims("cache.hs", cache.hs, ("T", "B", "H"))
+    V = _dim("cache.V", cache.V)
+    C, M, p_classes = _class_map(cache.class_start, V)
+    order, D, p_table = _direct(table, cache.direct_order, writable=True)
+    if order and D != cache.table_size:
+        raise KernelError(f"table has {D} entries but the forward read one of {cache.table_size}")
+    act = _activation_code(cache.activation)
+    scale = _real("loss_scale", loss_scale, -FLOAT32_MAX, FLOAT32_MAX)
+    lr = _real("direct_lr", direct_lr, 0.0, FLOAT32_MAX)
+    l2 = _real("direct_l2", direct_l2, 0.0, FLOAT32_MAX)
+    work_size = _class_workspace_size(T, B, H, V, C, M)
+    P = num_params(V, H, C)
+    p_dclass = _pointer("cache.dclass", cache.dclass, np.float32, (T, B, C))
+    p_dword = _pointer("cache.dword", cache.dword, np.float32, (T * B, M))
+    p_hs = _pointer("cache.hs", cache.hs, np.float32, (T, B, H))
+    p_in = _pointer("cache.inputs", cache.inputs, np.int32, (T, B))
+    p_tg = _pointer("cache.targets", cache.targets, np.int32, (T, B))
+    p_rs = _pointer("cache.resets", cache.resets, np.int32, (T, B))
+    p_hist = _history(cache.history, B)
+    p_h0 = _pointer("cache.h0", cache.h0, np.float32, (B, H))
+    p_params = _pointer("cache.params", cache.params, np.float32, (P,))
+    p_in_mask = _optional_pointer("cache.in_mask", cache.in_mask, (T, B, H))
+    p_out_mask = _optional_pointer("cache.out_mask", cache.out_mask, (T, B, H))
+    hd = None if cache.out_mask is None else cache.hd
+    p_hd = ffi.NULL if cache.out_mask is None else _pointer("cache.hd", hd, np.float32, (T, B, H))
+    p_grads = _pointer("grads", grads, np.float32, (P,), writable=True)
+    if dh0 is None:
+        dh0 = _new("dh0", (B, H))
+    p_dh0 = _pointer("dh0", dh0, np.float32, (B, H), writable=True)
+    read = [("cache.params", cache.params), ("cache.dclass", cache.dclass), ("cache.dword", cache.dword),
+            ("cache.hs", cache.hs), ("cache.hd", hd), ("cache.inputs", cache.inputs),
+            ("cache.targets", cache.targets), ("cache.resets", cache.resets),
+            ("cache.history", cache.history), ("cache.h0", cache.h0), ("cache.in_mask", cache.in_mask),
+            ("cache.out_mask", cache.out_mask), ("cache.class_start", cache.class_start)]
+    written = [("grads", grads), ("dh0", dh0)] + ([("table", table)] if order else [])
+    _check_disjoint(written, read)
+    work = _reused(cache, "work", (work_size,), [a for _, a in written + read if a is not None])
+
+    _run(lib.rnn_class_backward, p_grads, p_dh0, p_table,
+         _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
+         p_dclass, p_dword, p_hs, p_hd, p_in, p_tg, p_rs, p_hist, p_in_mask, p_out_mask, p_h0,
+         p_params, p_classes, D, order, scale, lr, l2, act, T, B, H, V, C,
+         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
+              lib.RNN_E_TARGET: ("cache.targets", cache.targets, -1, V),
+              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2),
+              lib.RNN_E_HISTORY: ("cache.history", cache.history, -1, V)})
+    return dh0
+
+
+def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0, history=None,
+               activation="tanh"):
+    """One step for B rows with the class-factored output: returns (h_new (B, H),
+    logprobs (B, V)), the FULL next-token distribution in natural log (it sums to 1).
+    history: (B, DIRECT_HISTORY) int32 inputs before `tokens`, or None. To score given
+    targets only, at (C + |c|) H per row, run class_forward with T = 1 and h0 = h."""
+    B, H = _dims("h", h, ("B", "H"))
+    V = _dim("V", V)
+    C, _, p_classes = _class_map(class_start, V)
+    order, D, p_table = _direct(table, direct_order)
+    act = _activation_code(activation)
+    _workspace_size(1, B, H, V)   # the size limits for one step
+    p_h = _pointer("h", h, np.float32, (B, H))
+    p_tok = _pointer("tokens", tokens, np.int32, (B,))
+    p_hist = _history(history, B)
+    p_params = _pointer("params", params, np.float32, (num_params(V, H, C),))
+    h_new, class_logprobs, logprobs = _new("h_new", (B, H)), _new("class_logprobs", (B, C)), _new("logprobs", (B, V))
+    _run(lib.rnn_class_step, _pointer("h_new", h_new, np.float32, (B, H), writable=True),
+         _pointer("class_logprobs", class_logprobs, np.float32, (B, C), writable=True),
+         _pointer("logprobs", logprobs, np.float32, (B, V), writable=True),
+         p_tok, p_hist, p_h, p_params, p_classes, p_table, D, order, act, B, H, V, C,
+         ids={lib.RNN_E_TOKEN: ("tokens", tokens, 0, V), lib.RNN_E_HISTORY: ("history", history, -1, V)})
     return h_new, logprobs
 
 

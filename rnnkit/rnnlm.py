@@ -3,6 +3,11 @@
 A model is its unit settings (tokenizer), vocabulary, hidden size and one flat float32
 parameter buffer (layout.py), plus the training record. Scores are log10, as KenLM and
 SRILM print them; every sentence is scored as `<s> w1 .. wn </s>` with `</s>` predicted.
+
+The output layer is a full softmax, or (RNNME, csrc/rnn.h) class-factored over a class map
+with optional direct connections: hashed n-gram features of the history whose table
+entries are added to the logits. Such a model carries the direct history (the last
+inputs) next to the hidden state, window to window and step to step.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import math
 import numpy as np
 
 from . import batching, kernel, modelfile
-from .layout import PARAM_NAMES, param_views
+from .layout import CLASS_PARAM_NAMES, PARAM_NAMES, next_history, param_views
 from .lm import LanguageModel
-from .errors import ModelFileError, RnnkitError
+from .errors import ConfigError, ModelFileError, RnnkitError
 from .metrics import corpus_summary
 from .units import Tokenizer
 from .vocab import BOS_ID, Vocab
@@ -32,14 +37,23 @@ class RNNModel(LanguageModel):
     def __init__(self, vocab: Vocab, unit: str, hidden: int, params: np.ndarray | None = None,
                  activation: str = "tanh", stream: bool = False, record: dict | None = None,
                  hyper: dict | None = None, train_state: dict | None = None,
-                 optimizer_arrays: dict | None = None):
+                 optimizer_arrays: dict | None = None, class_start: np.ndarray | None = None,
+                 direct_order: int = 0, direct_table: np.ndarray | None = None):
+        """class_start: (C + 1,) int32 class map (layout.frequency_classes) for a class-
+        factored output, None for the full softmax; direct_order and direct_table: the
+        direct connections (a class-factored output only; order 0 and None: none)."""
         self.vocab = vocab
         self.unit = unit
         self.tokenizer = Tokenizer(unit)
         self.hidden = int(hidden)
         self.activation = activation
         self.stream = bool(stream)  # trained with the state carried across lines
-        size = kernel.num_params(len(vocab), self.hidden)
+        self.class_start = None if class_start is None else np.ascontiguousarray(class_start, dtype=np.int32)
+        self.direct_order = int(direct_order)
+        self.direct_table = None if direct_table is None else np.ascontiguousarray(direct_table, dtype=np.float32)
+        if self.class_start is None and (self.direct_order or self.direct_table is not None):
+            raise ConfigError("direct connections need a class-factored output (a class map)")
+        size = kernel.num_params(len(vocab), self.hidden, self.classes)
         if params is None:
             params = np.zeros(size, dtype=np.float32)
         if params.shape != (size,):
@@ -55,14 +69,39 @@ class RNNModel(LanguageModel):
     def V(self) -> int:
         return len(self.vocab)
 
+    @property
+    def classes(self) -> int:
+        """C, the number of output classes; 0 for the full softmax."""
+        return 0 if self.class_start is None else self.class_start.size - 1
+
     def weights(self) -> dict[str, np.ndarray]:
-        """Views named W_xh (V x H), W_hh (H x H), b_h (H), W_hy (V x H), b_y (V)."""
-        return param_views(self.params, self.V, self.hidden)
+        """Views named W_xh (V x H), W_hh (H x H), b_h (H), W_hy (V x H), b_y (V), and with
+        classes W_c (C x H), b_c (C)."""
+        return param_views(self.params, self.V, self.hidden, self.classes)
 
     def __getattr__(self, name):
-        if name in PARAM_NAMES:
+        if name in PARAM_NAMES or (name in CLASS_PARAM_NAMES and self.classes):
             return self.weights()[name]
         raise AttributeError(name)
+
+    # -- the kernel calls, full softmax or class-factored ------------------------------------
+    def output_args(self) -> dict:
+        """The class map and direct connections, as the kernel's class functions take them."""
+        return {"class_start": self.class_start, "table": self.direct_table,
+                "direct_order": self.direct_order}
+
+    def next_history(self, history, inputs, resets):
+        """The direct history after a window (None without direct connections)."""
+        return next_history(history, inputs, resets) if self.direct_order else None
+
+    def forward(self, params, inputs, targets, resets, h, history, **options):
+        """kernel.forward, or kernel.class_forward with this model's output layer and the
+        direct history before the window: (loss, logprobs, hs, cache)."""
+        if self.class_start is None:
+            return kernel.forward(params, inputs, targets, resets, h, V=self.V,
+                                  activation=self.activation, **options)
+        return kernel.class_forward(params, inputs, targets, resets, h, V=self.V, history=history,
+                                    activation=self.activation, **self.output_args(), **options)
 
     # -- scoring ------------------------------------------------------------------------------
     def natural_logprobs(self, id_lists: list[np.ndarray], carry: bool = False) -> list[np.ndarray]:
@@ -78,14 +117,13 @@ class RNNModel(LanguageModel):
         lanes = batching.split_lanes(stream, 1 if carry else min(SCORE_BATCH, len(id_lists)))
         out = np.zeros(lanes.inputs.shape, dtype=np.float64)
         h = np.zeros((lanes.inputs.shape[1], self.hidden), dtype=np.float32)
-        cache = None
+        history, cache = None, None
         step = 0
         for inputs, targets, resets in lanes.windows(SCORE_STEPS * 4 if carry else SCORE_STEPS):
-            _, logp, hs, cache = kernel.forward(self.params, inputs, targets, resets, h, V=self.V,
-                                                activation=self.activation, keep_for_backward=False,
-                                                reuse=cache)
+            _, logp, hs, cache = self.forward(self.params, inputs, targets, resets, h, history,
+                                              keep_for_backward=False, reuse=cache)
             out[step:step + len(inputs)] = logp
-            h = hs[-1].copy()
+            h, history = hs[-1].copy(), self.next_history(history, inputs, resets)
             step += len(inputs)
         flat = _unlane(out, lanes, len(stream))
         bounds = np.append(stream.sentence_starts, len(stream))
@@ -103,23 +141,32 @@ class RNNModel(LanguageModel):
 
     # -- incremental state, next-token distribution and sampling ------------------------------
     def start(self, prefix_ids: list[int]):
-        """State after <s> and prefix_ids, with the natural-log next-token distribution."""
-        h = np.zeros((1, self.hidden), dtype=np.float32)
+        """State after <s> and prefix_ids, with the natural-log next-token distribution.
+        The state is (h, direct history or None)."""
+        state = (np.zeros((1, self.hidden), dtype=np.float32), None)
         logp = None
         for token in [BOS_ID, *prefix_ids]:
-            h, logp = kernel.step(self.params, h, np.array([token], dtype=np.int32), V=self.V,
-                                  activation=self.activation)
-        return h, logp[0]
+            state, logp = self.advance(state, token)
+        return state, logp
 
     def advance(self, state, token_id: int):
-        h, logp = kernel.step(self.params, state, np.array([token_id], dtype=np.int32), V=self.V,
-                              activation=self.activation)
-        return h, logp[0]
+        h, history = state
+        tokens = np.array([token_id], dtype=np.int32)
+        if self.class_start is None:
+            h, logp = kernel.step(self.params, h, tokens, V=self.V, activation=self.activation)
+        else:   # the full distribution P(c) P(w | c), which sums to 1
+            h, logp = kernel.class_step(self.params, h, tokens, V=self.V, history=history,
+                                        activation=self.activation, **self.output_args())
+        return (h, self.next_history(history, tokens[None], np.zeros((1, 1), np.int32))), logp[0]
 
     # -- files --------------------------------------------------------------------------------
     def describe(self) -> dict:
+        output = {}
+        if self.classes:
+            output = {"classes": self.classes, "direct_order": self.direct_order,
+                      "direct_size": 0 if self.direct_table is None else int(self.direct_table.size)}
         return {"type": "rnn", "unit": self.unit, "vocab_size": self.V, "hidden": self.hidden,
-                "activation": self.activation, "stream": self.stream,
+                "activation": self.activation, "stream": self.stream, **output,
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
                 "training": self.record}
 
@@ -128,6 +175,9 @@ class RNNModel(LanguageModel):
         With resumable=False the training state (the schedule, Adam's moments, the raw
         weights behind an average) is left out: up to three weight-sized arrays that
         scoring never reads, and that a mixture's component cannot resume from."""
+        if self.classes:
+            raise ModelFileError("saving a class-factored model (classes, direct connections) is not "
+                                 "supported yet: its class map and table need the model-file schema")
         meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
                 "training": self.record, "train_state": self.train_state if resumable else {}}
