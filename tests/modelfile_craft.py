@@ -9,6 +9,7 @@ import json
 import struct
 import warnings
 import zipfile
+from dataclasses import asdict
 
 import numpy as np
 
@@ -27,14 +28,23 @@ LINES = [
 SENTENCES = ["the cat sat on the log", "나는 고양이를 보았다"]
 
 
+KINDS = ("rnn", "ngram", "mix", "rnnme", "rnnme-mix")
+
+
 def make_models(directory) -> dict:
-    """Paths of a tiny resumable RNN, a 3-gram and their mixture, all word units."""
+    """Paths of a tiny resumable RNN, a 3-gram and their mixture, and of a resumable RNN
+    with 3 classes and direct connections (RNNME) and its mixture with the 3-gram, all
+    word units."""
     config = TrainConfig(unit="word", hidden=4, bptt=8, batch=4, epochs=1, seed=1, threads=1)
-    paths = {kind: directory / f"{kind}.model" for kind in ("rnn", "ngram", "mix")}
+    paths = {kind: directory / f"{kind}.model" for kind in KINDS}
     rnn = train(LINES, LINES[:6], config, output_path=paths["rnn"])
     ngram = NgramModel.train(LINES, order=3, unit="word")
     ngram.save(paths["ngram"])
     MixModel([rnn, ngram], [0.25, 0.75]).save(paths["mix"])
+    rnnme = train(LINES, LINES[:6], TrainConfig(**{**asdict(config), "classes": 3, "direct_order": 3,
+                                                    "direct_size": 64}))
+    rnnme.save(paths["rnnme"])
+    MixModel([rnnme, ngram], [0.5, 0.5]).save(paths["rnnme-mix"])
     return paths
 
 

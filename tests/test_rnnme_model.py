@@ -93,11 +93,7 @@ def test_class_model_weights_and_description():
         small_model().W_c
 
 
-def test_class_model_limits():
-    """Saving a class model is refused with one line until the model-file schema knows its
-    class map and table; direct connections without classes are refused."""
-    with pytest.raises(ModelFileError, match=r"^saving a class-factored model .* not supported yet"):
-        class_model().file_contents()
+def test_direct_connections_need_classes():
     base = small_model()
     with pytest.raises(ConfigError, match=r"^direct connections need a class-factored output"):
         rnnlm.RNNModel(base.vocab, base.unit, 8, base.params, direct_order=2,
