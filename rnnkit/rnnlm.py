@@ -85,23 +85,25 @@ class RNNModel(LanguageModel):
         raise AttributeError(name)
 
     # -- the kernel calls, full softmax or class-factored ------------------------------------
-    def output_args(self) -> dict:
-        """The class map and direct connections, as the kernel's class functions take them."""
-        return {"class_start": self.class_start, "table": self.direct_table,
+    def output_args(self, table=None) -> dict:
+        """The class map and direct connections, as the kernel's class functions take them
+        (`table`: another table of the same size, e.g. the raw one behind an average)."""
+        return {"class_start": self.class_start, "table": self.direct_table if table is None else table,
                 "direct_order": self.direct_order}
 
     def next_history(self, history, inputs, resets):
         """The direct history after a window (None without direct connections)."""
         return next_history(history, inputs, resets) if self.direct_order else None
 
-    def forward(self, params, inputs, targets, resets, h, history, **options):
-        """kernel.forward, or kernel.class_forward with this model's output layer and the
-        direct history before the window: (loss, logprobs, hs, cache)."""
+    def forward(self, params, inputs, targets, resets, h, history, table=None, **options):
+        """kernel.forward, or kernel.class_forward with this model's output layer (or
+        `table` for its direct table) and the direct history before the window:
+        (loss, logprobs, hs, cache)."""
         if self.class_start is None:
             return kernel.forward(params, inputs, targets, resets, h, V=self.V,
                                   activation=self.activation, **options)
         return kernel.class_forward(params, inputs, targets, resets, h, V=self.V, history=history,
-                                    activation=self.activation, **self.output_args(), **options)
+                                    activation=self.activation, **self.output_args(table), **options)
 
     # -- scoring ------------------------------------------------------------------------------
     def natural_logprobs(self, id_lists: list[np.ndarray], carry: bool = False) -> list[np.ndarray]:

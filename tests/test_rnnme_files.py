@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 import rnnkit
+from rnnkit.errors import ModelFileError
 from rnnkit.mix import MixModel
 from rnnkit.rnnlm import RNNModel
+from rnnkit.train import TrainConfig, train
 
-from modelfile_craft import array_of, make_models, npy, read_members, replace, write_members
+from modelfile_craft import LINES, array_of, make_models, npy, read_members, replace, write_members
 from test_modelfile_hostile import DELETE, load_error, set_field
 from test_rnnme_model import KOREAN, MODELS, class_model
 
@@ -51,12 +53,16 @@ def test_mixture_with_a_class_component_round_trip(tmp_path):
     assert loaded.score_many(KOREAN) == mixture.score_many(KOREAN)
 
 
-def test_trained_class_model_file_keeps_its_training_state(models):
-    """make_models' RNNME file (trained, resumable) holds the class map, the table and
-    Adam's moments, and reads back what describe() says."""
+def test_class_checkpoint_holds_the_direct_history(models):
+    """make_models' RNNME file (a mid-epoch checkpoint) holds the class map, the table,
+    Adam's moments, the carried state and direct history, and the epoch's start, table
+    included."""
     model = rnnkit.load(models["rnnme"])
     assert (model.classes, model.direct_order, model.direct_table.size) == (3, 3, 64)
-    assert set(model.optimizer_arrays) == {"adam_m", "adam_v"}
+    assert set(model.optimizer_arrays) == {"adam_m", "adam_v", "carry_h", "carry_history", "epoch_start_params",
+                                           "epoch_start_direct_table", "epoch_start_adam_m", "epoch_start_adam_v"}
+    history = model.optimizer_arrays["carry_history"]
+    assert history.shape == (4, 8) and (history >= 0).any() and history.max() < model.V
     assert model.describe()["hyperparameters"]["direct_size"] == 64
 
 
@@ -111,6 +117,17 @@ BAD_ARRAYS = [
     ("rnnme", "direct_table", lambda a: np.full_like(a, -2e30), "array 'direct_table' must hold finite values"),
     ("rnnme", "direct_table", lambda a: a.astype(np.int64),
      "array 'direct_table' must be float32 of shape (64,), got int64 of shape (64,)"),
+    ("rnnme", "carry_history", lambda a: a[:3].copy(),
+     "array 'carry_history' must have a row per lane of 'carry_h' (4), got 3"),
+    ("rnnme", "carry_history", lambda a: a[:, :4].copy(),
+     "array 'carry_history' must be int64 of shape (lanes, 8), got int64 of shape (4, 4)"),
+    ("rnnme", "carry_history", lambda a: np.where(a == a.max(), 21, a),
+     "array 'carry_history' must hold input ids in 0..20 or -1, found 21"),
+    ("rnnme", "carry_history", lambda a: np.full_like(a, -2), "array 'carry_history' must hold input ids in 0..20 or -1, found -2"),
+    ("rnnme", "epoch_start_direct_table", lambda a: a[1:].copy(),
+     "array 'epoch_start_direct_table' must be float32 of shape (64,), got float32 of shape (63,)"),
+    ("rnnme", "epoch_start_direct_table", lambda a: np.full_like(a, np.nan),
+     "array 'epoch_start_direct_table' must hold finite values"),
     ("rnnme-mix", "c0.class_start", lambda a: a[:-1].copy(),
      "array 'c0.class_start' must be int64 of shape (4,), got int64 of shape (3,)"),
     ("rnnme-mix", "c0.direct_table", lambda a: np.full_like(a, np.nan), "array 'c0.direct_table' must hold finite"),
@@ -129,6 +146,7 @@ def test_bad_class_array(models, tmp_path, kind, name, change, message):
 @pytest.mark.parametrize("name, message", [
     ("class_start", "array 'class_start' is missing"),
     ("direct_table", "array 'direct_table' is missing"),
+    ("carry_h", "array 'carry_history' comes without 'carry_h'"),
 ])
 def test_missing_class_array(models, tmp_path, name, message):
     meta, members = read_members(models["rnnme"])
@@ -144,3 +162,28 @@ def test_class_arrays_in_a_plain_rnn_are_refused(models, tmp_path, name):
     path = tmp_path / "bad.model"
     write_members(path, meta, members + [(f"{name}.npy", npy(np.zeros(4, np.int64)))])
     assert load_error(path) == f"unexpected array {name!r}"
+
+
+def test_resuming_a_checkpoint_without_its_direct_history(models, tmp_path):
+    """A mid-epoch checkpoint of a model with direct connections must carry the direct
+    history: without it the resumed run would not be the uninterrupted one."""
+    meta, members = read_members(models["rnnme"])
+    path = tmp_path / "bad.model"
+    write_members(path, meta, [m for m in members if m[0] != "carry_history.npy"])
+    model = rnnkit.load(path)
+    config = TrainConfig(**model.hyper)
+    with pytest.raises(ModelFileError, match=r"^mid-epoch checkpoint: no carry_history array \(the direct "
+                                             r"history of each of its 4 lanes\)$"):
+        train(LINES, LINES[:6], config, output_path=path, resume_from=model)
+
+
+def test_resuming_the_checkpoint_finishes_the_epoch(models, tmp_path):
+    """make_models' checkpoint resumes to the end of its epoch: a model whose record has
+    the epoch and no partial state."""
+    path = tmp_path / "resumed.model"
+    path.write_bytes(models["rnnme"].read_bytes())
+    model = rnnkit.load(path)
+    train(LINES, LINES[:6], TrainConfig(**model.hyper), output_path=path, resume_from=model)
+    finished = rnnkit.load(path)
+    assert len(finished.record["epochs"]) == 1 and "partial" not in finished.train_state
+    assert not any(name.startswith(("carry", "epoch_start")) for name in finished.optimizer_arrays)
