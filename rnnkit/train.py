@@ -70,6 +70,7 @@ LN2 = math.log(2.0)
 MAX_EXP = 700.0               # math.exp overflows a float above ~709.78
 MAX_LEARNING_RATE = 100.0     # far above any working rate (Adam ~1e-3, RNNLM's SGD 0.1-1)
 RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
+AUTO = "auto"   # TrainConfig.classes: chosen from the vocabulary size
 
 
 @dataclass
@@ -97,7 +98,8 @@ class TrainConfig:
     average: float = 0.0               # decay of a moving average of the weights (0: off)
     weight_decay: float = 0.0          # per step, the matrices shrink by lr * weight_decay (AdamW)
     checkpoint_minutes: float = 5.0    # also save this often within an epoch (0: at epoch ends only)
-    classes: int = 0                   # class-factored output with this many classes (0: full softmax)
+    classes: int | str = 0             # class-factored output with this many classes (0: full softmax;
+                                       # "auto": sqrt(V), RNNLM's rule, see class_count)
     direct_order: int = 0              # n of the direct connections' n-gram features (0: none)
     direct_size: int = 0               # entries of the direct-connection table
     # The direct table's SGD rate per token. RNNLM's 0.1 overshoots here: a batch applies
@@ -107,6 +109,16 @@ class TrainConfig:
     # 4.69 after 4 epochs against 4.87, and 0.01 4.78, 0.003 4.84).
     direct_lr: float = 0.03
     direct_l2: float = 1e-6            # its L2 per use of an entry
+
+    def class_count(self, V: int) -> int:
+        """C for a vocabulary of V units: `classes`, or for "auto" round(sqrt(V)), which
+        makes the C + |class| outputs per token about the fewest (2 sqrt(V))."""
+        if self.classes == AUTO:
+            return max(1, round(math.sqrt(V)))
+        if self.classes > V:
+            raise RnnkitError(f"classes = {self.classes} is more than the {V:,} units of the vocabulary; "
+                              f"give at most {V:,} (0: full softmax)")
+        return self.classes
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
@@ -151,8 +163,8 @@ class TrainConfig:
         self.check_output_layer()
 
     def check_output_layer(self) -> None:
-        if self.classes < 0:
-            raise RnnkitError(f"classes must be >= 0 (0: full softmax), got {self.classes}")
+        if not (self.classes == AUTO or type(self.classes) is int and self.classes >= 0):
+            raise RnnkitError(f"classes must be a number >= 0 (0: full softmax) or {AUTO!r}, got {self.classes!r}")
         if not 0 <= self.direct_order <= MAX_DIRECT_ORDER:
             raise RnnkitError(f"direct order must be in [0, {MAX_DIRECT_ORDER}], got {self.direct_order}")
         if self.direct_order and not self.classes:
@@ -167,11 +179,12 @@ class TrainConfig:
 
 
 def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction)."""
+    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction, at most
+    the number of lines, so that a short corpus still holds out one)."""
     if len(lines) < 2:
         raise CorpusError(f"need at least 2 lines to hold out validation text, got {len(lines)}; "
                           "pass a validation file")
-    every = max(2, int(round(1.0 / fraction)))
+    every = min(max(2, int(round(1.0 / fraction))), len(lines))
     valid = lines[every - 1::every]
     train = [line for i, line in enumerate(lines) if (i + 1) % every != 0]
     return train, valid
@@ -446,13 +459,18 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
     the T x B x (C + largest class) one), plus the direct table, its epoch-start copy and
     a checkpoint's copy (with an average also the raw table, its epoch-start copy and the
     scratch the average is computed in)."""
-    C = config.classes
+    C = config.class_count(V)
     params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V + C * (config.hidden + 1)
     copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
     output = C + largest_class if C else V
     window = config.bptt * config.batch * (output + 4 * config.hidden)
-    table = (3 + (3 if config.average > 0 else 0)) * config.direct_size if config.direct_order else 0
-    return 4 * (2 * copies * params + 2 * window + table)
+    return 4 * (2 * copies * params + 2 * window) + table_bytes(config)
+
+
+def table_bytes(config: TrainConfig) -> int:
+    """The direct table's part of training_bytes."""
+    copies = 3 + (3 if config.average > 0 else 0)
+    return 4 * copies * config.direct_size if config.direct_order else 0
 
 
 def check_memory(V: int, config: TrainConfig, largest_class: int = 0) -> None:
@@ -461,9 +479,13 @@ def check_memory(V: int, config: TrainConfig, largest_class: int = 0) -> None:
     need = training_bytes(V, config, largest_class)
     have = physical_memory_bytes()
     if have and need > have:
+        table = table_bytes(config)
+        knobs = "--hidden, --batch, --bptt or --max-vocab"
+        if table > need / 4:
+            knobs = f"--direct-size (the direct table takes {table / 2**30:,.1f} GiB), " + knobs
         raise RnnkitError(f"training hidden {config.hidden} with {V:,} units needs about "
                           f"{need / 2**30:,.1f} GiB, more than this machine's {have / 2**30:,.1f} GiB; "
-                          "lower --hidden, --batch, --bptt or --max-vocab")
+                          f"lower {knobs}")
 
 
 def physical_memory_bytes() -> int | None:
@@ -479,13 +501,12 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
     vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
                         min_count=config.min_count, max_vocab=config.max_vocab)
     V = len(vocab)
-    if config.classes > V:
-        raise RnnkitError(f"classes = {config.classes} is more than the {V:,} units of the vocabulary")
+    C = config.class_count(V)
     train_ids = encode_lines(tokenizer, vocab, train_lines)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
-    class_start = frequency_classes(counts, config.classes) if config.classes else None
-    check_memory(V, config, int(np.diff(class_start).max()) if config.classes else 0)
+    class_start = frequency_classes(counts, C) if C else None
+    check_memory(V, config, int(np.diff(class_start).max()) if C else 0)
     table = np.zeros(config.direct_size, np.float32) if config.direct_order else None
     model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
                      hyper=config.hyperparameters(), class_start=class_start,
@@ -515,6 +536,8 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         kernel.set_num_threads(config.threads)
     if valid_lines is None:
         train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
+    if not valid_lines:
+        raise CorpusError("the validation text has no lines")
     if resume_from is not None:
         if not resume_from.train_state:
             raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "

@@ -156,7 +156,9 @@ def test_class_training_settings_checked():
             ({"direct_order": 3, "direct_size": 10}, r"direct connections need a class-factored output"),
             ({"classes": 3, "direct_order": 11, "direct_size": 10}, r"direct order must be in \[0, 10\], got 11"),
             ({"classes": 3, "direct_order": 2}, r"direct size must be in \[1, 2\^40\] entries"),
-            ({"classes": -1}, r"classes must be >= 0"),
+            ({"classes": -1}, r"classes must be a number >= 0 \(0: full softmax\) or 'auto', got -1"),
+            ({"classes": "many"}, r"classes must be a number >= 0 \(0: full softmax\) or 'auto', got 'many'"),
+            ({"classes": 2.0}, r"classes must be a number >= 0 .* got 2.0"),
             ({"classes": 3, "direct_lr": -1.0}, r"direct learning rate must be in \[0, 100\], got -1.0"),
             ({"classes": 3, "direct_l2": float("nan")}, r"direct L2 must be a finite number >= 0, got nan"),
             ({"classes": 10**6}, r"classes = 1000000 is more than the .* units of the vocabulary")]:
