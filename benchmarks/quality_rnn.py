@@ -10,6 +10,9 @@ from the same lines (order chosen on valid).
     python benchmarks/quality_rnn.py tinyshakespeare --stream   # state carried across lines
     python benchmarks/quality_rnn.py nsmc                       # first 100,000 lines, 1 epoch
     python benchmarks/quality_rnn.py nsmc --max-lines 300 --hidden 8 --epochs 1 --ngram-orders 3  # seconds
+    python benchmarks/quality_rnn.py nsmc --classes auto --direct-order 6 --direct-size 16777216   # RNNME
+    python benchmarks/quality_rnn.py nsmc --train-lines 200000 --eval-lines 3000 --time-budget 420 \
+        --hidden 256 --classes auto --direct-order 6 --direct-size 16777216 --ngram-orders 6
 
 Reads ../shared/data (or $RNNKIT_SHARED/data); exits cleanly when it is absent.
 """
@@ -39,6 +42,17 @@ def main() -> int:
     parser.add_argument("--max-lines", type=positive_int, default=None,
                         help="use only the first N lines of train, valid and test (a quick check; default: "
                              "every line, except nsmc's training lines: the first 100,000)")
+    parser.add_argument("--train-lines", type=positive_int, default=None,
+                        help="the first N training lines (overrides --max-lines and the default for train)")
+    parser.add_argument("--eval-lines", type=positive_int, default=None,
+                        help="the first N lines of valid and test (overrides --max-lines for them)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="stop training after this many seconds (Adam's decay then follows the time)")
+    parser.add_argument("--classes", type=classes_arg, default=0,
+                        help="output classes, or auto (sqrt of the vocabulary size); 0: full softmax")
+    parser.add_argument("--direct-order", type=int, default=0,
+                        help="order of the direct connections (RNNME; needs --classes); 0: none")
+    parser.add_argument("--direct-size", type=int, default=0, help="entries of the direct-connection table")
     parser.add_argument("--lr", type=float, default=3e-3,
                         help="Adam's starting rate, decayed linearly to 5%% over the run")
     parser.add_argument("--average", type=float, default=0.0,
@@ -60,7 +74,8 @@ def main() -> int:
     from rnnkit.train import TrainConfig, train
 
     setup = SETUPS[args.corpus]
-    caps = (args.max_lines or setup["max_lines"], args.max_lines, args.max_lines)
+    eval_cap = args.eval_lines or args.max_lines
+    caps = (args.train_lines or args.max_lines or setup["max_lines"], eval_cap, eval_cap)
     train_lines, valid_lines, test_lines = (read_lines(path)[:cap] for path, cap in zip(splits, caps))
     args.out.mkdir(parents=True, exist_ok=True)
     mode = "stream" if args.stream else "independent"
@@ -68,7 +83,8 @@ def main() -> int:
     config = TrainConfig(unit="char", hidden=args.hidden, bptt=args.bptt, batch=args.batch,
                          epochs=args.epochs or setup["epochs"], optimizer="adam", lr=args.lr, clip=1.0,
                          seed=1, threads=args.threads, stream=args.stream, patience=10,
-                         average=args.average, weight_decay=args.weight_decay)
+                         average=args.average, weight_decay=args.weight_decay, time_budget=args.time_budget,
+                         classes=args.classes, direct_order=args.direct_order, direct_size=args.direct_size)
     started = time.perf_counter()
     model = train(train_lines, valid_lines, config, output_path=model_path,
                   notify=lambda text: print(text, file=sys.stderr, flush=True))
@@ -78,7 +94,9 @@ def main() -> int:
     result = {
         "corpus": args.corpus, "mode": mode, "hidden": args.hidden, "threads": args.threads, "lr": args.lr,
         "average": args.average, "weight_decay": args.weight_decay, "batch": args.batch, "bptt": args.bptt,
-        "max_lines": args.max_lines, "train_lines": len(train_lines), "tokens_seen": tokens,
+        **model.output_settings(), "time_budget": args.time_budget, "epochs": len(epochs),
+        "max_lines": args.max_lines, "train_lines": len(train_lines), "eval_lines": len(test_lines),
+        "tokens_seen": tokens,
         "train_wall_s": round(wall, 1),
         "train_tokens_per_s": round(tokens / sum(e["seconds"] for e in epochs)),
         "rnn_valid_bpc": model.evaluate(valid_lines)["bits_per_char"],
@@ -91,6 +109,16 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     return 0
+
+
+def classes_arg(text: str):
+    """--classes: a count or auto, as TrainConfig takes it."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of classes or auto, got {text!r}") from None
 
 
 def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
@@ -112,9 +140,14 @@ def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
 
 
 def print_table(r: dict) -> None:
-    capped = f", first {r['max_lines']:,} lines of each split" if r["max_lines"] else ""
-    print(f"\n{r['corpus']} ({r['mode']} lines{capped}), char unit, H={r['hidden']}, {r['tokens_seen']:,} tokens seen, "
-          f"{r['threads']} thread(s): training {r['train_wall_s']:.0f} s, {r['train_tokens_per_s']:,} tokens/s\n")
+    capped = f", {r['train_lines']:,} training lines, first {r['eval_lines']:,} lines of valid and test"
+    output = ""
+    if r.get("classes"):
+        output = f", {r['classes']} classes" + (f", direct order {r['direct_order']} ({r['direct_size']:,} entries)"
+                                               if r["direct_order"] else "")
+    print(f"\n{r['corpus']} ({r['mode']} lines{capped}), char unit, H={r['hidden']}{output}, {r['epochs']} epoch(s), "
+          f"{r['tokens_seen']:,} tokens seen, {r['threads']} thread(s): training {r['train_wall_s']:.0f} s, "
+          f"{r['train_tokens_per_s']:,} tokens/s\n")
     print("| model | valid bits/char | test bits/char |")
     print("|---|---:|---:|")
     print(f"| PyTorch anchor (published) | {r['anchor_valid_bpc']:.4f} | {r['anchor_test_bpc']:.4f} |")

@@ -20,6 +20,9 @@ import click
 from . import __version__
 
 DEFAULT_MODEL = "rnnkit.model"
+DEFAULT_CLASSES = 0             # the full softmax; direct connections (below) need classes
+DEFAULT_DIRECT_ORDER = 3
+DEFAULT_DIRECT_SIZE = "1M"
 MODEL_ENV = "RNNKIT_MODEL"
 MAX_THREADS = 1024
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -70,6 +73,41 @@ def threads_option(func):
     return click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=None, expose_value=False,
                         callback=set_threads,
                         help="Threads of the RNN kernel [default: OPENBLAS_NUM_THREADS or the CPU count].")(func)
+
+
+class ClassCount(click.ParamType):
+    """--classes: a number of classes (0: the full softmax) or `auto`."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if number < 0:
+            self.fail(f"expected a number of classes >= 0 or 'auto', got {value!r}", param, ctx)
+        return number
+
+
+class TableSize(click.ParamType):
+    """--direct-size: a number of table entries, with an optional K, M or G (2^10, 2^20,
+    2^30 entries)."""
+
+    name = "ENTRIES"
+    UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        text = str(value).strip().upper()
+        digits, unit = (text[:-1], text[-1]) if text[-1:] in self.UNITS else (text, "")
+        if not (digits.isascii() and digits.isdigit()):
+            self.fail(f"expected a number of entries like 1048576 or 1M (K, M, G: 2^10, 2^20, 2^30), "
+                      f"got {value!r}", param, ctx)
+        return int(digits) * self.UNITS[unit]
 
 
 def parse_weights(text: str | None, count: int) -> list[float] | None:
@@ -177,6 +215,17 @@ def cli():
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Decoupled weight decay: each step the weight matrices shrink by lr times this "
                    "(AdamW's; e.g. 0.05).")
+@click.option("--classes", type=ClassCount(), default=DEFAULT_CLASSES, show_default=True,
+              help="Output classes (RNNLM's frequency classes): each step computes P(class) P(unit | class), "
+                   "C + |class| outputs instead of one per unit; auto: the square root of the vocabulary "
+                   "size. 0: the full softmax, the lecture's RNN (with --direct-order 0).")
+@click.option("--direct-order", type=click.IntRange(0), default=DEFAULT_DIRECT_ORDER, show_default=True,
+              help="Direct connections (RNNME): n-gram features of up to this many units (at most 10; the "
+                   "last n-1 inputs), hashed into a table whose weights are added to the outputs. Needs "
+                   "--classes. 0: none.")
+@click.option("--direct-size", type=TableSize(), default=DEFAULT_DIRECT_SIZE, show_default=True,
+              help="Entries of the direct-connection table, 4 bytes each: a number, or with K, M or G "
+                   "(2^10, 2^20, 2^30 entries), e.g. 4M = 16 MiB. 0: no direct connections.")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(4), default=None,
@@ -198,8 +247,8 @@ def cli():
 @json_option
 @library_errors
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
-          valid_path, stream, seed, checkpoint_minutes, resume, as_json):
+          epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, classes, direct_order,
+          direct_size, min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes, resume, as_json):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -231,11 +280,30 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
                         optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
-                        weight_decay=weight_decay, min_count=min_count, max_vocab=max_vocab, stream=stream,
-                        seed=seed, checkpoint_minutes=checkpoint_minutes)
+                        weight_decay=weight_decay, **output_layer(classes, direct_order, direct_size),
+                        min_count=min_count, max_vocab=max_vocab, stream=stream, seed=seed,
+                        checkpoint_minutes=checkpoint_minutes)
         model = train_rnn(lines, valid, output, settings, resume, resume_hint)
     if as_json:
         emit_json({"file": output, **model.describe()})
+
+
+def output_layer(classes, direct_order: int, direct_size: int) -> dict:
+    """--classes, --direct-order and --direct-size as TrainConfig takes them. Direct
+    connections need classes, an order and a size: a 0 in any turns them off, and a
+    direct option given with a value that a 0 among the others would drop is an error."""
+    from click.core import ParameterSource
+    ctx = click.get_current_context()
+    if classes != 0 and direct_order and direct_size:
+        return {"classes": classes, "direct_order": direct_order, "direct_size": direct_size}
+    for name, value in (("direct_order", direct_order), ("direct_size", direct_size)):
+        if value and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            option = "--" + name.replace("_", "-")
+            missing = ("--classes above 0" if classes == 0 else
+                       "--direct-size above 0" if name == "direct_order" else "--direct-order above 0")
+            raise click.BadParameter(f"{value} gives direct connections, which need {missing}",
+                                     param_hint=option)
+    return {"classes": classes, "direct_order": 0, "direct_size": 0}
 
 
 def resume_settings(settings: dict, model, output: str) -> None:
@@ -329,7 +397,9 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint):
         resume_from = RNNModel.load(output)
         resume_settings(settings, resume_from, output)
         # the architecture comes from the model file, whatever the options say
-        settings.update(unit=resume_from.unit, hidden=resume_from.hidden, stream=resume_from.stream)
+        settings.update(unit=resume_from.unit, hidden=resume_from.hidden, stream=resume_from.stream,
+                        classes=resume_from.classes, direct_order=resume_from.direct_order,
+                        direct_size=resume_from.output_settings().get("direct_size", 0))
     progress = EpochProgress()
     try:
         model = run_training(lines, valid, TrainConfig(**settings), output_path=output, resume_from=resume_from,
@@ -342,6 +412,10 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint):
         progress.notify(f"Interrupted {stop.where()}: {outcome}")
         click.get_current_context().exit(EXIT_STATUS[stop.signum])
     summary = f"Wrote {output}: RNN, {model.unit} unit, {model.V:,} units, hidden {model.hidden}"
+    if model.classes:
+        summary += f", {model.classes} classes"
+    if model.direct_order:
+        summary += f", direct order {model.direct_order} ({model.direct_table.size:,} entries)"
     if model.record.get("epochs"):
         best = min(e["valid_bpc"] for e in model.record["epochs"])
         count = len(model.record["epochs"])
@@ -643,8 +717,9 @@ def export(output, arpa, model_path, as_json):
     """Write a copy of a model for scoring and sampling.
 
     An RNN's copy leaves out its training state (Adam's moments and the raw weights
-    behind the average), which only `train --resume` reads: the file shrinks to a third
-    (a quarter for a model trained with --average). With --arpa, an n-gram model (also
+    behind the average), which only `train --resume` reads: the weights' share of the
+    file shrinks to a third (a quarter for a model trained with --average); a direct
+    table, which has no optimizer state, is kept whole (half of it with --average). With --arpa, an n-gram model (also
     one read from an ARPA file) is written in the ARPA format that KenLM and SRILM read.
 
     \b

@@ -26,8 +26,8 @@ import numpy as np
 import scipy_openblas32  # noqa: F401  (loads libscipy_openblas before the kernel module)
 
 from .errors import KernelError
-from .layout import (ClassForwardCache, ForwardCache, next_history, param_shapes,  # noqa: F401  (same API
-                     param_views)                                                  # as reference)
+from .layout import (MAX_TABLE, ClassForwardCache, ForwardCache, next_history,  # noqa: F401  (same API
+                     param_shapes, param_views)                                  # as reference)
 
 try:
     from ._rnn_cffi import ffi, lib
@@ -54,7 +54,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 SIZE_LIMITS = "T*B must be below 2^31 and V*H, H*H and T*B*H at most 2^40"
-MAX_TABLE = 2**40       # rnn.c's RNN_MAX_TABLE: the largest direct-connection table
 
 __all__ = [
     "ACTIVATIONS", "ForwardCache", "num_params", "param_shapes", "param_views",

@@ -85,23 +85,25 @@ class RNNModel(LanguageModel):
         raise AttributeError(name)
 
     # -- the kernel calls, full softmax or class-factored ------------------------------------
-    def output_args(self) -> dict:
-        """The class map and direct connections, as the kernel's class functions take them."""
-        return {"class_start": self.class_start, "table": self.direct_table,
+    def output_args(self, table=None) -> dict:
+        """The class map and direct connections, as the kernel's class functions take them
+        (`table`: another table of the same size, e.g. the raw one behind an average)."""
+        return {"class_start": self.class_start, "table": self.direct_table if table is None else table,
                 "direct_order": self.direct_order}
 
     def next_history(self, history, inputs, resets):
         """The direct history after a window (None without direct connections)."""
         return next_history(history, inputs, resets) if self.direct_order else None
 
-    def forward(self, params, inputs, targets, resets, h, history, **options):
-        """kernel.forward, or kernel.class_forward with this model's output layer and the
-        direct history before the window: (loss, logprobs, hs, cache)."""
+    def forward(self, params, inputs, targets, resets, h, history, table=None, **options):
+        """kernel.forward, or kernel.class_forward with this model's output layer (or
+        `table` for its direct table) and the direct history before the window:
+        (loss, logprobs, hs, cache)."""
         if self.class_start is None:
             return kernel.forward(params, inputs, targets, resets, h, V=self.V,
                                   activation=self.activation, **options)
         return kernel.class_forward(params, inputs, targets, resets, h, V=self.V, history=history,
-                                    activation=self.activation, **self.output_args(), **options)
+                                    activation=self.activation, **self.output_args(table), **options)
 
     # -- scoring ------------------------------------------------------------------------------
     def natural_logprobs(self, id_lists: list[np.ndarray], carry: bool = False) -> list[np.ndarray]:
@@ -160,13 +162,17 @@ class RNNModel(LanguageModel):
         return (h, self.next_history(history, tokens[None], np.zeros((1, 1), np.int32))), logp[0]
 
     # -- files --------------------------------------------------------------------------------
+    def output_settings(self) -> dict:
+        """classes, direct_order and direct_size of a class-factored output ({} for the full
+        softmax): what `rnnkit info` shows and the model file declares."""
+        if not self.classes:
+            return {}
+        return {"classes": self.classes, "direct_order": self.direct_order,
+                "direct_size": 0 if self.direct_table is None else int(self.direct_table.size)}
+
     def describe(self) -> dict:
-        output = {}
-        if self.classes:
-            output = {"classes": self.classes, "direct_order": self.direct_order,
-                      "direct_size": 0 if self.direct_table is None else int(self.direct_table.size)}
         return {"type": "rnn", "unit": self.unit, "vocab_size": self.V, "hidden": self.hidden,
-                "activation": self.activation, "stream": self.stream, **output,
+                "activation": self.activation, "stream": self.stream, **self.output_settings(),
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
                 "training": self.record}
 
@@ -174,23 +180,31 @@ class RNNModel(LanguageModel):
         """(model type, meta, arrays) as stored in a model file (also inside a mixture).
         With resumable=False the training state (the schedule, Adam's moments, the raw
         weights behind an average) is left out: up to three weight-sized arrays that
-        scoring never reads, and that a mixture's component cannot resume from."""
-        if self.classes:
-            raise ModelFileError("saving a class-factored model (classes, direct connections) is not "
-                                 "supported yet: its class map and table need the model-file schema")
+        scoring never reads, and that a mixture's component cannot resume from. A class-
+        factored output adds its class map (`class_start`, int64 as model files store
+        integers) and the direct table, whole: scores read back bit for bit."""
         meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
-                "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
-                "training": self.record, "train_state": self.train_state if resumable else {}}
-        arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {})}
+                "activation": self.activation, "stream": self.stream, **self.output_settings(),
+                "hyperparameters": self.hyper, "training": self.record,
+                "train_state": self.train_state if resumable else {}}
+        output = {}
+        if self.classes:
+            output["class_start"] = self.class_start.astype(np.int64)
+        if self.direct_table is not None:
+            output["direct_table"] = self.direct_table
+        arrays = {"params": self.params, **output, **(self.optimizer_arrays if resumable else {})}
         return "rnn", meta, arrays
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
         """The model from what modelfile.load read and checked (rnnkit/schema.py)."""
-        optimizer_arrays = {k: v for k, v in arrays.items() if k != "params"}
+        model_arrays = ("params", "class_start", "direct_table")
+        optimizer_arrays = {k: v for k, v in arrays.items() if k not in model_arrays}
         return cls(Vocab.from_list(meta["vocab"]), meta["unit"], meta["hidden"], arrays["params"],
                    meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
-                   meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays)
+                   meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays,
+                   class_start=arrays.get("class_start"), direct_order=meta.get("direct_order", 0),
+                   direct_table=arrays.get("direct_table"))
 
     @classmethod
     def load(cls, path) -> "RNNModel":

@@ -14,6 +14,10 @@ Limits:
     hidden      1..MAX_HIDDEN (65536); the weights must hold exactly the V*H-sized
                 layout for the vocabulary and hidden size (so the file's size bounds V*H)
     order       1..MAX_ORDER (100, arpa.py)
+    classes     a class-factored RNN output: 1..V classes, a class map rising strictly
+                from 0 to V, the class layer in the weights; direct connections of order
+                1..MAX_DIRECT_ORDER (10) with a table of direct_size (1..2^40) entries,
+                finite like the weights
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
     nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
@@ -28,7 +32,7 @@ import numpy as np
 
 from .arpa import MAX_ORDER
 from .errors import ModelFileError
-from .layout import layout_size
+from .layout import DIRECT_HISTORY, MAX_DIRECT_ORDER, MAX_TABLE, layout_size
 from .units import UNITS
 from .vocab import SPECIALS
 
@@ -273,6 +277,8 @@ TRAIN_STATE = EmptyOr(Record(
 
 RNN_META = Record({"unit": UNIT, "vocab": VocabList(), "hidden": Integer(1, MAX_HIDDEN),
                    "activation": OneOf(_activations), "stream": Boolean(),
+                   "classes": Integer(1), "direct_order": Integer(0, MAX_DIRECT_ORDER),
+                   "direct_size": Integer(0, MAX_TABLE),
                    "hyperparameters": Record({}, extra=Json()), "training": TRAINING,
                    "train_state": TRAIN_STATE},
                   required=("unit", "vocab", "hidden"))
@@ -313,23 +319,72 @@ def _refuse_leftovers(arrays: dict) -> None:
 
 
 RNN_WEIGHT_ARRAYS = ("params", "raw_params", "adam_m", "adam_v")
+TABLE_ARRAYS = ("direct_table", "raw_direct_table")   # the direct table (and its raw copy behind an average)
 EPOCH_START = "epoch_start_"   # a mid-epoch checkpoint's copy of each at the epoch's start (train.py)
 CARRIED_STATE = "carry_h"      # a mid-epoch checkpoint's hidden state, lanes x hidden (train.py)
+CARRIED_HISTORY = "carry_history"   # and its direct history, lanes x DIRECT_HISTORY input ids or -1
 
 
-def _rnn_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
-    size = layout_size(len(meta["vocab"]), meta["hidden"])
-    for name in RNN_WEIGHT_ARRAYS + tuple(EPOCH_START + n for n in RNN_WEIGHT_ARRAYS):
-        if name == "params" or prefix + name in arrays:  # the others only in a resumable file
-            array = _take(arrays, prefix + name, np.float32, size)
-            lo = 0.0 if name.endswith("adam_v") else -MAX_WEIGHT  # Adam's second moment is a square
-            _values_within(array, prefix + name, lo, MAX_WEIGHT, f"finite values in {lo:g}..{MAX_WEIGHT:g}")
+def _output_layer(meta: dict, field: str) -> tuple[int, int]:
+    """(classes, direct_size) the metadata declares, checked against each other and V
+    (0, 0: a full softmax)."""
+    V, C = len(meta["vocab"]), meta.get("classes", 0)
+    order, size = meta.get("direct_order", 0), meta.get("direct_size", 0)
+    if C > V:
+        raise SchemaError(f"field {_join(field, 'classes')!r} must be an integer in 1..{V} "
+                          f"(the vocabulary size), got {C}")
+    if (order or size) and not C:
+        raise SchemaError(f"field {_join(field, 'direct_order')!r} needs a class-factored output "
+                          f"(field {_join(field, 'classes')!r})")
+    if bool(order) != bool(size):
+        raise SchemaError(f"fields {_join(field, 'direct_order')!r} and {_join(field, 'direct_size')!r} "
+                          f"must both be 0 or both be positive, got {order} and {size}")
+    return C, size
+
+
+def _finite_weights(array: np.ndarray, name: str, lo: float = -MAX_WEIGHT) -> None:
+    _values_within(array, name, lo, MAX_WEIGHT, f"finite values in {lo:g}..{MAX_WEIGHT:g}")
+
+
+def _carried(arrays: dict, name: str, dtype, width: int) -> np.ndarray:
+    """A mid-epoch checkpoint's per-lane array: `dtype` of shape (lanes, width)."""
+    array = arrays.pop(name)
+    if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
+        raise SchemaError(f"array {name!r} must be {np.dtype(dtype).name} of shape (lanes, {width}), "
+                          f"got {array.dtype.name} of shape {array.shape}")
+    return array
+
+
+def _rnn_arrays(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:
+    V, H = len(meta["vocab"]), meta["hidden"]
+    C, table_size = _output_layer(meta, field)
+    sizes = dict.fromkeys(RNN_WEIGHT_ARRAYS, layout_size(V, H, C))
+    if table_size:
+        sizes.update(dict.fromkeys(TABLE_ARRAYS, table_size))
+    for name, size in sizes.items():
+        for stored in (name, EPOCH_START + name):
+            # the weights (and a table) always, the others only in a resumable file
+            if stored in ("params", "direct_table") or prefix + stored in arrays:
+                array = _take(arrays, prefix + stored, np.float32, size)
+                _finite_weights(array, prefix + stored, 0.0 if name == "adam_v" else -MAX_WEIGHT)  # a square
+    if C:
+        classes = _take(arrays, prefix + "class_start", np.int64, C + 1)
+        if not (classes[0] == 0 and classes[-1] == V and (classes[1:] > classes[:-1]).all()):
+            raise SchemaError(f"array {prefix + 'class_start'!r} must rise strictly from 0 to {V} "
+                              "(every class holds a word)")
+    lanes = None
     if prefix + CARRIED_STATE in arrays:
-        h = arrays.pop(prefix + CARRIED_STATE)
-        if h.dtype != np.float32 or h.ndim != 2 or h.shape[1] != meta["hidden"]:
-            raise SchemaError(f"array {CARRIED_STATE!r} must be float32 of shape (lanes, {meta['hidden']}), "
-                              f"got {h.dtype.name} of shape {h.shape}")
-        _values_within(h, CARRIED_STATE, -MAX_WEIGHT, MAX_WEIGHT, f"finite values in {-MAX_WEIGHT:g}..{MAX_WEIGHT:g}")
+        h = _carried(arrays, prefix + CARRIED_STATE, np.float32, H)
+        _finite_weights(h, prefix + CARRIED_STATE)
+        lanes = h.shape[0]
+    if table_size and prefix + CARRIED_HISTORY in arrays:   # only direct connections read a history
+        history = _carried(arrays, prefix + CARRIED_HISTORY, np.int64, DIRECT_HISTORY)
+        if lanes is None:
+            raise SchemaError(f"array {prefix + CARRIED_HISTORY!r} comes without {prefix + CARRIED_STATE!r}")
+        if history.shape[0] != lanes:
+            raise SchemaError(f"array {prefix + CARRIED_HISTORY!r} must have a row per lane of "
+                              f"{prefix + CARRIED_STATE!r} ({lanes}), got {history.shape[0]}")
+        _values_within(history, prefix + CARRIED_HISTORY, -1, V - 1, f"input ids in 0..{V - 1} or -1")
 
 
 def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
@@ -359,7 +414,7 @@ def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -
         # train --resume appends to the epoch record
         raise SchemaError(f"field {_join(_join(field, 'training'), 'epochs')!r} is missing "
                           "(a model with a training state keeps its epoch record)")
-    _rnn_arrays(meta, arrays, prefix)
+    _rnn_arrays(meta, arrays, field, prefix)
 
 
 def _validate_ngram(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:

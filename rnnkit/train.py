@@ -18,13 +18,13 @@ With `classes` > 0 the output layer is class-factored (RNNLM's frequency classes
 with `direct_order` > 0 it has direct connections (csrc/rnn.h): their table is not part of
 the weights the optimizer steps but is updated inside the backward pass by sparse SGD,
 at `direct_lr` per token (following the main rate's schedule) with L2 `direct_l2` per use,
-as in RNNLM; the direct history rides along with the carried hidden state. Class models
-train in memory only for now: their model files (class map, table) await the schema.
+as in RNNLM; the direct history rides along with the carried hidden state.
 
 With `average` > 0 the optimizer steps a raw copy of the weights and the model keeps an
 exponential moving average of them, which is what validation, the model file and its
 users see (Polyak averaging; on PTB after 3 epochs, valid perplexity 140.9 for the
-average vs 143.7 for the raw weights).
+average vs 143.7 for the raw weights). The direct table is averaged the same way, its
+raw copy being what backward updates: one more pass over the table per step.
 
 Checkpoints. After each epoch the current state (always equal to the best, since a
 worse epoch is rolled back) is written atomically to the output file, with the
@@ -37,12 +37,13 @@ bit-identically to an uninterrupted run (same seed, one thread).
 A mid-epoch checkpoint is marked by train_state["partial"] (the windows done of epoch
 train_state["epoch"] + 1, the epoch's running loss and token sums, its seconds, and the
 bptt and lane count that fix what a window is) and holds two more kinds of arrays:
-`carry_h`, the hidden state carried into the next window (lanes x H), and
-`epoch_start_*`, the weights and optimizer state at the start of the epoch. What is
-"the best" there: its `params` are the current weights, which no validation pass has
-seen (a pass per checkpoint would cost too much); they are what scoring with the file
-uses, since after part of an epoch they are usually better than the epoch's start.
-The best so far stays the weights validated at the last epoch end, i.e. the stored
+`carry_h`, the hidden state carried into the next window (lanes x H), with direct
+connections also `carry_history` (the direct history carried with it, lanes x 8 ids),
+and `epoch_start_*`, the weights, direct table and optimizer state at the start of the
+epoch. What is "the best" there: its `params` are the current weights, which no
+validation pass has seen (a pass per checkpoint would cost too much); they are what
+scoring with the file uses, since after part of an epoch they are usually better than
+the epoch's start. The best so far stays the weights validated at the last epoch end, i.e. the stored
 epoch-start ones, and `best_valid` keeps their validation loss. When a resumed epoch
 ends it is validated like any other and, if worse, rolled back to those stored weights.
 """
@@ -60,7 +61,7 @@ from . import batching, kernel, modelfile
 from .errors import CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
 from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
-from .schema import CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
+from .schema import CARRIED_HISTORY, CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
 from .rnnlm import RNNModel, corpus_stats
 from .units import Tokenizer
 from .vocab import Vocab
@@ -69,6 +70,7 @@ LN2 = math.log(2.0)
 MAX_EXP = 700.0               # math.exp overflows a float above ~709.78
 MAX_LEARNING_RATE = 100.0     # far above any working rate (Adam ~1e-3, RNNLM's SGD 0.1-1)
 RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
+AUTO = "auto"   # TrainConfig.classes: chosen from the vocabulary size
 
 
 @dataclass
@@ -96,7 +98,8 @@ class TrainConfig:
     average: float = 0.0               # decay of a moving average of the weights (0: off)
     weight_decay: float = 0.0          # per step, the matrices shrink by lr * weight_decay (AdamW)
     checkpoint_minutes: float = 5.0    # also save this often within an epoch (0: at epoch ends only)
-    classes: int = 0                   # class-factored output with this many classes (0: full softmax)
+    classes: int | str = 0             # class-factored output with this many classes (0: full softmax;
+                                       # "auto": sqrt(V), RNNLM's rule, see class_count)
     direct_order: int = 0              # n of the direct connections' n-gram features (0: none)
     direct_size: int = 0               # entries of the direct-connection table
     # The direct table's SGD rate per token. RNNLM's 0.1 overshoots here: a batch applies
@@ -106,6 +109,16 @@ class TrainConfig:
     # 4.69 after 4 epochs against 4.87, and 0.01 4.78, 0.003 4.84).
     direct_lr: float = 0.03
     direct_l2: float = 1e-6            # its L2 per use of an entry
+
+    def class_count(self, V: int) -> int:
+        """C for a vocabulary of V units: `classes`, or for "auto" round(sqrt(V)), which
+        makes the C + |class| outputs per token about the fewest (2 sqrt(V))."""
+        if self.classes == AUTO:
+            return max(1, round(math.sqrt(V)))
+        if self.classes > V:
+            raise RnnkitError(f"classes = {self.classes} is more than the {V:,} units of the vocabulary; "
+                              f"give at most {V:,} (0: full softmax)")
+        return self.classes
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
@@ -150,8 +163,8 @@ class TrainConfig:
         self.check_output_layer()
 
     def check_output_layer(self) -> None:
-        if self.classes < 0:
-            raise RnnkitError(f"classes must be >= 0 (0: full softmax), got {self.classes}")
+        if not (self.classes == AUTO or type(self.classes) is int and self.classes >= 0):
+            raise RnnkitError(f"classes must be a number >= 0 (0: full softmax) or {AUTO!r}, got {self.classes!r}")
         if not 0 <= self.direct_order <= MAX_DIRECT_ORDER:
             raise RnnkitError(f"direct order must be in [0, {MAX_DIRECT_ORDER}], got {self.direct_order}")
         if self.direct_order and not self.classes:
@@ -166,11 +179,12 @@ class TrainConfig:
 
 
 def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction)."""
+    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction, at most
+    the number of lines, so that a short corpus still holds out one)."""
     if len(lines) < 2:
         raise CorpusError(f"need at least 2 lines to hold out validation text, got {len(lines)}; "
                           "pass a validation file")
-    every = max(2, int(round(1.0 / fraction)))
+    every = min(max(2, int(round(1.0 / fraction))), len(lines))
     valid = lines[every - 1::every]
     train = [line for i, line in enumerate(lines) if (i + 1) % every != 0]
     return train, valid
@@ -211,12 +225,17 @@ class Trainer:
         self.config = config
         self.lanes = train_lanes
         self.grads = np.zeros_like(model.params)
+        self.table = model.direct_table   # the table backward updates
         if config.average > 0:
-            # the optimizer steps the raw weights; model.params is their moving average,
-            # which validation, the saved model and its users see
+            # the optimizer steps the raw weights (and backward the raw table); model.params
+            # is their moving average, which validation, the saved model and its users see
             self.weights = model.optimizer_arrays.setdefault("raw_params", model.params.copy())
+            if model.direct_table is not None:
+                self.table = model.optimizer_arrays.setdefault("raw_direct_table", model.direct_table.copy())
+                self.table_scratch = np.empty_like(self.table)
         else:
-            model.optimizer_arrays.pop("raw_params", None)
+            for name in ("raw_params", "raw_direct_table"):
+                model.optimizer_arrays.pop(name, None)
             self.weights = model.params
         if config.optimizer == "adam":
             self.m = model.optimizer_arrays.setdefault("adam_m", np.zeros_like(model.params))
@@ -252,7 +271,7 @@ class Trainer:
         model = self.model
         masks = self.dropout_masks((*inputs.shape, model.hidden))
         loss, _, hs, self.cache = model.forward(self.weights, inputs, targets, resets, h0, history,
-                                                reuse=self.cache, **masks)
+                                                table=self.table, reuse=self.cache, **masks)
         count = int((targets >= 0).sum())
         carried = hs[-1].copy(), model.next_history(history, inputs, resets)
         if count == 0:
@@ -262,7 +281,7 @@ class Trainer:
             # the table's per-token rate follows the main rate's schedule; in the kernel's
             # terms (a mean loss) the rate is times count and the per-use L2 divided by it
             rate = self.config.direct_lr * self.lr / self.config.learning_rate()
-            kernel.class_backward(self.grads, self.cache, table=model.direct_table, loss_scale=1.0 / count,
+            kernel.class_backward(self.grads, self.cache, table=self.table, loss_scale=1.0 / count,
                                   direct_lr=rate * count if model.direct_order else 0.0,
                                   direct_l2=self.config.direct_l2 / count)
         else:
@@ -303,14 +322,15 @@ class Trainer:
                 views[name] *= shrink
 
     def update_average(self) -> None:
-        """params += (1 - d) (weights - params). The decay ramps up as (1 + t) / (10 + t),
-        so early on the average follows the weights instead of dragging the random
-        initialisation along, and later spans roughly the last 1 / (1 - d) steps."""
+        """params += (1 - d) (weights - params), and the same for the direct table. The
+        decay ramps up as (1 + t) / (10 + t), so early on the average follows the weights
+        instead of dragging the random initialisation along, and later spans roughly the
+        last 1 / (1 - d) steps."""
         t = self.step_count
-        decay = min(self.config.average, (1.0 + t) / (10.0 + t))
-        np.subtract(self.weights, self.model.params, out=self.grads)   # the gradient is spent
-        self.grads *= np.float32(1.0 - decay)
-        self.model.params += self.grads
+        fraction = np.float32(1.0 - min(self.config.average, (1.0 + t) / (10.0 + t)))
+        _move_towards(self.model.params, self.weights, fraction, self.grads)   # the gradient is spent
+        if self.table is not self.model.direct_table:
+            _move_towards(self.model.direct_table, self.table, fraction, self.table_scratch)
 
     def epoch(self, cursor: "EpochCursor", deadline: float | None, progress=None, after_step=None) -> bool:
         """Run the epoch's windows from cursor.window on, advancing the cursor; after each
@@ -332,6 +352,13 @@ class Trainer:
             if deadline is not None and time.perf_counter() >= deadline:
                 return True
         return False
+
+
+def _move_towards(average: np.ndarray, raw: np.ndarray, fraction: np.float32, scratch: np.ndarray) -> None:
+    """average += fraction (raw - average), in place, with scratch of the same shape."""
+    np.subtract(raw, average, out=scratch)
+    scratch *= fraction
+    average += scratch
 
 
 @dataclass
@@ -408,9 +435,11 @@ class Checkpoints:
                              "lanes": int(cursor.h.shape[0]), "loss": cursor.loss, "tokens": cursor.tokens,
                              "seconds": cursor.seconds}}
         kind, meta, arrays = self.model.file_contents()
+        carried = {CARRIED_STATE: cursor.h}
+        if cursor.history is not None:   # model files store integers as int64
+            carried[CARRIED_HISTORY] = cursor.history.astype(np.int64)
         modelfile.save(self.path, kind, {**meta, "train_state": state},
-                       {**arrays, CARRIED_STATE: cursor.h,
-                        **{EPOCH_START + name: array for name, array in self.best.items()}})
+                       {**arrays, **carried, **{EPOCH_START + name: array for name, array in self.best.items()}})
         self.wrote()
 
     def wrote(self) -> None:
@@ -427,14 +456,21 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
     Adam's two moments, the raw weights behind an average, the epoch-start copy that a
     worse epoch rolls back to, and a checkpoint's second copy) plus one window's
     activations (hidden states, masks, and the T x B x V softmax gradient, or with classes
-    the T x B x (C + largest class) one), plus the direct table and its epoch-start copy."""
-    C = config.classes
+    the T x B x (C + largest class) one), plus the direct table, its epoch-start copy and
+    a checkpoint's copy (with an average also the raw table, its epoch-start copy and the
+    scratch the average is computed in)."""
+    C = config.class_count(V)
     params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V + C * (config.hidden + 1)
     copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
     output = C + largest_class if C else V
     window = config.bptt * config.batch * (output + 4 * config.hidden)
-    table = 2 * config.direct_size if config.direct_order else 0
-    return 4 * (2 * copies * params + 2 * window + table)
+    return 4 * (2 * copies * params + 2 * window) + table_bytes(config)
+
+
+def table_bytes(config: TrainConfig) -> int:
+    """The direct table's part of training_bytes."""
+    copies = 3 + (3 if config.average > 0 else 0)
+    return 4 * copies * config.direct_size if config.direct_order else 0
 
 
 def check_memory(V: int, config: TrainConfig, largest_class: int = 0) -> None:
@@ -443,9 +479,13 @@ def check_memory(V: int, config: TrainConfig, largest_class: int = 0) -> None:
     need = training_bytes(V, config, largest_class)
     have = physical_memory_bytes()
     if have and need > have:
+        table = table_bytes(config)
+        knobs = "--hidden, --batch, --bptt or --max-vocab"
+        if table > need / 4:
+            knobs = f"--direct-size (the direct table takes {table / 2**30:,.1f} GiB), " + knobs
         raise RnnkitError(f"training hidden {config.hidden} with {V:,} units needs about "
                           f"{need / 2**30:,.1f} GiB, more than this machine's {have / 2**30:,.1f} GiB; "
-                          "lower --hidden, --batch, --bptt or --max-vocab")
+                          f"lower {knobs}")
 
 
 def physical_memory_bytes() -> int | None:
@@ -461,13 +501,12 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
     vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
                         min_count=config.min_count, max_vocab=config.max_vocab)
     V = len(vocab)
-    if config.classes > V:
-        raise RnnkitError(f"classes = {config.classes} is more than the {V:,} units of the vocabulary")
+    C = config.class_count(V)
     train_ids = encode_lines(tokenizer, vocab, train_lines)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
-    class_start = frequency_classes(counts, config.classes) if config.classes else None
-    check_memory(V, config, int(np.diff(class_start).max()) if config.classes else 0)
+    class_start = frequency_classes(counts, C) if C else None
+    check_memory(V, config, int(np.diff(class_start).max()) if C else 0)
     table = np.zeros(config.direct_size, np.float32) if config.direct_order else None
     model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
                      hyper=config.hyperparameters(), class_start=class_start,
@@ -493,13 +532,12 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
     config.check()
     if not train_lines:
         raise CorpusError("the training corpus has no lines")
-    if config.classes and output_path is not None:
-        raise ModelFileError("class-factored models (--classes) train in memory only for now: their "
-                             "model files need the model-file schema for the class map and table")
     if config.threads is not None:
         kernel.set_num_threads(config.threads)
     if valid_lines is None:
         train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
+    if not valid_lines:
+        raise CorpusError("the validation text has no lines")
     if resume_from is not None:
         if not resume_from.train_state:
             raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
@@ -586,13 +624,14 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
     optimizer state, which they are not part of."""
     partial = model.train_state.pop("partial", None)
     arrays = model.optimizer_arrays
-    h = arrays.pop(CARRIED_STATE, None)
+    h, history = arrays.pop(CARRIED_STATE, None), arrays.pop(CARRIED_HISTORY, None)
     best = {name[len(EPOCH_START):]: arrays.pop(name) for name in list(arrays) if name.startswith(EPOCH_START)}
     if partial is None:
         return None
     try:
         window, windows, bptt, n_lanes = (int(partial[k]) for k in ("window", "windows", "bptt", "lanes"))
-        cursor = EpochCursor(window, h, float(partial["loss"]), int(partial["tokens"]), float(partial["seconds"]))
+        cursor = EpochCursor(window, h, float(partial["loss"]), int(partial["tokens"]), float(partial["seconds"]),
+                             None if history is None else history.astype(np.int32))
     except (KeyError, TypeError, ValueError):
         raise ModelFileError("mid-epoch checkpoint: train_state.partial must hold the numbers window, windows, "
                              f"bptt, lanes, loss, tokens and seconds, got {str(partial)[:80]}") from None
@@ -600,6 +639,10 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
             and 0 <= window <= windows):
         raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_STATE} array of {n_lanes} x {model.hidden} "
                              f"float32, or step {window} is outside 0..{windows}")
+    if model.direct_order and window > 0 and history is None:
+        # the schema checked its shape and ids when it is there
+        raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_HISTORY} array (the direct history of "
+                             f"each of its {n_lanes} lanes)")
     now = (lanes.num_windows(config.bptt), config.bptt, lanes.inputs.shape[1])
     if (windows, bptt, n_lanes) != now:
         raise RnnkitError(f"cannot resume mid-epoch: the checkpoint stands at step {window:,} of {windows:,} "
@@ -610,26 +653,29 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
 
 
 def _check_epoch_start(best: dict, model: RNNModel) -> None:
-    """The stored epoch start must cover the weights and this run's optimizer state."""
-    names = {"params", *model.optimizer_arrays}
-    if set(best) != names or any(a.dtype != np.float32 or a.shape != model.params.shape for a in best.values()):
+    """The stored epoch start must cover the weights, the table and this run's optimizer
+    state, each array as the model's."""
+    needed = _snapshot_arrays(model)
+    if set(best) != set(needed) or any(best[name].dtype != np.float32 or best[name].shape != array.shape
+                                       for name, array in needed.items()):
         raise RnnkitError(f"cannot resume mid-epoch: the checkpoint's epoch start holds "
-                          f"{', '.join(sorted(best)) or 'nothing'}, this run needs {', '.join(sorted(names))} "
-                          f"of {model.params.size:,} float32 values each; resume with the --optimizer and "
-                          "--average it was trained with")
+                          f"{', '.join(sorted(best)) or 'nothing'}, this run needs {', '.join(sorted(needed))} "
+                          "of the model's sizes (float32); resume with the --optimizer and --average it was "
+                          "trained with")
+
+
+def _snapshot_arrays(model: RNNModel) -> dict:
+    """What an epoch's start is: the weights, the direct table and the optimizer state."""
+    direct = {} if model.direct_table is None else {"direct_table": model.direct_table}
+    return {"params": model.params, **direct, **model.optimizer_arrays}
 
 
 def _snapshot(model: RNNModel) -> dict:
-    direct = {} if model.direct_table is None else {"direct_table": model.direct_table.copy()}
-    return {"params": model.params.copy(), **direct,
-            **{name: array.copy() for name, array in model.optimizer_arrays.items()}}
+    return {name: array.copy() for name, array in _snapshot_arrays(model).items()}
 
 
 def _restore(model: RNNModel, snapshot: dict) -> None:
-    model.params[:] = snapshot["params"]
-    if model.direct_table is not None:
-        model.direct_table[:] = snapshot["direct_table"]
-    for name, array in model.optimizer_arrays.items():
+    for name, array in _snapshot_arrays(model).items():
         array[:] = snapshot[name]
 
 

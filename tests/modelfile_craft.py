@@ -9,11 +9,13 @@ import json
 import struct
 import warnings
 import zipfile
+from dataclasses import asdict
 
 import numpy as np
 
 from rnnkit.mix import MixModel
 from rnnkit.ngram import NgramModel
+from rnnkit.rnnlm import RNNModel
 from rnnkit.train import TrainConfig, train
 
 LINES = [
@@ -27,14 +29,37 @@ LINES = [
 SENTENCES = ["the cat sat on the log", "나는 고양이를 보았다"]
 
 
+KINDS = ("rnn", "ngram", "mix", "rnnme", "rnnme-mix")
+
+
+class Stop(Exception):
+    """Ends a training run from its progress callback."""
+
+
 def make_models(directory) -> dict:
-    """Paths of a tiny resumable RNN, a 3-gram and their mixture, all word units."""
+    """Paths of a tiny resumable RNN, a 3-gram and their mixture, and of a tiny RNN with 3
+    classes and direct connections (RNNME) stopped after its third step, whose file is a
+    mid-epoch checkpoint (carried state and direct history, the epoch's start), and the
+    RNNME's mixture with the 3-gram; all word units."""
     config = TrainConfig(unit="word", hidden=4, bptt=8, batch=4, epochs=1, seed=1, threads=1)
-    paths = {kind: directory / f"{kind}.model" for kind in ("rnn", "ngram", "mix")}
+    paths = {kind: directory / f"{kind}.model" for kind in KINDS}
     rnn = train(LINES, LINES[:6], config, output_path=paths["rnn"])
     ngram = NgramModel.train(LINES, order=3, unit="word")
     ngram.save(paths["ngram"])
     MixModel([rnn, ngram], [0.25, 0.75]).save(paths["mix"])
+    rnnme_config = TrainConfig(**{**asdict(config), "classes": 3, "direct_order": 3, "direct_size": 64,
+                                  "checkpoint_minutes": 1e-9})   # a checkpoint after every step
+    steps = []
+
+    def stop_at_the_fourth(tokens, stats):   # before the fourth step's checkpoint
+        steps.append(tokens)
+        if len(steps) == 4:
+            raise Stop
+    try:
+        train(LINES, LINES[:6], rnnme_config, output_path=paths["rnnme"], progress=stop_at_the_fourth)
+    except Stop:
+        pass
+    MixModel([RNNModel.load(paths["rnnme"]), ngram], [0.5, 0.5]).save(paths["rnnme-mix"])
     return paths
 
 

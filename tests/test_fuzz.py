@@ -23,7 +23,7 @@ import pytest
 import rnnkit
 from rnnkit.errors import RnnkitError
 
-from modelfile_craft import SENTENCES, make_models, read_members
+from modelfile_craft import KINDS, SENTENCES, make_models, read_members
 
 SEED = 20240611
 CASES_PER_MODEL = 400
@@ -255,6 +255,8 @@ def member_rename(rng, draft):
     member = random_member(rng, draft)
     if member:
         member[0] = rng.choice(["params.npy", "adam_v.npy", "prob_1.npy", "keys_2.npy", "bo_9.npy",
+                                "class_start.npy", "direct_table.npy", "raw_direct_table.npy",
+                                "carry_history.npy", "c0.class_start.npy", "c0.direct_table.npy",
                                 "c0.params.npy", "c1.prob_1.npy", "c7.prob_1.npy", "meta.json",
                                 "../x.npy", "x.pkl", member[0].upper()])
 
@@ -316,7 +318,7 @@ def models(tmp_path_factory):
     return make_models(tmp_path_factory.mktemp("fuzz_models"))
 
 
-@pytest.mark.parametrize("kind", ["rnn", "ngram", "mix"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_mutated_model_files_fail_cleanly_or_score(models, tmp_path, kind):
     rng = random.Random(f"{SEED}-{kind}")
     meta, members = read_members(models[kind])

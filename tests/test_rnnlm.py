@@ -290,6 +290,9 @@ def test_bad_training_inputs():
         train(KOREAN, None, TrainConfig(hidden=0))
     train_part, valid_part = split_validation(list(map(str, range(100))), 0.05)
     assert len(valid_part) == 5 and len(train_part) == 95 and not set(train_part) & set(valid_part)
+    assert split_validation(["a", "b", "c"], 0.05) == (["a", "b"], ["c"])   # a short corpus holds one out
+    with pytest.raises(CorpusError, match="^the validation text has no lines$"):
+        train(KOREAN, [], TrainConfig(epochs=1))
 
 
 def test_weight_decay_shrinks_matrices_not_biases():

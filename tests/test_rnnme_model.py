@@ -1,6 +1,6 @@
 """RNN models with a class-factored output and direct connections (RNNME): scoring,
 incremental steps, the next-unit distribution and sampling through the class kernel, and
-training them (in memory)."""
+training them (model files and resuming: test_rnnme_files.py, test_train_interrupt.py)."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rnnkit import layout, rnnlm
-from rnnkit.errors import ConfigError, ModelFileError, RnnkitError
+from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.train import TrainConfig, _restore, _snapshot, new_model, train, training_bytes
 from test_rnnlm import KOREAN, small_model
 
@@ -93,11 +93,7 @@ def test_class_model_weights_and_description():
         small_model().W_c
 
 
-def test_class_model_limits():
-    """Saving a class model is refused with one line until the model-file schema knows its
-    class map and table; direct connections without classes are refused."""
-    with pytest.raises(ModelFileError, match=r"^saving a class-factored model .* not supported yet"):
-        class_model().file_contents()
+def test_direct_connections_need_classes():
     base = small_model()
     with pytest.raises(ConfigError, match=r"^direct connections need a class-factored output"):
         rnnlm.RNNModel(base.vocab, base.unit, 8, base.params, direct_order=2,
@@ -105,7 +101,7 @@ def test_class_model_limits():
 
 
 # ----------------------------------------------------------------------------------
-# training (in memory: class models have no model file yet)
+# training
 # ----------------------------------------------------------------------------------
 
 CLASS_TRAINING = dict(hidden=32, bptt=16, batch=8, epochs=4, seed=3, threads=1, classes=6,
@@ -154,27 +150,32 @@ def test_worse_epoch_rolls_back_the_table():
     assert not model.direct_table.any()
 
 
-def test_class_training_settings_checked(tmp_path):
-    """Bad class and direct settings, and a model file for a class model, are one-line errors."""
+def test_class_training_settings_checked():
+    """Bad class and direct settings are one-line errors."""
     for settings, message in [
             ({"direct_order": 3, "direct_size": 10}, r"direct connections need a class-factored output"),
             ({"classes": 3, "direct_order": 11, "direct_size": 10}, r"direct order must be in \[0, 10\], got 11"),
             ({"classes": 3, "direct_order": 2}, r"direct size must be in \[1, 2\^40\] entries"),
-            ({"classes": -1}, r"classes must be >= 0"),
+            ({"classes": -1}, r"classes must be a number >= 0 \(0: full softmax\) or 'auto', got -1"),
+            ({"classes": "many"}, r"classes must be a number >= 0 \(0: full softmax\) or 'auto', got 'many'"),
+            ({"classes": 2.0}, r"classes must be a number >= 0 .* got 2.0"),
             ({"classes": 3, "direct_lr": -1.0}, r"direct learning rate must be in \[0, 100\], got -1.0"),
             ({"classes": 3, "direct_l2": float("nan")}, r"direct L2 must be a finite number >= 0, got nan"),
             ({"classes": 10**6}, r"classes = 1000000 is more than the .* units of the vocabulary")]:
         with pytest.raises(RnnkitError, match=f"^{message}"):
             train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, **settings))
-    with pytest.raises(ModelFileError, match=r"^class-factored models \(--classes\) train in memory only"):
-        train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, classes=3), output_path=tmp_path / "c.model")
 
 
 def test_class_memory_estimate():
     """The memory check counts the class output (C + largest class per position, not V)
-    and the direct table."""
+    and the direct table: itself, its epoch-start and checkpoint copies, and with an
+    average its raw copy, that copy's epoch start and the average's scratch."""
     full = training_bytes(50000, TrainConfig(hidden=64))
     classes = training_bytes(50000, TrainConfig(hidden=64, classes=224), largest_class=1000)
     direct = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8),
                             largest_class=1000)
-    assert classes < full / 2 and direct - classes == 8 * 10**8
+    averaged = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8,
+                                                 average=0.99), largest_class=1000)
+    assert classes < full / 2 and direct - classes == 12 * 10**8
+    params = 2 * 50000 * 64 + 64 * 64 + 64 + 50000 + 224 * 65
+    assert averaged - direct == 12 * 10**8 + 2 * 4 * params     # (and the raw weights, counted twice)

@@ -41,13 +41,19 @@ def timeless(epochs: list[dict]) -> list[dict]:
     return [{k: v for k, v in e.items() if k not in ("seconds", "tokens_per_s")} for e in epochs]
 
 
+RNNME = dict(classes=5, direct_order=3, direct_size=1024)   # class-factored output, direct connections
+
+
 @pytest.mark.parametrize("settings", [
     dict(optimizer="adam", lr=0.1, dropout=0.3, average=0.9, weight_decay=0.5),
     dict(optimizer="sgd", lr=2.0),
-])
+    dict(optimizer="adam", lr=0.2, dropout=0.3, average=0.9, weight_decay=0.5, direct_lr=0.3, **RNNME),
+    dict(optimizer="sgd", lr=2.0, direct_lr=0.3, **RNNME),
+], ids=["adam", "sgd", "adam-rnnme", "sgd-rnnme"])
 def test_resume_mid_epoch_is_bit_identical(tmp_path, settings):
     """Interrupted by SIGINT in epoch 1 and again in epoch 4 (which validation rolls back),
-    each time resumed from the mid-epoch checkpoint: the same weights and record as one run."""
+    each time resumed from the mid-epoch checkpoint: the same weights, direct table (also
+    the raw one behind an average) and record as one run."""
     config = dict(SMALL, **settings)
     straight = train(KOREAN, VALID, TrainConfig(**config))
     assert not straight.record["epochs"][3]["kept"], "epoch 4 should be rolled back"
@@ -74,6 +80,12 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, settings):
     assert timeless(straight.record["epochs"]) == timeless(resumed.record["epochs"])
     saved = rnnlm.RNNModel.load(path)
     assert "partial" not in saved.train_state and set(saved.optimizer_arrays) == set(straight.optimizer_arrays)
+    for name, array in straight.optimizer_arrays.items():
+        assert np.array_equal(array, saved.optimizer_arrays[name]), name
+    if "classes" in settings:
+        assert np.array_equal(straight.direct_table, resumed.direct_table)
+        assert np.array_equal(straight.direct_table, saved.direct_table)
+        assert saved.score_many(VALID) == straight.score_many(VALID)
 
 
 def test_mid_epoch_resume_refuses_other_batching(tmp_path):
