@@ -16,7 +16,8 @@ from .layout import PARAM_NAMES, param_views
 from .lm import LanguageModel
 from .errors import ModelFileError, RnnkitError
 from .metrics import corpus_summary
-from .units import Tokenizer
+from .spelling import SpellingModel
+from .units import TOKENIZER_ARRAYS, Tokenizer
 from .vocab import BOS_ID, Vocab
 
 LOG10_E = 1.0 / math.log(10.0)
@@ -29,13 +30,14 @@ class RNNModel(LanguageModel):
 
     model_type = "rnn"
 
-    def __init__(self, vocab: Vocab, unit: str, hidden: int, params: np.ndarray | None = None,
+    def __init__(self, vocab: Vocab, unit: str | Tokenizer, hidden: int, params: np.ndarray | None = None,
                  activation: str = "tanh", stream: bool = False, record: dict | None = None,
                  hyper: dict | None = None, train_state: dict | None = None,
-                 optimizer_arrays: dict | None = None):
+                 optimizer_arrays: dict | None = None, spelling: SpellingModel | None = None):
         self.vocab = vocab
-        self.unit = unit
-        self.tokenizer = Tokenizer(unit)
+        self.tokenizer = Tokenizer.of(unit)
+        self.unit = self.tokenizer.unit
+        self.spelling = spelling
         self.hidden = int(hidden)
         self.activation = activation
         self.stream = bool(stream)  # trained with the state carried across lines
@@ -93,13 +95,16 @@ class RNNModel(LanguageModel):
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
         """log10 probability of each unit after <s>, </s> included, for many sentences."""
-        return [lp * LOG10_E for lp in self.natural_logprobs([self.unit_ids(s) for s in sentences])]
+        return [lp * LOG10_E for lp in self.natural_logprobs(self._ids(sentences))]
 
     def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
         """token_logprobs_many for the lines of one text: a `stream` model carries its state
         from line to line (what evaluate, mixtures and weight tuning score)."""
-        ids = [self.unit_ids(line) for line in lines]
-        return [lp * LOG10_E for lp in self.natural_logprobs(ids, carry=self.stream)]
+        return [lp * LOG10_E for lp in self.natural_logprobs(self._ids(lines), carry=self.stream)]
+
+    def _ids(self, sentences: list) -> list[np.ndarray]:
+        """Unit ids of each sentence, split together (Kiwi analyses a batch on its threads)."""
+        return [self.vocab.encode(units) for units in self.tokenizer.split_lines(sentences)]
 
     # -- incremental state, next-token distribution and sampling ------------------------------
     def start(self, prefix_ids: list[int]):
@@ -118,9 +123,10 @@ class RNNModel(LanguageModel):
 
     # -- files --------------------------------------------------------------------------------
     def describe(self) -> dict:
-        return {"type": "rnn", "unit": self.unit, "vocab_size": self.V, "hidden": self.hidden,
+        return {"type": "rnn", **self.tokenizer.to_meta(), "vocab_size": self.V, "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream,
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
+                **({"spelling": self.spelling.describe()} if self.spelling else {}),
                 "training": self.record}
 
     def file_contents(self, resumable: bool = True) -> tuple[str, dict, dict]:
@@ -128,19 +134,21 @@ class RNNModel(LanguageModel):
         With resumable=False the training state (the schedule, Adam's moments, the raw
         weights behind an average) is left out: up to three weight-sized arrays that
         scoring never reads, and that a mixture's component cannot resume from."""
-        meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
+        meta = {**self.tokenizer.to_meta(), "vocab": self.vocab.to_list(), "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, "hyperparameters": self.hyper,
-                "training": self.record, "train_state": self.train_state if resumable else {}}
-        arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {})}
+                "training": self.record, "train_state": self.train_state if resumable else {},
+                **({"spelling": self.spelling.to_meta()} if self.spelling else {})}
+        arrays = {"params": self.params, **(self.optimizer_arrays if resumable else {}), **self.tokenizer.arrays()}
         return "rnn", meta, arrays
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
         """The model from what modelfile.load read and checked (rnnkit/schema.py)."""
-        optimizer_arrays = {k: v for k, v in arrays.items() if k != "params"}
-        return cls(Vocab.from_list(meta["vocab"]), meta["unit"], meta["hidden"], arrays["params"],
-                   meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
-                   meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays)
+        optimizer_arrays = {k: v for k, v in arrays.items() if k != "params" and k not in TOKENIZER_ARRAYS}
+        return cls(Vocab.from_list(meta["vocab"]), Tokenizer.from_meta(meta, arrays, str(path)), meta["hidden"],
+                   arrays["params"], meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
+                   meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays,
+                   SpellingModel.from_meta(meta.get("spelling")))
 
     @classmethod
     def load(cls, path) -> "RNNModel":

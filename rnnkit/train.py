@@ -55,6 +55,7 @@ from .interrupts import Interrupted, StopSignals
 from .layout import param_views
 from .schema import CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
 from .rnnlm import RNNModel, corpus_stats
+from .spelling import SpellingModel
 from .units import Tokenizer
 from .vocab import Vocab
 
@@ -362,8 +363,9 @@ class Checkpoints:
         self.written_at = time.perf_counter()
 
 
-def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[np.ndarray]:
-    return [vocab.encode(tokenizer.split(line)) for line in lines]
+def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list) -> list[np.ndarray]:
+    """Ids of each line (a string, or its units already split)."""
+    return [vocab.encode(units) for units in tokenizer.split_lines(lines)]
 
 
 def training_bytes(V: int, config: TrainConfig) -> int:
@@ -395,15 +397,19 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, list[np.ndarray]]:
-    """A freshly initialised model (vocabulary from the training lines) and those lines' ids."""
-    tokenizer = Tokenizer(config.unit)
-    vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
-                        min_count=config.min_count, max_vocab=config.max_vocab)
+def new_model(train_lines: list[str], config: TrainConfig,
+              tokenizer: Tokenizer | None = None) -> tuple[RNNModel, list[np.ndarray]]:
+    """A freshly initialised model (vocabulary and spelling model from the training
+    lines, split once) and those lines' ids."""
+    tokenizer = tokenizer or Tokenizer(config.unit)
+    if tokenizer.unit != config.unit:
+        raise RnnkitError(f"the tokenizer's unit {tokenizer.unit!r} is not the configured unit {config.unit!r}")
+    unit_lists = tokenizer.split_lines(train_lines)
+    vocab = Vocab.build(unit_lists, min_count=config.min_count, max_vocab=config.max_vocab)
     check_memory(len(vocab), config)
-    model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
-                     hyper=config.hyperparameters())
-    train_ids = encode_lines(model.tokenizer, vocab, train_lines)
+    model = RNNModel(vocab, tokenizer, config.hidden, None, stream=config.stream,
+                     hyper=config.hyperparameters(), spelling=SpellingModel.train(unit_lists))
+    train_ids = encode_lines(tokenizer, vocab, unit_lists)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=model.V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
     model.params = init_params(model.V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum())
@@ -414,9 +420,14 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
 
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
-          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None) -> RNNModel:
+          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None,
+          tokenizer: Tokenizer | None = None) -> RNNModel:
     """Train (or resume) an RNN LM; writes output_path after every epoch and within
     epochs when given (see Checkpoints in the module docstring).
+
+    `tokenizer` (of `config.unit`) is the one a new model uses; by default that unit's
+    plain tokenizer, which spm cannot have (it needs a SentencePiece model). A resumed
+    model keeps its own.
 
     progress(tokens_done_in_step, stats) is called after each step; notify(text) with
     one line per epoch. Both are optional: this module never prints. While training runs
@@ -438,7 +449,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         model.hyper = config.hyperparameters()   # the settings it trains on with
         train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
     else:
-        model, train_ids = new_model(train_lines, config)
+        model, train_ids = new_model(train_lines, config, tokenizer)
     valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
     lanes = batching.split_lanes(batching.make_stream(train_ids, independent=not config.stream), config.batch)
     model.record.setdefault("corpus", {}).update(
