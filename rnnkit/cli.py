@@ -232,6 +232,8 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
     check_spm_options(unit, spm_vocab, spm_model, resume)
+    from .segment import require_unit
+    require_unit(unit)   # before reading the corpus
     resume_hint = shlex.join(["rnnkit", "train", *([corpus] if corpus else []), "-o", output,
                               *(["--valid", valid_path] if valid_path else []), "--resume"])
     if corpus is None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .layout import layout_size
-from .units import SEGMENTED, UNITS
+from .units import UNITS
 from .vocab import SPECIALS
 
 MAX_HIDDEN = 65536

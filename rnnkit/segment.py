@@ -42,6 +42,10 @@ SPM_TYPES = ("unigram", "bpe")
 # text as segments of their own).
 SPM_CHARACTER_COVERAGE = 0.9995
 MAX_SPM_VOCAB = 1_000_000
+KIWI_MODEL_TYPE = "cong"   # Kiwi's default model since kiwipiepy 0.22, named so every file records it
+# what each unit imports: module, and the package that installs it
+PACKAGES = {"morph": [("kiwipiepy", "kiwipiepy")],
+            "spm": [("sentencepiece", "sentencepiece"), ("google.protobuf", "protobuf")]}
 
 
 def require(module: str, package: str, unit: str):
@@ -67,17 +71,23 @@ def cut(sequence, spans: Sequence[tuple[int, int]]) -> list:
     return [sequence[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def require_unit(unit: str) -> None:
+    """Check, before any work, that the packages a unit needs are installed."""
+    for module, package in PACKAGES.get(unit, ()):
+        require(module, package, unit)
+
+
 # ---------------------------------------------------------------- Kiwi
 
 @functools.lru_cache(maxsize=2)
-def _kiwi(model_type: str | None):
+def _kiwi(model_type: str):
     """One Kiwi per model type and process: loading its model takes about a second."""
     kiwipiepy = require("kiwipiepy", "kiwipiepy", "morph")
     try:
         return kiwipiepy.Kiwi(model_type=model_type)
     except (ValueError, OSError, RuntimeError) as exc:
-        raise ConfigError(f"kiwipiepy {kiwipiepy.__version__} cannot load its {model_type or 'default'} "
-                          f"model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ConfigError(f"kiwipiepy {kiwipiepy.__version__} cannot load its {model_type!r} model: "
+                          f"{_first_line(exc)}") from None
 
 
 class KiwiSegmenter:
@@ -86,17 +96,16 @@ class KiwiSegmenter:
     def __init__(self, settings: dict | None = None):
         settings = settings or {}
         self.kiwipiepy = require("kiwipiepy", "kiwipiepy", "morph")
-        self.model_type = settings.get("model_type")   # None: the package's default
+        self.model_type = settings.get("model_type", KIWI_MODEL_TYPE)
 
     def _analyser(self):
         return _kiwi(self.model_type)
 
     def key(self) -> tuple:
-        return ("kiwi", self.model_type or self._analyser().model_type)
+        return ("kiwi", self.model_type)
 
     def settings(self) -> dict:
-        return {"segmenter": "kiwi", "model_type": self.key()[1],
-                "kiwipiepy": self.kiwipiepy.__version__}
+        return {"segmenter": "kiwi", "model_type": self.model_type, "kiwipiepy": self.kiwipiepy.__version__}
 
     def arrays(self) -> dict:
         return {}
@@ -114,8 +123,8 @@ class SentencePieceSegmenter:
     """Pieces of a SentencePiece model (its bytes are the tokenizer's identity)."""
 
     def __init__(self, model: bytes, settings: dict | None = None, source: str = "the model file"):
+        require_unit("spm")   # protobuf too: the pieces' offsets come as a protobuf
         spm = require("sentencepiece", "sentencepiece", "spm")
-        require("google.protobuf", "protobuf", "spm")   # pieces' offsets come as a protobuf
         self.model = bytes(model)
         self.source = (settings or {}).get("source", source)
         self.processor = spm.SentencePieceProcessor()

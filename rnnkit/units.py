@@ -48,7 +48,6 @@ from typing import Iterable
 from .errors import ConfigError, CorpusError
 
 UNITS = ("char", "word", "jamo", "morph", "spm")
-SEGMENTED = ("morph", "spm")     # units cut by a segmenter (segment.py), spaces marked
 SPACE_MARK = "\u2581"            # ▁
 LITERAL_MARK = SPACE_MARK * 2    # a ▁ of the text itself
 TOKENIZER_ARRAYS = ("spm_model",)  # what a tokenizer stores among a model file's arrays
