@@ -129,11 +129,12 @@ class LanguageModel:
         logps = [checked(np.asarray(lp, dtype=np.float64)) for lp in self.token_logprobs_many(sentences)]
         return logps if eos else [lp[:-1] for lp in logps]
 
-    def evaluate(self, lines: list[str]) -> dict:
+    def evaluate(self, lines: list[str], unit_lists: list[list[str]] | None = None) -> dict:
         """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char
-        (and the basis of bits/char, see the module docstring)."""
+        (and the basis of bits/char, see the module docstring). `unit_lists`: the lines'
+        units, when the caller has split them already (a segmenter can cost more than scoring)."""
         lines = list(lines)
-        unit_lists = self.tokenizer.split_lines(lines)
+        unit_lists = self.tokenizer.split_lines(lines) if unit_lists is None else unit_lists
         logps, spelled = self.text_scores(unit_lists)
         total = sum(float(lp.sum()) for lp in logps)
         tokens = sum(len(units) for units in unit_lists)

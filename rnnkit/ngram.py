@@ -593,17 +593,17 @@ class NgramModel(LanguageModel):
         (logp, match, oov, _), = self._token_scores(self._split([sentence]), bos, eos)
         return [(float(p), int(m), bool(o)) for p, m, o in zip(checked(logp), match, oov)]
 
-    def evaluate(self, lines: Iterable[str]) -> dict:
+    def evaluate(self, lines: Iterable[str], unit_lists: list[list[str]] | None = None) -> dict:
         """Corpus statistics: perplexity = 10^(-total / (tokens + sentences)), bits per char, OOVs.
 
         OOV words are scored (log10 P(<unk>) plus backoffs) and counted, as KenLM does;
         `perplexity_excl_oov` drops their own terms. `zero_prob` counts tokens with
         probability 0 (possible only for `mle`), which make the perplexity infinite.
         Bits per character are on the open-vocabulary basis when the model has a
-        spelling model (see rnnkit.lm).
+        spelling model (see rnnkit.lm). `unit_lists`: the lines' units, if split already.
         """
         lines = nfc_lines(list(lines))
-        token_lists = self.tokenizer.split_lines(lines)
+        token_lists = self.tokenizer.split_lines(lines) if unit_lists is None else unit_lists
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):
             logp = checked(logp)
