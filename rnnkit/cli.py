@@ -227,7 +227,8 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
     # --resume reads -o and rewrites it: that one input may be overwritten
     check_outputs({"-o": output, "--arpa": arpa},
-                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path})
+                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path,
+                   "the --spm-model file": spm_model})
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")

@@ -110,6 +110,10 @@ def test_spm_options_are_checked(tmp_path):
     result = invoke(["train", SAMPLE, "--unit", "spm", "--spm-model", SAMPLE, "-o", tmp_path / "m"])
     assert result.exit_code == 1 and result.output.startswith(f"Error: {SAMPLE}: not a SentencePiece model (")
     assert result.output.count("\n") == 1
+    given = tmp_path / "given.spm"
+    given.write_bytes(b"not a model")
+    result = invoke(["train", SAMPLE, "--unit", "spm", "--spm-model", given, "-o", given])
+    assert result.output == f"Error: -o {given} is the --spm-model file: refusing to overwrite an input\n"
     with pytest.raises(ConfigError, match="needs a SentencePiece model"):
         Tokenizer("spm")
 
