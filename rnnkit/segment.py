@@ -9,10 +9,11 @@ A segmenter cuts a line into *segments*: consecutive substrings of the line, so 
 their concatenation is the line itself, whatever the segmenter normalises internally.
 units.py turns segments into units (the space rule lives there).
 
-    Kiwi           each token's span (start, len in the NFC line) is a cut; tokens whose
-                   spans overlap (a contraction: 했 = 하 + 었, 아닌 = 아니 + ㄴ) make one
-                   segment, so a segment is never smaller than a syllable Kiwi analysed
-                   as a whole. Text between tokens (spaces) is a segment of its own.
+    Kiwi           each token's span (start, len in the NFC line), and the space just
+                   before it if there is one, is a cut; tokens whose spans overlap (a
+                   contraction: 했 = 하 + 었, 아닌 = 아니 + ㄴ) make one segment, so a
+                   segment is never smaller than a syllable Kiwi analysed as a whole.
+                   Text between tokens (other spaces) is a segment of its own.
     SentencePiece  each piece's span (begin, end: UTF-8 byte offsets in the line) is a
                    cut, so a piece's *surface* is the segment, not its normalised form
                    (a model trained with NFKC still gives back the original characters);
@@ -113,8 +114,13 @@ class KiwiSegmenter:
     def segments_many(self, lines: list[str]) -> list[list[str]]:
         # Kiwi analyses a list of lines on its worker threads; the result is the same
         tokens = self._analyser().tokenize(lines) if lines else []
-        return [cut(line, [(t.start, t.start + t.len) for t in analysed])
+        return [cut(line, [(_with_space_before(line, t.start), t.start + t.len) for t in analysed])
                 for line, analysed in zip(lines, tokens)]
+
+
+def _with_space_before(line: str, start: int) -> int:
+    """A morpheme's segment starts with the space (U+0020) before it, if there is one."""
+    return start - 1 if start > 0 and line[start - 1] == " " else start
 
 
 # ---------------------------------------------------------------- SentencePiece

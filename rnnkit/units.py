@@ -19,12 +19,17 @@ Units (`Tokenizer`)
     spm   segmenter cuts the NFC line into segments, substrings of the line (segment.py
           says how: a morph unit is the *surface* text of a morpheme, or of a contracted
           syllable holding several, never Kiwi's lemma, so 탔다 is 탔 + 다, not 타 + 었 + 다).
-          Then, with ▁ (U+2581, SentencePiece's space mark) as SPACE_MARK:
+          A Kiwi segment starts with the space before its morpheme, if there is one; a
+          SentencePiece segment is a piece's surface, spaces as the piece has them. Then,
+          with ▁ (U+2581, SentencePiece's space mark) as SPACE_MARK, in each segment:
             - every whitespace character and every literal ▁ is cut out on its own;
-            - a space (U+0020) becomes a ▁ at the start of the unit after it; a space
-              followed by whitespace or by the end of the line is a unit "▁" of its own;
+            - a space (U+0020) followed by more of its segment becomes a ▁ at the
+              start of that unit; any other space is a unit "▁" of its own;
             - any other whitespace character (tab, U+3000, ...) is a unit of its own;
             - a literal ▁ of the text is the unit "▁▁" ("▁▁▁" after a space).
+          So spm units are the SentencePiece model's own pieces (for a model trained by
+          rnnkit, which keeps the text as it is; pieces of a model that normalises are
+          taken as they stand in the text), and a morph unit carries the space before it.
           So "나는  버스를 탔다" -> 나 는 ▁ ▁버스 를 ▁탔 다 (morph), and `join` maps each
           unit back (a leading ▁ to a space, "▁▁" to ▁): text -> units -> text gives the
           NFC text back exactly, spacing included. Units never contain a space, so an
@@ -185,22 +190,26 @@ def count_chars(lines: Iterable[str]) -> int:
 
 def mark_spaces(segments: Iterable[str]) -> list[str]:
     """Units from a line's segments (morph, spm): the space rule of the module docstring."""
-    units, space = [], False
-    for piece in (p for segment in segments for p in _SEGMENT_BREAKS.split(segment) if p):
-        if piece == " ":
-            if space:
+    units = []
+    for segment in segments:
+        pending = False   # a space waiting for the rest of its segment
+        for piece in (p for p in _SEGMENT_BREAKS.split(segment) if p):
+            if pending and not piece.isspace():
+                units.append(SPACE_MARK + _literal(piece))
+                pending = False
+                continue
+            if pending:   # a space before whitespace stands alone
                 units.append(SPACE_MARK)
-            space = True
-        elif piece.isspace():                # never marked: a unit that is all whitespace
-            units.extend([SPACE_MARK, piece] if space else [piece])   # ARPA escapes as <U+XXXX>
-            space = False
-        else:
-            piece = LITERAL_MARK if piece == SPACE_MARK else piece
-            units.append(SPACE_MARK + piece if space else piece)
-            space = False
-    if space:
-        units.append(SPACE_MARK)
+            pending = piece == " "
+            if not pending:
+                units.append(_literal(piece))   # whitespace units are escaped as <U+XXXX> in ARPA files
+        if pending:
+            units.append(SPACE_MARK)
     return units
+
+
+def _literal(piece: str) -> str:
+    return LITERAL_MARK if piece == SPACE_MARK else piece
 
 
 def unmark(unit: str) -> str:
@@ -235,8 +244,8 @@ class Tokenizer:
             self.segmenter = KiwiSegmenter(settings)
         elif unit == "spm":
             if spm_model is None:
-                raise ConfigError("unit 'spm' needs a SentencePiece model: train one (--spm-vocab N) "
-                                  "or give one (--spm-model FILE)")
+                raise ConfigError("unit 'spm' needs a SentencePiece model: train one (--spm-vocab N, "
+                                  "Tokenizer.train_spm) or give one (--spm-model FILE, Tokenizer.spm_file)")
             from .segment import SentencePieceSegmenter
             self.segmenter = SentencePieceSegmenter(spm_model, settings, source)
 

@@ -68,13 +68,23 @@ def test_round_trip_gives_the_nfc_text_back(tokenizers, unit):
     for line, units in zip(lines + TRICKY, tokenizer.split_lines(lines + TRICKY)):
         assert tokenizer.join(units) == unicodedata.normalize("NFC", line)
         assert not any(" " in u for u in units)         # the space is a mark, never a character
-    assert tokenizer.split("나는  버스를 탔다")[:4] == ["나", "는", "▁", "▁버스" if unit == "morph" else "▁버"]
 
 
 def test_morph_units_are_surfaces_with_the_space_mark(tokenizers):
-    """Kiwi's contractions stay one surface unit (탔 = 타 + 었); spaces mark the next unit."""
+    """Kiwi's contractions stay one surface unit (탔 = 타 + 었); a space marks the next
+    unit, or stands alone before another space."""
     assert tokenizers["morph"].split("나는 버스를 탔다") == ["나", "는", "▁버스", "를", "▁탔", "다"]
+    assert tokenizers["morph"].split("나는  버스를") == ["나", "는", "▁", "▁버스", "를"]
     assert tokenizers["morph"].split("a ▁b\tc") == ["a", "▁▁▁", "b", "\t", "c"]
+
+
+def test_spm_units_are_the_models_pieces(tokenizers):
+    """A SentencePiece model trained by rnnkit keeps the text as it is, so its units are
+    its own pieces (characters it left out stand as they are in the text)."""
+    tokenizer = tokenizers["spm"]
+    pieces = tokenizer.segmenter.processor.encode(HELD_OUT, out_type=str)   # unknown ones as in the text
+    assert tokenizer.split_lines(HELD_OUT) == pieces
+    assert sum(map(len, pieces)) > sum(map(len, HELD_OUT)) / 4   # pieces, not whole lines
 
 
 def test_tokenizers_compare_by_their_settings(tokenizers):
