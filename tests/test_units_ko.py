@@ -287,6 +287,19 @@ def test_tokenizer_fields_are_checked(models, tmp_path, edit, message):
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_unknown_kiwi_model_type_is_one_line(models, tmp_path):
+    """A morph model file naming a Kiwi model this kiwipiepy lacks loads, and says so in
+    one line when it first has to split text."""
+    kind, meta, arrays = models["morph", "ngram"].file_contents()
+    meta["tokenizer"]["model_type"] = "no-such-model"
+    path = tmp_path / "odd.model"
+    modelfile.save(path, kind, meta, arrays)
+    model = rnnkit.load(path)
+    with pytest.raises(ConfigError, match=r"^kiwipiepy [0-9.]+ cannot load its 'no-such-model' model: ") as caught:
+        model.score("나는 버스를 탔다")
+    assert "\n" not in str(caught.value)
+
+
 # ---------------------------------------------------------------- the command line
 
 @pytest.fixture(scope="module")
