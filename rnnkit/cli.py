@@ -184,10 +184,20 @@ def cli():
               show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}", help="Model file to write.")
 @click.option("--type", "model_type", type=click.Choice(["rnn", "ngram"]), default="rnn", show_default=True,
               help="Model family.")
-@click.option("--unit", type=click.Choice(["char", "word", "jamo"]), default="char", show_default=True,
+@click.option("--unit", type=click.Choice(["char", "word", "jamo", "morph", "spm"]), default="char",
+              show_default=True,
               help="Modelling unit, for both families: Korean words are too sparse for word n-grams "
                    "(16% of nsmc's test words are unseen), so syllables are the default; --unit word "
-                   "reproduces KenLM's models.")
+                   "reproduces KenLM's models; morph: Kiwi's morphemes; spm: SentencePiece pieces "
+                   "(morph and spm: pip install 'rnnkit[ko]').")
+@click.option("--spm-vocab", type=click.IntRange(1, 1_000_000), default=None,
+              help="--unit spm: train a SentencePiece model of this many pieces on the corpus "
+                   "[default: 8000].")
+@click.option("--spm-model", "spm_model", type=click.Path(dir_okay=False), default=None,
+              help="--unit spm: use this SentencePiece model (a .model file) instead; it is stored "
+                   "in the rnnkit model file.")
+@click.option("--spm-type", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True,
+              help="--unit spm: the kind of SentencePiece model to train.")
 @click.option("--order", type=click.IntRange(1), default=3, show_default=True, help="n-gram order.")
 @click.option("--smoothing", type=click.Choice(["kn", "wb", "addk", "mle"]), default="kn", show_default=True,
               help="n-gram smoothing.")
@@ -246,9 +256,10 @@ def cli():
                    "trained with (options given now override them).")
 @json_option
 @library_errors
-def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, classes, direct_order,
-          direct_size, min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes, resume, as_json):
+def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, order, smoothing, addk, prune,
+          arpa, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay,
+          classes, direct_order, direct_size, min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes,
+          resume, as_json):
     """Train a language model on a text file (one sentence per line).
 
     \b
@@ -256,6 +267,8 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
       rnnkit train                                  # bundled Korean sample, RNN
       rnnkit train corpus.txt -o ko.model --hidden 256 --epochs 5
       rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
+      rnnkit train corpus.txt --type ngram --unit morph --order 4 -o morph.model
+      rnnkit train corpus.txt --unit spm --spm-vocab 8000 -o spm.model
     """
     from .files import check_outputs
     from .units import read_lines
@@ -263,10 +276,14 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
     # --resume reads -o and rewrites it: that one input may be overwritten
     check_outputs({"-o": output, "--arpa": arpa},
-                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path})
+                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path,
+                   "the --spm-model file": spm_model})
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
+    check_spm_options(unit, spm_vocab, spm_model, resume)
+    from .segment import require_unit
+    require_unit(unit)   # before reading the corpus
     resume_hint = shlex.join(["rnnkit", "train", *([corpus] if corpus else []), "-o", output,
                               *(["--valid", valid_path] if valid_path else []), "--resume"])
     if corpus is None:
@@ -274,8 +291,9 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
         click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
                    "NSMC reviews, CC0).", err=True)
     lines = read_lines(corpus)
+    tokenizer = None if resume else make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
     if model_type == "ngram":
-        model = train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
+        model = train_ngram(lines, output, tokenizer, order, smoothing, addk, prune, arpa)
     else:
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
@@ -283,7 +301,7 @@ def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa,
                         weight_decay=weight_decay, **output_layer(classes, direct_order, direct_size),
                         min_count=min_count, max_vocab=max_vocab, stream=stream, seed=seed,
                         checkpoint_minutes=checkpoint_minutes)
-        model = train_rnn(lines, valid, output, settings, resume, resume_hint)
+        model = train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer)
     if as_json:
         emit_json({"file": output, **model.describe()})
 
@@ -304,6 +322,28 @@ def output_layer(classes, direct_order: int, direct_size: int) -> dict:
             raise click.BadParameter(f"{value} gives direct connections, which need {missing}",
                                      param_hint=option)
     return {"classes": classes, "direct_order": 0, "direct_size": 0}
+
+
+def check_spm_options(unit: str, spm_vocab, spm_model, resume: bool) -> None:
+    given = [name for name, value in (("--spm-vocab", spm_vocab), ("--spm-model", spm_model)) if value is not None]
+    if given and unit != "spm":
+        raise click.BadParameter("is for --unit spm", param_hint=given[0])
+    if len(given) == 2:
+        raise click.UsageError("give --spm-vocab (train a SentencePiece model) or --spm-model (use one), not both")
+    if given and resume:
+        raise click.BadParameter("a resumed model keeps the units it was trained with", param_hint=given[0])
+
+
+def make_tokenizer(unit: str, lines: list[str], spm_vocab, spm_model, spm_type):
+    """The tokenizer a new model gets: for spm, a SentencePiece model trained on the
+    corpus (all of it: for an RNN, the part held out for validation too) or read from a file."""
+    from .units import Tokenizer
+    if unit != "spm":
+        return Tokenizer(unit)
+    if spm_model is not None:
+        return Tokenizer.spm_file(spm_model)
+    click.echo(f"Training a SentencePiece {spm_type} model ({spm_vocab or 8000} pieces) on the corpus.", err=True)
+    return Tokenizer.train_spm(lines, spm_vocab or 8000, spm_type)
 
 
 def resume_settings(settings: dict, model, output: str) -> None:
@@ -337,7 +377,7 @@ def parse_prune(prune: str | None, order: int) -> list[int] | None:
     return values
 
 
-def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
+def train_ngram(lines, output, tokenizer, order, smoothing, addk, prune, arpa):
     """One pass with nothing to save half-way: SIGINT or SIGTERM stops it at once, and the
     atomic writes leave no partial file."""
     import time
@@ -347,11 +387,11 @@ def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
     written = []
     try:
         with StopSignals(at_once=True):
-            model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=unit, k=addk,
+            model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=tokenizer, k=addk,
                                      prune=parse_prune(prune, order))
             model.save(output)
             written.append(output)
-            click.echo(f"Wrote {output}: {unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
+            click.echo(f"Wrote {output}: {model.unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
                        f"{time.perf_counter() - started:.1f} s.", err=True)
             if arpa:
                 model.write_arpa(arpa)
@@ -386,7 +426,7 @@ class EpochProgress:
         click.echo(text, err=True)
 
 
-def train_rnn(lines, valid, output, settings, resume, resume_hint):
+def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
     from .interrupts import EXIT_STATUS
     from .rnnlm import RNNModel
     from .train import TrainConfig, TrainingInterrupted, train as run_training
@@ -403,7 +443,7 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint):
     progress = EpochProgress()
     try:
         model = run_training(lines, valid, TrainConfig(**settings), output_path=output, resume_from=resume_from,
-                             progress=progress, notify=progress.notify)
+                             progress=progress, notify=progress.notify, tokenizer=tokenizer)
     except TrainingInterrupted as stop:
         if stop.saved is not None:
             outcome = f"saved {output} (resume with: {resume_hint})"
@@ -489,7 +529,9 @@ def eval_command(file_path, output_format, debug, model_paths, weights, as_json)
     Perplexity follows KenLM and SRILM: 10^(-log10 total / (tokens + sentences)), each
     sentence scored as <s> w1 .. wn </s> with </s> counted; OOVs are scored as <unk>
     and counted. Bits per character divide the total by the NFC characters of the
-    text, one newline per line included, so models with different units compare.
+    text, one newline per line included, so models with different units compare; a
+    model trained by rnnkit also pays for spelling out each OOV unit there (open
+    vocabulary), an ARPA file cannot (closed vocabulary): the basis line says which.
     --format srilm prints SRILM's report instead (see rnnkit.srilm).
 
     \b
@@ -517,6 +559,7 @@ def eval_command(file_path, output_format, debug, model_paths, weights, as_json)
         value = stats[key]
         text = f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
         click.echo(f"{key.replace('_', ' '):<14}{text}")
+    click.echo(f"{'bits/char on':<14}{stats['bits_per_char_basis']}")
 
 
 @cli.command(context_settings=CONTEXT)

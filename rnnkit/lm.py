@@ -1,6 +1,6 @@
 """The base class every model inherits: one scoring vocabulary for RNN, n-gram and mixture.
 
-A model says what it is (`vocab`, `unit`, `tokenizer`, `model_type`) and implements
+A model says what it is (`vocab`, `unit`, `tokenizer`, `spelling`, `model_type`) and implements
 four things:
 
     token_logprobs_many(sentences)  log10 P of each unit and of </s>, per sentence
@@ -12,6 +12,14 @@ Everything else is derived here once, so the models cannot drift apart: `score(b
 eos)`, `score_many`, `token_logprobs`, `full_scores` (KenLM's names), `evaluate`,
 `encode`, `next_distribution`, `samples` / `sample`, `token_rows`, `save`. Text is
 split (and NFC-normalised) only by the model's Tokenizer (units.py).
+
+A sentence is a string, split by the tokenizer, or a list of its units (already split:
+`evaluate` splits a text once and scores the lists).
+
+`evaluate` reports bits per character on the open-vocabulary basis when the model has a
+spelling model (spelling.py: an OOV unit costs P(<unk> | history) times the probability
+of spelling it out), on the closed basis otherwise, and says which; perplexity keeps
+KenLM's and SRILM's definition (an OOV unit costs P(<unk>) only) either way.
 
 Every log10 score that leaves a model passes `checked`: a NaN, +inf or positive
 log-probability is not a probability and is never returned as one.
@@ -45,12 +53,14 @@ def checked(logprobs: np.ndarray) -> np.ndarray:
 
 
 class LanguageModel:
-    """What every rnnkit model answers. Subclasses set vocab, unit, tokenizer, model_type."""
+    """What every rnnkit model answers. Subclasses set vocab, unit, tokenizer, spelling
+    (None: closed vocabulary) and model_type."""
 
     model_type = "?"
     vocab = None
     unit = "char"
     tokenizer = None
+    spelling = None
 
     # -- implemented by each model ------------------------------------------------------------
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
@@ -120,14 +130,31 @@ class LanguageModel:
         logps = [checked(np.asarray(lp, dtype=np.float64)) for lp in self.token_logprobs_many(sentences)]
         return logps if eos else [lp[:-1] for lp in logps]
 
-    def evaluate(self, lines: list[str]) -> dict:
-        """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char."""
+    def evaluate(self, lines: list[str], unit_lists: list[list[str]] | None = None) -> dict:
+        """Corpus statistics: tokens, sentences, OOVs, log10 total, perplexity, bits/char
+        (and the basis of bits/char, see the module docstring). `unit_lists`: the lines'
+        units, when the caller has split them already (a segmenter can cost more than scoring)."""
         lines = list(lines)
-        total = sum(float(checked(lp).sum()) for lp in self.text_token_logprobs(lines))
-        unit_lists = self.tokenizer.split_lines(lines)
+        unit_lists = self.tokenizer.split_lines(lines) if unit_lists is None else unit_lists
+        logps, spelled = self.text_scores(unit_lists)
+        total = sum(float(lp.sum()) for lp in logps)
         tokens = sum(len(units) for units in unit_lists)
         oov = sum(1 for units in unit_lists for unit in units if unit not in self.vocab)
-        return corpus_summary(lines, tokens, oov, total)
+        return corpus_summary(lines, tokens, oov, total, spelled)
+
+    def text_scores(self, unit_lists: list[list[str]]) -> tuple[list[np.ndarray], float | None]:
+        """For the lines of one text (already split): log10 P of each unit and </s> per
+        line (an OOV unit costs P(<unk>)), and what spelling out the OOV units adds to
+        their sum on the open-vocabulary basis (None: the model has no spelling model)."""
+        logps = [checked(lp) for lp in self.text_token_logprobs(unit_lists)]
+        return logps, self.oov_spelling_log10(unit_lists)
+
+    def oov_spelling_log10(self, unit_lists: list[list[str]]) -> float | None:
+        """log10 P_spell summed over the units not in the vocabulary; None without a spelling model."""
+        if self.spelling is None:
+            return None
+        vocab = self.vocab
+        return self.spelling.total_log10(unit for units in unit_lists for unit in units if unit not in vocab)
 
     # -- next unit and sampling -------------------------------------------------------------
     def next_distribution(self, prefix: str = "") -> np.ndarray:

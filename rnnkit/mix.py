@@ -7,6 +7,11 @@ know gets model i's <unk> probability shared evenly among all the units it lacks
 (and <unk> itself), so every component's distribution over the union still sums to
 one and so does the mixture; models with the same vocabulary are mixed exactly.
 
+Bits per character on the open-vocabulary basis (see rnnkit.lm): each component
+spells out, with its own spelling model, the units it lacks, P_i(<unk> | h) * P_spell_i(u)
+in place of its <unk> share, and the mixture is the weighted sum of those. A mixture
+with a component that has no spelling model (an ARPA file) reports the closed basis.
+
 `tune_weights` finds the weights that maximise the likelihood of held-out text by
 expectation-maximisation over per-token probabilities, as SRILM's compute-best-mix
 does; each EM iteration never lowers the held-out likelihood.
@@ -18,9 +23,9 @@ import math
 
 import numpy as np
 
-from .lm import LanguageModel
+from .lm import LanguageModel, checked
 from .errors import RnnkitError
-from .vocab import UNK, Vocab
+from .vocab import UNK, UNK_ID, Vocab
 
 class MixModel(LanguageModel):
     """A weighted mixture of RNN and/or n-gram models with one unit."""
@@ -34,6 +39,9 @@ class MixModel(LanguageModel):
         if len(units) != 1:
             raise RnnkitError(f"cannot mix models with different units ({', '.join(sorted(units))}); "
                               "train them with the same --unit")
+        if any(c.tokenizer != components[0].tokenizer for c in components[1:]):
+            raise RnnkitError(f"cannot mix {components[0].unit} models that split text differently (another "
+                              "SentencePiece model or Kiwi model type); train them with the same one")
         self.components = components
         self.unit = components[0].unit
         self.tokenizer = components[0].tokenizer
@@ -63,22 +71,41 @@ class MixModel(LanguageModel):
             self._share.append(1.0 / (missing + 1))
 
     # -- scoring ------------------------------------------------------------------------------
-    def component_token_probs(self, sentences: list[str], text: bool = False) -> list[np.ndarray]:
+    def component_token_probs(self, sentences: list, text: bool = False) -> list[np.ndarray]:
         """Per sentence: a (tokens + 1, models) array of each model's probability of each unit.
         text=True: the sentences are the lines of one text (see text_token_logprobs)."""
-        per_model = []
+        return self._component_probs(sentences, text, spelled=False)[0]
+
+    def _component_probs(self, sentences: list, text: bool, spelled: bool):
+        """component_token_probs, and with `spelled` the same on the open-vocabulary basis
+        (None when a component has no spelling model)."""
+        unit_lists = self.tokenizer.split_lines(sentences)
+        spelled = spelled and all(c.spelling is not None for c in self.components)
+        closed_per_model, open_per_model = [], []
         for component, share in zip(self.components, self._share):
-            logps = component.text_token_logprobs(sentences) if text else component.token_logprobs_many(sentences)
-            probs = []
-            for sentence, lp in zip(sentences, logps):
+            logps = component.text_token_logprobs(unit_lists) if text else component.token_logprobs_many(unit_lists)
+            closed, opened = [], []
+            for units, lp in zip(unit_lists, logps):
                 p = 10.0 ** np.asarray(lp, dtype=np.float64)
-                ids = [component.vocab.id(t) for t in self.tokenizer.split(sentence)]
-                unk_positions = [i for i, j in enumerate(ids) if j == component.vocab.id(UNK)]
-                p[unk_positions] *= share
-                probs.append(p)
-            per_model.append(probs)
-        return [np.stack([per_model[m][s] for m in range(len(self.components))], axis=1)
-                for s in range(len(sentences))]
+                unknown = [i for i, unit in enumerate(units) if component.vocab.id(unit) == UNK_ID]
+                if spelled:
+                    spelling = p.copy()
+                    spelling[unknown] *= [10.0 ** component.spelling.log10(units[i]) for i in unknown]
+                    opened.append(spelling)
+                p[unknown] *= share
+                closed.append(p)
+            closed_per_model.append(closed)
+            open_per_model.append(opened)
+        return _by_sentence(closed_per_model), (_by_sentence(open_per_model) if spelled else None)
+
+    def text_scores(self, unit_lists: list[list[str]]):
+        """rnnkit.lm's text_scores from one scoring pass of the components."""
+        closed, opened = self._component_probs(unit_lists, text=True, spelled=True)
+        logps = [checked(lp) for lp in self._mixed_logprobs(closed)]
+        if opened is None:
+            return logps, None
+        total = sum(float(lp.sum()) for lp in logps)
+        return logps, sum(float(checked(lp).sum()) for lp in self._mixed_logprobs(opened)) - total
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
         return self._mixed_logprobs(self.component_token_probs(sentences))
@@ -145,6 +172,11 @@ class MixModel(LanguageModel):
             meta["components"].append({"type": kind, "meta": component_meta})
             arrays.update({f"c{i}.{name}": array for name, array in component_arrays.items()})
         return "mix", meta, arrays
+
+
+def _by_sentence(per_model: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per model, per sentence arrays -> per sentence, a (positions, models) array."""
+    return [np.stack(arrays, axis=1) for arrays in zip(*per_model)]
 
 
 def check_weights(weights, count: int) -> list[float]:

@@ -43,7 +43,7 @@ import functools
 import math
 import time
 from collections import defaultdict
-from itertools import chain, count, repeat
+from itertools import chain, count
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -55,6 +55,7 @@ from .errors import ConfigError, CorpusError
 from .files import write_atomic
 from .lm import LanguageModel, checked
 from .metrics import corpus_summary
+from .spelling import SpellingModel
 from .units import UNITS, Tokenizer, nfc_lines, read_lines
 from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
 
@@ -308,12 +309,14 @@ class NgramModel(LanguageModel):
     """A backoff n-gram model held as sorted NumPy arrays (see rnnkit.arpa for the layout)."""
 
     def __init__(self, order: int, vocab: Vocab, keys: list, prob: list, bo: list,
-                 unit: str = "word", smoothing: str = "kn", info: dict | None = None):
+                 unit: str | Tokenizer = "word", smoothing: str = "kn", info: dict | None = None,
+                 spelling: SpellingModel | None = None):
         self.order = int(order)
         self.vocab = vocab
-        self.unit = unit
+        self.tokenizer = Tokenizer.of(unit)
+        self.unit = self.tokenizer.unit
         self.smoothing = smoothing
-        self.tokenizer = Tokenizer(unit)
+        self.spelling = spelling
         self.info = dict(info or {})
         self._keys = keys
         self._prob = prob
@@ -323,9 +326,10 @@ class NgramModel(LanguageModel):
     # ------------------------------------------------------------ construction
 
     @classmethod
-    def train(cls, data, order: int, smoothing: str = "kn", unit: str = "word", k: float = 1.0,
+    def train(cls, data, order: int, smoothing: str = "kn", unit: str | Tokenizer = "word", k: float = 1.0,
               prune: Sequence[int] | None = None) -> "NgramModel":
-        """Train on sentences: strings (split into `unit`s) or lists of units.
+        """Train on sentences: strings (split into `unit`s) or lists of units. `unit` is
+        a unit name or a Tokenizer (an spm one carries its SentencePiece model).
 
         Example: `NgramModel.train(read_lines("corpus.txt"), order=5)`.
         """
@@ -334,8 +338,7 @@ class NgramModel(LanguageModel):
             raise ConfigError(f"order must be an integer from 1 to {MAX_ORDER}; got {order!r}")
         if smoothing not in SMOOTHINGS:
             raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
-        if unit not in UNITS:
-            raise ConfigError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
+        tokenizer = Tokenizer.of(unit)
         if smoothing == "addk" and not (k > 0 and math.isfinite(k)):
             raise ConfigError(f"k must be a positive number; got {k!r}")
         order = int(order)
@@ -345,12 +348,7 @@ class NgramModel(LanguageModel):
             if not prune or min(prune) < 0 or prune[0] != 0 or prune != sorted(prune):
                 raise ConfigError(f"prune must be non-decreasing counts starting with 0 (unigrams are not pruned); got {prune}")
             thresholds = (prune + [prune[-1]] * order)[:order]
-        data = list(data)
-        tokenizer = Tokenizer(unit)
-        if data and all(map(isinstance, data, repeat(str))):
-            token_lists = tokenizer.split_lines(data)
-        else:
-            token_lists = [list(x) for x in data]
+        token_lists = tokenizer.split_lines(data)
         vocab, seq, rem, n_tokens = _encode_training(token_lists)
         if n_tokens == 0:
             raise CorpusError("the training text has no tokens (empty corpus)")
@@ -391,7 +389,8 @@ class NgramModel(LanguageModel):
         bo.append(None)
         info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
         info["train_seconds"] = round(time.perf_counter() - t0, 3)
-        return cls(order, vocab, keys, prob, bo, unit=unit, smoothing=smoothing, info=info)
+        return cls(order, vocab, keys, prob, bo, unit=tokenizer, smoothing=smoothing, info=info,
+                   spelling=SpellingModel.train(token_lists))
 
     @classmethod
     def train_file(cls, path, order: int, **kwargs) -> "NgramModel":
@@ -404,9 +403,8 @@ class NgramModel(LanguageModel):
 
     def write_arpa(self, path) -> None:
         """Write a KenLM-compatible ARPA file (atomically; `.gz` is not compressed)."""
-        escape = self.unit in ("char", "jamo")
         write_atomic(path, lambda h: _arpa.write_arpa(
-            h, self.vocab, self._keys, self._prob, self._bo, self.order, escape=escape))
+            h, self.vocab, self._keys, self._prob, self._bo, self.order, escape=self.tokenizer.whitespace_units))
 
     @classmethod
     def read_arpa(cls, path, unit: str | None = None) -> "NgramModel":
@@ -432,9 +430,10 @@ class NgramModel(LanguageModel):
             arrays[f"prob_{n}"] = self._prob[n]
             if n < self.order:
                 arrays[f"bo_{n}"] = self._bo[n]
-        meta = {"order": self.order, "unit": self.unit, "smoothing": self.smoothing,
-                "vocab": self.vocab.to_list(), "training": self.info}
-        return "ngram", meta, arrays
+        meta = {"order": self.order, **self.tokenizer.to_meta(), "smoothing": self.smoothing,
+                "vocab": self.vocab.to_list(), "training": self.info,
+                **({"spelling": self.spelling.to_meta()} if self.spelling else {})}
+        return "ngram", meta, {**arrays, **self.tokenizer.arrays()}
 
     @classmethod
     def load(cls, path) -> "NgramModel":
@@ -454,8 +453,9 @@ class NgramModel(LanguageModel):
                 keys.append(arrays[f"keys_{n}"])
             prob.append(arrays[f"prob_{n}"])
             bo.append(arrays[f"bo_{n}"] if n < order else None)
-        return cls(order, Vocab.from_list(meta["vocab"]), keys, prob, bo, unit=meta["unit"],
-                   smoothing=meta.get("smoothing", "kn"), info=meta.get("training", {}))
+        return cls(order, Vocab.from_list(meta["vocab"]), keys, prob, bo,
+                   unit=Tokenizer.from_meta(meta, arrays, str(path)), smoothing=meta.get("smoothing", "kn"),
+                   info=meta.get("training", {}), spelling=SpellingModel.from_meta(meta.get("spelling")))
 
     # ------------------------------------------------------------ lookup core
 
@@ -547,10 +547,7 @@ class NgramModel(LanguageModel):
     def _split(self, sentences) -> list[list[str]]:
         if isinstance(sentences, str):
             sentences = [sentences]
-        sentences = list(sentences)
-        if all(map(isinstance, sentences, repeat(str))):
-            return self.tokenizer.split_lines(sentences)
-        return [self.tokenizer.split(s) if isinstance(s, str) else list(s) for s in sentences]
+        return self.tokenizer.split_lines(sentences)
 
     def _token_scores(self, token_lists, bos=True, eos=True):
         """Per-sentence arrays (log10, ngram length, oov) for the scored positions, in batches."""
@@ -597,15 +594,17 @@ class NgramModel(LanguageModel):
         (logp, match, oov, _), = self._token_scores(self._split([sentence]), bos, eos)
         return [(float(p), int(m), bool(o)) for p, m, o in zip(checked(logp), match, oov)]
 
-    def evaluate(self, lines: Iterable[str]) -> dict:
+    def evaluate(self, lines: Iterable[str], unit_lists: list[list[str]] | None = None) -> dict:
         """Corpus statistics: perplexity = 10^(-total / (tokens + sentences)), bits per char, OOVs.
 
         OOV words are scored (log10 P(<unk>) plus backoffs) and counted, as KenLM does;
         `perplexity_excl_oov` drops their own terms. `zero_prob` counts tokens with
         probability 0 (possible only for `mle`), which make the perplexity infinite.
+        Bits per character are on the open-vocabulary basis when the model has a
+        spelling model (see rnnkit.lm). `unit_lists`: the lines' units, if split already.
         """
         lines = nfc_lines(list(lines))
-        token_lists = self.tokenizer.split_lines(lines)
+        token_lists = self.tokenizer.split_lines(lines) if unit_lists is None else unit_lists
         total, total_oov, n_oov, zero = 0.0, 0.0, 0, 0
         for logp, _, oov, _ in self._token_scores(token_lists):
             logp = checked(logp)
@@ -614,7 +613,7 @@ class NgramModel(LanguageModel):
             n_oov += int(oov.sum())
             zero += int(np.isneginf(logp).sum())
         tokens = sum(len(t) for t in token_lists)
-        summary = corpus_summary(lines, tokens, n_oov, total)
+        summary = corpus_summary(lines, tokens, n_oov, total, self.oov_spelling_log10(token_lists))
         predicted = tokens + len(token_lists)
         with np.errstate(over="ignore"):
             excl = total - total_oov
@@ -736,8 +735,9 @@ class NgramModel(LanguageModel):
         return extendable
 
     def describe(self) -> dict:
-        return {"type": "ngram", "unit": self.unit, "vocab_size": len(self.vocab), "order": self.order,
+        return {"type": "ngram", **self.tokenizer.to_meta(), "vocab_size": len(self.vocab), "order": self.order,
                 "smoothing": self.smoothing, "ngram_counts": self.ngram_counts(),
+                **({"spelling": self.spelling.describe()} if self.spelling else {}),
                 "training": {k: v for k, v in self.info.items() if k != "notes"}}
 
     # ------------------------------------------------------------ description

@@ -22,13 +22,14 @@ def rank(model, candidates: list[str], context: str | None = None) -> list[dict]
         scores = model.score_many(candidates)
         rows = [{"candidate": c, "log10": float(s)} for c, s in zip(candidates, scores)]
         return sorted(rows, key=lambda r: r["log10"], reverse=True)
-    # the units of "context " are a prefix of the units of "context candidate" in every
-    # unit (for words the space is no unit at all)
-    n_context = len(model.units(context + " "))
     rows = []
     for candidate in candidates:
         sentence = f"{context} {candidate}"
-        logps = model.token_logprobs(sentence)
+        units = model.units(sentence)
+        # the space goes with the context (char, jamo), nowhere (word) or with the
+        # candidate's first unit (morph, spm): the tokenizer knows
+        n_context = model.tokenizer.context_length(units, context)
+        logps = model.token_logprobs(units)
         rows.append({"candidate": candidate, "sentence": sentence, "log10": float(logps.sum()),
                      "continuation_log10": float(logps[n_context:].sum())})
     return sorted(rows, key=lambda r: r["continuation_log10"], reverse=True)

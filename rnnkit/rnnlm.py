@@ -21,7 +21,8 @@ from .layout import CLASS_PARAM_NAMES, PARAM_NAMES, next_history, param_views
 from .lm import LanguageModel
 from .errors import ConfigError, ModelFileError, RnnkitError
 from .metrics import corpus_summary
-from .units import Tokenizer
+from .spelling import SpellingModel
+from .units import TOKENIZER_ARRAYS, Tokenizer
 from .vocab import BOS_ID, Vocab
 
 LOG10_E = 1.0 / math.log(10.0)
@@ -34,17 +35,21 @@ class RNNModel(LanguageModel):
 
     model_type = "rnn"
 
-    def __init__(self, vocab: Vocab, unit: str, hidden: int, params: np.ndarray | None = None,
+    def __init__(self, vocab: Vocab, unit: str | Tokenizer, hidden: int, params: np.ndarray | None = None,
                  activation: str = "tanh", stream: bool = False, record: dict | None = None,
                  hyper: dict | None = None, train_state: dict | None = None,
-                 optimizer_arrays: dict | None = None, class_start: np.ndarray | None = None,
-                 direct_order: int = 0, direct_table: np.ndarray | None = None):
-        """class_start: (C + 1,) int32 class map (layout.frequency_classes) for a class-
+                 optimizer_arrays: dict | None = None, spelling: SpellingModel | None = None,
+                 class_start: np.ndarray | None = None, direct_order: int = 0,
+                 direct_table: np.ndarray | None = None):
+        """unit: a unit name or a Tokenizer (morph and spm units carry settings);
+        spelling: the spelling model of honest bits per character (spelling.py);
+        class_start: (C + 1,) int32 class map (layout.frequency_classes) for a class-
         factored output, None for the full softmax; direct_order and direct_table: the
         direct connections (a class-factored output only; order 0 and None: none)."""
         self.vocab = vocab
-        self.unit = unit
-        self.tokenizer = Tokenizer(unit)
+        self.tokenizer = Tokenizer.of(unit)
+        self.unit = self.tokenizer.unit
+        self.spelling = spelling
         self.hidden = int(hidden)
         self.activation = activation
         self.stream = bool(stream)  # trained with the state carried across lines
@@ -133,13 +138,16 @@ class RNNModel(LanguageModel):
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
         """log10 probability of each unit after <s>, </s> included, for many sentences."""
-        return [lp * LOG10_E for lp in self.natural_logprobs([self.unit_ids(s) for s in sentences])]
+        return [lp * LOG10_E for lp in self.natural_logprobs(self._ids(sentences))]
 
     def text_token_logprobs(self, lines: list[str]) -> list[np.ndarray]:
         """token_logprobs_many for the lines of one text: a `stream` model carries its state
         from line to line (what evaluate, mixtures and weight tuning score)."""
-        ids = [self.unit_ids(line) for line in lines]
-        return [lp * LOG10_E for lp in self.natural_logprobs(ids, carry=self.stream)]
+        return [lp * LOG10_E for lp in self.natural_logprobs(self._ids(lines), carry=self.stream)]
+
+    def _ids(self, sentences: list) -> list[np.ndarray]:
+        """Unit ids of each sentence, split together (Kiwi analyses a batch on its threads)."""
+        return [self.vocab.encode(units) for units in self.tokenizer.split_lines(sentences)]
 
     # -- incremental state, next-token distribution and sampling ------------------------------
     def start(self, prefix_ids: list[int]):
@@ -171,9 +179,10 @@ class RNNModel(LanguageModel):
                 "direct_size": 0 if self.direct_table is None else int(self.direct_table.size)}
 
     def describe(self) -> dict:
-        return {"type": "rnn", "unit": self.unit, "vocab_size": self.V, "hidden": self.hidden,
+        return {"type": "rnn", **self.tokenizer.to_meta(), "vocab_size": self.V, "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, **self.output_settings(),
                 "parameters": int(self.params.size), "hyperparameters": self.hyper,
+                **({"spelling": self.spelling.describe()} if self.spelling else {}),
                 "training": self.record}
 
     def file_contents(self, resumable: bool = True) -> tuple[str, dict, dict]:
@@ -183,26 +192,29 @@ class RNNModel(LanguageModel):
         scoring never reads, and that a mixture's component cannot resume from. A class-
         factored output adds its class map (`class_start`, int64 as model files store
         integers) and the direct table, whole: scores read back bit for bit."""
-        meta = {"unit": self.unit, "vocab": self.vocab.to_list(), "hidden": self.hidden,
+        meta = {**self.tokenizer.to_meta(), "vocab": self.vocab.to_list(), "hidden": self.hidden,
                 "activation": self.activation, "stream": self.stream, **self.output_settings(),
                 "hyperparameters": self.hyper, "training": self.record,
-                "train_state": self.train_state if resumable else {}}
+                "train_state": self.train_state if resumable else {},
+                **({"spelling": self.spelling.to_meta()} if self.spelling else {})}
         output = {}
         if self.classes:
             output["class_start"] = self.class_start.astype(np.int64)
         if self.direct_table is not None:
             output["direct_table"] = self.direct_table
-        arrays = {"params": self.params, **output, **(self.optimizer_arrays if resumable else {})}
+        arrays = {"params": self.params, **output, **(self.optimizer_arrays if resumable else {}),
+                  **self.tokenizer.arrays()}
         return "rnn", meta, arrays
 
     @classmethod
     def from_file_contents(cls, path, meta: dict, arrays: dict) -> "RNNModel":
         """The model from what modelfile.load read and checked (rnnkit/schema.py)."""
-        model_arrays = ("params", "class_start", "direct_table")
+        model_arrays = ("params", "class_start", "direct_table", *TOKENIZER_ARRAYS)
         optimizer_arrays = {k: v for k, v in arrays.items() if k not in model_arrays}
-        return cls(Vocab.from_list(meta["vocab"]), meta["unit"], meta["hidden"], arrays["params"],
-                   meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
+        return cls(Vocab.from_list(meta["vocab"]), Tokenizer.from_meta(meta, arrays, str(path)), meta["hidden"],
+                   arrays["params"], meta.get("activation", "tanh"), meta.get("stream", False), meta.get("training"),
                    meta.get("hyperparameters"), meta.get("train_state"), optimizer_arrays,
+                   SpellingModel.from_meta(meta.get("spelling")),
                    class_start=arrays.get("class_start"), direct_order=meta.get("direct_order", 0),
                    direct_table=arrays.get("direct_table"))
 

@@ -21,6 +21,12 @@ Limits:
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
     nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
+    tokenizer   a morph model records Kiwi's settings (segmenter "kiwi" and its model
+                type); an spm model holds its SentencePiece model as the one uint8 array,
+                `spm_model` (raw bytes: binary stays binary, and meta.json stays small);
+                no other unit has either
+    spelling    distinct single characters (no surrogates) with a count each, at most
+                MAX_COUNT, so the probabilities built from them stay finite
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ MAX_HIDDEN = 65536
 MAX_WEIGHT = 1e30          # (H + 2) * MAX_WEIGHT stays far below float32's 3.4e38
 MAX_DEPTH = 10             # training records nest 3 deep; describe() and json.dumps recurse
 MAX_STEP = 2**31 - 1       # Adam's step count is a C int in the kernel
+MAX_COUNT = 2**53          # counts are summed as floats: exact up to here, never infinite
 
 
 class SchemaError(ModelFileError):
@@ -257,9 +264,24 @@ def _smoothings() -> tuple:
     return (*SMOOTHINGS, "arpa")    # "arpa": read from an ARPA file, smoothing unknown
 
 
+class Character(Spec):
+    expected = "a single character"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and len(value) == 1 and not 0xD800 <= ord(value) <= 0xDFFF
+
+
 UNIT = OneOf(UNITS)
 NUMBER = Number()
 COUNT = Integer(0)
+
+TOKENIZER = Record({"segmenter": OneOf(("kiwi", "sentencepiece")), "model_type": String(),
+                    "kiwipiepy": String(), "pieces": COUNT, "source": String()},
+                   required=("segmenter",))
+SEGMENTERS = {"morph": "kiwi", "spm": "sentencepiece"}
+SPELLING = Record({"chars": ListOf(Character()), "counts": ListOf(Integer(0, MAX_COUNT)),
+                   "units": Integer(0, MAX_COUNT)},
+                  required=("chars", "counts", "units"))
 
 # what `rnnkit info` and `train --resume` read from a training record
 EPOCH = Record({"epoch": COUNT, "train_loss": NUMBER, "valid_loss": NUMBER, "valid_bpc": NUMBER,
@@ -275,14 +297,16 @@ TRAIN_STATE = EmptyOr(Record(
      "stale": COUNT, "done": Boolean()},
     required=("epoch", "lr", "halving", "best_valid", "step", "stale", "done"), extra=Json()))
 
-RNN_META = Record({"unit": UNIT, "vocab": VocabList(), "hidden": Integer(1, MAX_HIDDEN),
+RNN_META = Record({"unit": UNIT, "tokenizer": TOKENIZER, "spelling": SPELLING,
+                   "vocab": VocabList(), "hidden": Integer(1, MAX_HIDDEN),
                    "activation": OneOf(_activations), "stream": Boolean(),
                    "classes": Integer(1), "direct_order": Integer(0, MAX_DIRECT_ORDER),
                    "direct_size": Integer(0, MAX_TABLE),
                    "hyperparameters": Record({}, extra=Json()), "training": TRAINING,
                    "train_state": TRAIN_STATE},
                   required=("unit", "vocab", "hidden"))
-NGRAM_META = Record({"order": Integer(1, MAX_ORDER), "unit": UNIT, "smoothing": OneOf(_smoothings),
+NGRAM_META = Record({"order": Integer(1, MAX_ORDER), "unit": UNIT, "tokenizer": TOKENIZER,
+                     "spelling": SPELLING, "smoothing": OneOf(_smoothings),
                      "vocab": VocabList(), "training": TRAINING},
                     required=("order", "unit", "vocab"))
 COMPONENT = Record({"type": OneOf(("rnn", "ngram")), "meta": Record({}, extra=Anything())},
@@ -311,6 +335,35 @@ def _values_within(array: np.ndarray, name: str, lo: float, hi: float, what: str
     if array.size and not (lo <= array.min() and array.max() <= hi):
         bad = array[~((array >= lo) & (array <= hi))][0]
         raise SchemaError(f"array {name!r} must hold {what}, found {str(bad)}")  # str(): shortest float32 form
+
+
+def _tokenizer(meta: dict, arrays: dict, field: str, prefix: str) -> None:
+    """The unit's settings: Kiwi's for morph, a SentencePiece model for spm, none otherwise."""
+    unit, settings = meta["unit"], meta.get("tokenizer")
+    wanted = SEGMENTERS.get(unit)
+    if wanted is None and settings is not None:
+        raise SchemaError(f"unexpected field {_join(field, 'tokenizer')!r} (unit {unit!r} has no settings)")
+    if wanted is not None:
+        if settings is None:
+            raise SchemaError(f"field {_join(field, 'tokenizer')!r} is missing (unit {unit!r} records its segmenter)")
+        if settings["segmenter"] != wanted:
+            raise SchemaError(f"field {_join(_join(field, 'tokenizer'), 'segmenter')!r} must be {wanted!r} "
+                              f"for unit {unit!r}, got {shown(settings['segmenter'])}")
+    if unit == "spm":
+        if _take(arrays, prefix + "spm_model", np.uint8).size == 0:
+            raise SchemaError(f"array {prefix + 'spm_model'!r} is empty (it holds the SentencePiece model)")
+
+
+def _spelling(meta: dict, field: str) -> None:
+    spelling = meta.get("spelling")
+    if spelling is None:
+        return
+    chars, counts = spelling["chars"], spelling["counts"]
+    if len(counts) != len(chars):
+        raise SchemaError(f"field {_join(_join(field, 'spelling'), 'counts')!r} must hold one count per "
+                          f"character ({len(chars)}), got {len(counts)}")
+    if len(set(chars)) != len(chars):
+        raise SchemaError(f"field {_join(_join(field, 'spelling'), 'chars')!r} holds a character twice")
 
 
 def _refuse_leftovers(arrays: dict) -> None:
@@ -410,6 +463,8 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
 
 def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:
     RNN_META.check(meta, field)
+    _tokenizer(meta, arrays, field, prefix)
+    _spelling(meta, field)
     if meta.get("train_state") and "epochs" not in meta.get("training", {}):
         # train --resume appends to the epoch record
         raise SchemaError(f"field {_join(_join(field, 'training'), 'epochs')!r} is missing "
@@ -419,6 +474,8 @@ def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -
 
 def _validate_ngram(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:
     NGRAM_META.check(meta, field)
+    _tokenizer(meta, arrays, field, prefix)
+    _spelling(meta, field)
     _ngram_arrays(meta, arrays, prefix)
 
 

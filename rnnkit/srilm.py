@@ -103,7 +103,7 @@ def _maybe(value: float | None) -> str:
 def report(model, lines: list[str], name: str, debug: int = 0) -> Iterator[str]:
     """SRILM's `ngram -ppl NAME -debug DEBUG` output for `lines`, one output line at a time."""
     total = TextStats()
-    show = escape_token if model.unit in ("char", "jamo") else str
+    show = escape_token if model.tokenizer.whitespace_units else str
     for line in lines:
         if not split_words(line):
             continue  # SRILM's File::getline skips blank lines

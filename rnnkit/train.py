@@ -63,6 +63,7 @@ from .interrupts import Interrupted, StopSignals
 from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
 from .schema import CARRIED_HISTORY, CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
 from .rnnlm import RNNModel, corpus_stats
+from .spelling import SpellingModel
 from .units import Tokenizer
 from .vocab import Vocab
 
@@ -447,8 +448,9 @@ class Checkpoints:
         self.written_at = time.perf_counter()
 
 
-def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list[str]) -> list[np.ndarray]:
-    return [vocab.encode(tokenizer.split(line)) for line in lines]
+def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list) -> list[np.ndarray]:
+    """Ids of each line (a string, or its units already split)."""
+    return [vocab.encode(units) for units in tokenizer.split_lines(lines)]
 
 
 def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
@@ -495,22 +497,26 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, list[np.ndarray]]:
-    """A freshly initialised model (vocabulary from the training lines) and those lines' ids."""
-    tokenizer = Tokenizer(config.unit)
-    vocab = Vocab.build((tokenizer.split(line) for line in train_lines),
-                        min_count=config.min_count, max_vocab=config.max_vocab)
+def new_model(train_lines: list[str], config: TrainConfig,
+              tokenizer: Tokenizer | None = None) -> tuple[RNNModel, list[np.ndarray]]:
+    """A freshly initialised model (vocabulary, spelling model and class map from the
+    training lines, split once) and those lines' ids."""
+    tokenizer = tokenizer or Tokenizer(config.unit)
+    if tokenizer.unit != config.unit:
+        raise RnnkitError(f"the tokenizer's unit {tokenizer.unit!r} is not the configured unit {config.unit!r}")
+    unit_lists = tokenizer.split_lines(train_lines)
+    vocab = Vocab.build(unit_lists, min_count=config.min_count, max_vocab=config.max_vocab)
     V = len(vocab)
     C = config.class_count(V)
-    train_ids = encode_lines(tokenizer, vocab, train_lines)
+    train_ids = encode_lines(tokenizer, vocab, unit_lists)
     counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=V).astype(np.float64)
     counts[vocab.id("</s>")] += len(train_lines)
     class_start = frequency_classes(counts, C) if C else None
     check_memory(V, config, int(np.diff(class_start).max()) if C else 0)
     table = np.zeros(config.direct_size, np.float32) if config.direct_order else None
-    model = RNNModel(vocab, config.unit, config.hidden, None, stream=config.stream,
-                     hyper=config.hyperparameters(), class_start=class_start,
-                     direct_order=config.direct_order, direct_table=table)
+    model = RNNModel(vocab, tokenizer, config.hidden, None, stream=config.stream,
+                     hyper=config.hyperparameters(), spelling=SpellingModel.train(unit_lists),
+                     class_start=class_start, direct_order=config.direct_order, direct_table=table)
     model.params = init_params(V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum(),
                                class_start)
     model.record = {"corpus": {"train_lines": len(train_lines)}, "epochs": []}
@@ -520,9 +526,14 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
 
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
-          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None) -> RNNModel:
+          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None,
+          tokenizer: Tokenizer | None = None) -> RNNModel:
     """Train (or resume) an RNN LM; writes output_path after every epoch and within
     epochs when given (see Checkpoints in the module docstring).
+
+    `tokenizer` (of `config.unit`) is the one a new model uses; by default that unit's
+    plain tokenizer, which spm cannot have (it needs a SentencePiece model). A resumed
+    model keeps its own.
 
     progress(tokens_done_in_step, stats) is called after each step; notify(text) with
     one line per epoch. Both are optional: this module never prints. While training runs
@@ -546,7 +557,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         model.hyper = config.hyperparameters()   # the settings it trains on with
         train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
     else:
-        model, train_ids = new_model(train_lines, config)
+        model, train_ids = new_model(train_lines, config, tokenizer)
     valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
     lanes = batching.split_lanes(batching.make_stream(train_ids, independent=not config.stream), config.batch)
     model.record.setdefault("corpus", {}).update(

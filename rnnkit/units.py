@@ -1,4 +1,4 @@
-"""Text in, units out: strict UTF-8 reading, NFC, and the char / word / jamo units.
+"""Text in, units out: strict UTF-8 reading, NFC, and the char / word / jamo / morph / spm units.
 
 Shared by the n-gram and the RNN families, so every model sees the same units.
 
@@ -15,6 +15,29 @@ Units (`Tokenizer`)
           spaces such as U+3000 stay inside tokens.
     jamo  Hangul syllables U+AC00..U+D7A3 become conjoining jamo (L, V and an optional
           T, U+1100..); everything else is a char unit. `join` recomposes with NFC.
+    morph morphemes from Kiwi (kiwipiepy), spm pieces of a SentencePiece model: the
+    spm   segmenter cuts the NFC line into segments, substrings of the line (segment.py
+          says how: a morph unit is the *surface* text of a morpheme, or of a contracted
+          syllable holding several, never Kiwi's lemma, so 탔다 is 탔 + 다, not 타 + 었 + 다).
+          A Kiwi segment starts with the space before its morpheme, if there is one; a
+          SentencePiece segment is a piece's surface, spaces as the piece has them. Then,
+          with ▁ (U+2581, SentencePiece's space mark) as SPACE_MARK, in each segment:
+            - every whitespace character and every literal ▁ is cut out on its own;
+            - a space (U+0020) followed by more of its segment becomes a ▁ at the
+              start of that unit; any other space is a unit "▁" of its own;
+            - any other whitespace character (tab, U+3000, ...) is a unit of its own;
+            - a literal ▁ of the text is the unit "▁▁" ("▁▁▁" after a space).
+          So spm units are the SentencePiece model's own pieces (for a model trained by
+          rnnkit, which keeps the text as it is; pieces of a model that normalises are
+          taken as they stand in the text), and a morph unit carries the space before it.
+          So "나는  버스를 탔다" -> 나 는 ▁ ▁버스 를 ▁탔 다 (morph), and `join` maps each
+          unit back (a leading ▁ to a space, "▁▁" to ▁): text -> units -> text gives the
+          NFC text back exactly, spacing included. Units never contain a space, so an
+          ARPA file can hold them (other whitespace units are escaped as <U+XXXX>).
+          A morph tokenizer records Kiwi's model type and the kiwipiepy version; an spm
+          tokenizer carries the SentencePiece model's bytes (array `spm_model` of the
+          model file), so a model file is self-contained. Both need `pip install
+          'rnnkit[ko]'`.
 
 `count_chars` gives the denominator of bits per character: NFC characters of the
 original text plus one per line for the newline (which `</s>` stands for).
@@ -29,11 +52,17 @@ from typing import Iterable
 
 from .errors import ConfigError, CorpusError
 
-UNITS = ("char", "word", "jamo")
+UNITS = ("char", "word", "jamo", "morph", "spm")
+SPACE_MARK = "\u2581"            # ▁
+LITERAL_MARK = SPACE_MARK * 2    # a ▁ of the text itself
+TOKENIZER_ARRAYS = ("spm_model",)  # what a tokenizer stores among a model file's arrays
 
 _ASCII_WS = re.compile(r"[ \t\n\v\f\r]+")
 # Characters str.split() treats as whitespace that KenLM does not.
 _UNICODE_ONLY_WS = re.compile("[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+# whitespace characters and the space mark are each cut out of a morph or spm segment
+_SEGMENT_BREAKS = re.compile(r"(\s|\u2581)")
 
 _S_BASE, _L_BASE, _V_BASE, _T_BASE = 0xAC00, 0x1100, 0x1161, 0x11A7
 _N_SYLLABLES, _V_COUNT, _T_COUNT = 11172, 21, 28
@@ -159,37 +188,133 @@ def count_chars(lines: Iterable[str]) -> int:
     return sum(len(nfc(line)) + 1 for line in lines)
 
 
+def mark_spaces(segments: Iterable[str]) -> list[str]:
+    """Units from a line's segments (morph, spm): the space rule of the module docstring."""
+    units = []
+    for segment in segments:
+        pending = False   # a space waiting for the rest of its segment
+        for piece in (p for p in _SEGMENT_BREAKS.split(segment) if p):
+            if pending and not piece.isspace():
+                units.append(SPACE_MARK + _literal(piece))
+                pending = False
+                continue
+            if pending:   # a space before whitespace stands alone
+                units.append(SPACE_MARK)
+            pending = piece == " "
+            if not pending:
+                units.append(_literal(piece))   # whitespace units are escaped as <U+XXXX> in ARPA files
+        if pending:
+            units.append(SPACE_MARK)
+    return units
+
+
+def _literal(piece: str) -> str:
+    return LITERAL_MARK if piece == SPACE_MARK else piece
+
+
+def unmark(unit: str) -> str:
+    """The text one morph or spm unit stands for (inverse of `mark_spaces`)."""
+    space = ""
+    if unit.startswith(SPACE_MARK) and unit != LITERAL_MARK:
+        space, unit = " ", unit[1:]
+    return space + (SPACE_MARK if unit == LITERAL_MARK else unit)
+
+
 class Tokenizer:
-    """Split a line into units and join units back into text.
+    """Split a line into units and join units back into text; carries its settings.
 
     >>> Tokenizer("jamo").split("한국")
     ['ᄒ', 'ᅡ', 'ᆫ', 'ᄀ', 'ᅮ', 'ᆨ']
+
+    char, word and jamo need nothing more. `Tokenizer("morph")` uses Kiwi (settings:
+    its model type); spm needs a SentencePiece model: `Tokenizer.train_spm(lines, 8000)`,
+    `Tokenizer.spm_file(path)` or `Tokenizer("spm", spm_model=bytes)`. A model file keeps
+    a tokenizer as `to_meta()` (meta fields) and `arrays()`; `from_meta` builds it back,
+    for every model alike. A sentence given as a list is taken as already split.
     """
 
-    def __init__(self, unit: str = "char"):
+    def __init__(self, unit: str = "char", settings: dict | None = None, spm_model: bytes | None = None,
+                 source: str = "the model file"):
         if unit not in UNITS:
             raise ConfigError(f"unit must be one of {', '.join(UNITS)}; got {unit!r}")
         self.unit = unit
+        self.segmenter = None
+        if unit == "morph":
+            from .segment import KiwiSegmenter
+            self.segmenter = KiwiSegmenter(settings)
+        elif unit == "spm":
+            if spm_model is None:
+                raise ConfigError("unit 'spm' needs a SentencePiece model: train one (--spm-vocab N, "
+                                  "Tokenizer.train_spm) or give one (--spm-model FILE, Tokenizer.spm_file)")
+            from .segment import SentencePieceSegmenter
+            self.segmenter = SentencePieceSegmenter(spm_model, settings, source)
+
+    @classmethod
+    def of(cls, unit: "str | Tokenizer") -> "Tokenizer":
+        """`unit` itself when it is a Tokenizer, else the tokenizer of that unit name."""
+        return unit if isinstance(unit, Tokenizer) else cls(unit)
+
+    @classmethod
+    def train_spm(cls, lines: list[str], vocab_size: int = 8000, model_type: str = "unigram") -> "Tokenizer":
+        """An spm tokenizer with a SentencePiece model trained on `lines` (NFC)."""
+        from .segment import train_sentencepiece
+        model = train_sentencepiece(nfc_lines(list(lines)), vocab_size, model_type)
+        return cls("spm", {"source": f"trained: {model_type}, vocabulary {vocab_size}"}, model)
+
+    @classmethod
+    def spm_file(cls, path) -> "Tokenizer":
+        """An spm tokenizer with the SentencePiece model in `path` (a .model file)."""
+        path = Path(path)
+        try:
+            model = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the SentencePiece model {path}: {exc.strerror or exc}") from None
+        return cls("spm", {"source": path.name}, model, source=str(path))
+
+    @classmethod
+    def from_meta(cls, meta: dict, arrays: dict, source: str = "the model file") -> "Tokenizer":
+        """The tokenizer a model file's meta (`unit`, `tokenizer`) and arrays describe."""
+        model = arrays.get("spm_model")
+        return cls(meta["unit"], meta.get("tokenizer"), model.tobytes() if model is not None else None, source)
+
+    def to_meta(self) -> dict:
+        """Meta fields for a model file: the unit, and the segmenter's settings if any."""
+        return {"unit": self.unit, **({"tokenizer": self.segmenter.settings()} if self.segmenter else {})}
+
+    def arrays(self) -> dict:
+        """Arrays for a model file (the SentencePiece model's bytes)."""
+        return self.segmenter.arrays() if self.segmenter else {}
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.unit!r})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Tokenizer) and other.unit == self.unit
+        """Same units for every text: same unit, same Kiwi model type or SentencePiece model."""
+        return (isinstance(other, Tokenizer) and other.unit == self.unit
+                and (self.segmenter is None or self.segmenter.key() == other.segmenter.key()))
 
-    def split(self, line: str) -> list[str]:
+    def split(self, line) -> list[str]:
         """Units of one line, NFC-normalised here: every model splits through this, so
         the same sentence scores the same whatever normal form it arrives in."""
+        if not isinstance(line, str):
+            return list(line)
         line = nfc(line)
+        if self.segmenter is not None:
+            return mark_spaces(self.segmenter.segments_many([line])[0])
         if self.unit == "word":
             return split_words(line)
         if self.unit == "jamo":
             return list(line.translate(_JAMO))
         return list(line)
 
-    def split_lines(self, lines: Iterable[str]) -> list[list[str]]:
+    def split_lines(self, lines: Iterable) -> list[list[str]]:
         """`split` applied to many lines (one NFC check of the whole text)."""
-        lines = nfc_lines(list(lines))
+        lines = list(lines)
+        if not all(isinstance(line, str) for line in lines):
+            return [self.split(line) for line in lines]
+        lines = nfc_lines(lines)
+        if self.segmenter is not None:
+            return [mark_spaces(segments) for segments in self.segmenter.segments_many(lines)]
         if self.unit == "word":
             if _UNICODE_ONLY_WS.search("\n".join(lines)) is None:  # one search, not one per line
                 return [line.split() for line in lines]
@@ -199,8 +324,28 @@ class Tokenizer:
         return [list(line) for line in lines]
 
     def join(self, tokens: Iterable[str]) -> str:
-        """Text from units: space-joined words, or concatenated (and NFC-recomposed) units."""
+        """Text from units: space-joined words, unmarked morph and spm units, or
+        concatenated (and NFC-recomposed) characters and jamo."""
         if self.unit == "word":
             return " ".join(tokens)
+        if self.segmenter is not None:
+            return "".join(map(unmark, tokens))
         text = "".join(tokens)
         return unicodedata.normalize("NFC", text) if self.unit == "jamo" else text
+
+    def context_length(self, units: list[str], context: str) -> int:
+        """How many of `units`, the units of `context + " " + continuation`, belong to
+        the context: word units drop the space, char and jamo give it a unit of its own
+        (counted with the context), morph and spm mark it on the continuation's first unit."""
+        if self.segmenter is None:
+            return len(self.split(context if self.unit == "word" else context + " "))
+        length, count = len(nfc(context)), 0
+        while count < len(units) and length > 0:
+            length -= len(unmark(units[count]))
+            count += 1
+        return count
+
+    @property
+    def whitespace_units(self) -> bool:
+        """Whether a unit can be a whitespace character (written escaped in ARPA files)."""
+        return self.unit != "word"

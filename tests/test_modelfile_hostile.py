@@ -124,7 +124,7 @@ def test_dtypes_rnnkit_does_not_write(models, tmp_path, descr, expected):
     data = npy(params.astype(np.dtype(descr))) if descr != "|O" else \
         npy(params.astype(object), allow_pickle=True)  # a pickle: must never be unpickled
     write_members(path, meta, replace(members, "params", data))
-    assert load_error(path) == f"array 'params' has {expected}; rnnkit stores only <f4, <i8"
+    assert load_error(path) == f"array 'params' has {expected}; rnnkit stores only <f4, <i8, |u1"
 
 
 def test_fortran_order_and_shapes(models, tmp_path):
@@ -245,7 +245,7 @@ BAD_FIELDS = [
     ("rnn", "hidden", DELETE, "field 'hidden' is missing"),
     ("rnn", "activation", "relu", "field 'activation' must be one of 'tanh', 'logistic', 'identity', got 'relu'"),
     ("rnn", "activation", ["tanh"], "field 'activation' must be one of 'tanh', 'logistic', 'identity', got a list of 1 item"),
-    ("rnn", "unit", "byte", "field 'unit' must be one of 'char', 'word', 'jamo', got 'byte'"),
+    ("rnn", "unit", "byte", "field 'unit' must be one of 'char', 'word', 'jamo', 'morph', 'spm', got 'byte'"),
     ("rnn", "stream", "yes", "field 'stream' must be true or false, got 'yes'"),
     ("rnn", "vocab", {"<unk>": 0}, "field 'vocab' must be a list of distinct strings starting with '<unk>', '<s>', '</s>', got an object"),
     ("rnn", "vocab.0", "<UNK>", "field 'vocab' must be a list of distinct strings starting with '<unk>', '<s>', '</s>', got a list of 21 items"),

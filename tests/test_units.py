@@ -13,8 +13,8 @@ KOREAN = ["나는 버스를 탔다", "선생님이 교실로 부리나케 달려
 
 
 def test_units_constant():
-    """The three units are exposed in a fixed order."""
-    assert UNITS == ("char", "word", "jamo")
+    """The five units are exposed in a fixed order."""
+    assert UNITS == ("char", "word", "jamo", "morph", "spm")
 
 
 def test_bom_crlf_cr_and_nfc(tmp_path):
