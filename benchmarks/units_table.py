@@ -10,7 +10,7 @@ right sentence of the three pairs (나는 버스를 탔다 > 나는 버스를 �
 rank` prints (a tie is a miss). With --rnn, an RNN per unit too (H=512 and one epoch, as quality_rnn.py
 trains nsmc; --rnn-lines and --hidden make a quicker one).
 
-    python benchmarks/units_table.py                                  # n-grams, ~15 min on 2 cores
+    python benchmarks/units_table.py                                  # n-grams, ~25 min on 2 cores
     python benchmarks/units_table.py --rnn --rnn-lines 20000 --hidden 128   # and quick RNNs
     python benchmarks/units_table.py --max-lines 300 --orders 2 --rnn --hidden 8   # seconds
 
