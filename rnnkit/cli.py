@@ -141,8 +141,45 @@ def cli():
 # train
 # ----------------------------------------------------------------------------------
 
+def memory_size(ctx, param, value):
+    """--memory as bytes (lmplz's sizes: 500M, 2G, 80%)."""
+    if value is None:
+        return None
+    from .errors import ConfigError
+    from .ngram_build import parse_size
+    try:
+        return parse_size(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def corpus_sources(patterns: tuple[str, ...]) -> list:
+    """Files, expanded globs ('c/*.txt', sorted) and '-' (standard input), in order."""
+    import glob
+    sources = []
+    for pattern in patterns:
+        if pattern == "-":
+            if sys.stdin.buffer in sources:
+                raise click.BadParameter("'-' (standard input) can be given once", param_hint="CORPUS")
+            sources.append(sys.stdin.buffer)
+        elif glob.has_magic(pattern) and not Path(pattern).exists():
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise click.BadParameter(f"no file matches {pattern}", param_hint="CORPUS")
+            sources.extend(matches)
+        else:
+            sources.append(pattern)
+    return sources
+
+
+def read_corpus(sources: list) -> list[str]:
+    """The lines of every source, in order (the RNN trainer holds them all)."""
+    from .units import read_line_blocks
+    return [line for source in sources for block in read_line_blocks(source) for line in block]
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("corpus", required=False, type=click.Path(dir_okay=False))
+@click.argument("corpus", nargs=-1)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=default_model_path,
               show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}", help="Model file to write.")
 @click.option("--type", "model_type", type=click.Choice(["rnn", "ngram"]), default="rnn", show_default=True,
@@ -158,6 +195,11 @@ def cli():
               help="Add-k constant (k=1 is Laplace).")
 @click.option("--prune", type=str, default=None, help="n-gram count cut-offs per order, e.g. 0,1,1.")
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None, help="Also write an n-gram model as ARPA.")
+@click.option("--memory", type=str, default=None, callback=memory_size,
+              help="n-gram counting memory, e.g. 500M, 2G or 50% (lmplz's -S): beyond it counts spill to "
+                   "sorted runs in --temp-dir [default: no limit].")
+@click.option("--temp-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Where --memory spills (lmplz's -T) [default: the system's temporary directory].")
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True, help="RNN hidden size.")
 @click.option("--bptt", type=click.IntRange(1), default=32, show_default=True, help="Steps of truncated BPTT.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Sequences per batch.")
@@ -198,37 +240,44 @@ def cli():
                    "trained with (options given now override them).")
 @json_option
 @library_errors
-def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, hidden, bptt, batch,
-          epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
+def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, memory, temp_dir, hidden, bptt,
+          batch, epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
           valid_path, stream, seed, checkpoint_minutes, resume, as_json):
-    """Train a language model on a text file (one sentence per line).
+    """Train a language model on text files (one sentence per line).
+
+    CORPUS: files (plain or gzip), globs ('c/*.txt') and '-' for standard input, read in turn.
 
     \b
     Example:
       rnnkit train                                  # bundled Korean sample, RNN
       rnnkit train corpus.txt -o ko.model --hidden 256 --epochs 5
       rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
+      rnnkit train a.txt b.txt.gz 'c/*.txt' - --type ngram --memory 1G --temp-dir /scratch
     """
     from .files import check_outputs
     from .units import read_lines
     if arpa and model_type != "ngram":
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
+    for option, value in (("--memory", memory), ("--temp-dir", temp_dir)):
+        if value is not None and model_type != "ngram":
+            raise click.BadParameter(f"{option} needs --type ngram", param_hint=option)
+    sources = corpus_sources(corpus) if corpus else [bundled_corpus()]
     # --resume reads -o and rewrites it: that one input may be overwritten
     check_outputs({"-o": output, "--arpa": arpa},
-                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path})
+                  {"the training corpus": [s for s in sources if s is not sys.stdin.buffer],
+                   "the --valid text": valid_path})
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
-    resume_hint = shlex.join(["rnnkit", "train", *([corpus] if corpus else []), "-o", output,
+    resume_hint = shlex.join(["rnnkit", "train", *corpus, "-o", output,
                               *(["--valid", valid_path] if valid_path else []), "--resume"])
-    if corpus is None:
-        corpus = bundled_corpus()
-        click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
+    if not corpus:
+        click.echo(f"No corpus given: training on the bundled Korean sample ({sources[0].name}, "
                    "NSMC reviews, CC0).", err=True)
-    lines = read_lines(corpus)
     if model_type == "ngram":
-        model = train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa)
+        model = train_ngram(sources, output, unit, order, smoothing, addk, prune, arpa, memory, temp_dir)
     else:
+        lines = read_corpus(sources)
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
                         optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
@@ -270,9 +319,9 @@ def parse_prune(prune: str | None, order: int) -> list[int] | None:
     return values
 
 
-def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
+def train_ngram(sources, output, unit, order, smoothing, addk, prune, arpa, memory, temp_dir):
     """One pass with nothing to save half-way: SIGINT or SIGTERM stops it at once, and the
-    atomic writes leave no partial file."""
+    atomic writes leave no partial file (nor spill files: they go with the build)."""
     import time
     from .interrupts import EXIT_STATUS, Interrupted, StopSignals
     from .ngram import NgramModel
@@ -280,8 +329,8 @@ def train_ngram(lines, output, unit, order, smoothing, addk, prune, arpa):
     written = []
     try:
         with StopSignals(at_once=True):
-            model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=unit, k=addk,
-                                     prune=parse_prune(prune, order))
+            model = NgramModel.train_file(sources, order=order, smoothing=smoothing, unit=unit, k=addk,
+                                          prune=parse_prune(prune, order), memory=memory, temp_dir=temp_dir)
             model.save(output)
             written.append(output)
             click.echo(f"Wrote {output}: {unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "

@@ -22,10 +22,14 @@ original text plus one per line for the newline (which `</s>` stands for).
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import re
+import sys
 import unicodedata
+import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .errors import ConfigError, CorpusError
 
@@ -67,9 +71,10 @@ def nfc_lines(lines: list[str]) -> list[str]:
     return [nfc(line) for line in lines]
 
 
-def _split_text(text: str) -> list[str]:
-    """Strip a BOM, split on LF / CRLF / CR (only those), NFC; drop the final newline."""
-    if text.startswith("\ufeff"):
+def _split_text(text: str, bom: bool = True) -> list[str]:
+    """Strip a BOM (at the start of a file: `bom`), split on LF / CRLF / CR (only
+    those), NFC; drop the final newline."""
+    if bom and text.startswith("\ufeff"):
         text = text[1:]
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -80,18 +85,20 @@ def _split_text(text: str) -> list[str]:
     return lines
 
 
-def decode_utf8(data: bytes, name: str = "<input>") -> str:
-    """Decode bytes strictly as UTF-8; the error names the line and byte offset."""
+def decode_utf8(data: bytes, name: str = "<input>", lines_before: int = 0, bytes_before: int = 0) -> str:
+    """Decode bytes strictly as UTF-8; the error names the line and byte offset (in the
+    file, when `data` is a block of whole lines after `lines_before` lines and
+    `bytes_before` bytes)."""
     if b"\x00" in data:
-        offset = data.index(b"\x00")
+        offset = bytes_before + data.index(b"\x00")
         raise CorpusError(f"{name}: looks like a binary file (NUL byte at byte offset {offset}), not UTF-8 text")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = lines_before + data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
         raise CorpusError(
-            f"{name}: not valid UTF-8 at line {line} (byte offset {exc.start} in the file, "
+            f"{name}: not valid UTF-8 at line {line} (byte offset {bytes_before + exc.start} in the file, "
             f"{column} in the line): {exc.reason}"
         ) from None
 
@@ -102,21 +109,80 @@ def read_lines(path) -> list[str]:
     Raises CorpusError (one line) for a missing file, a directory, an empty file or one
     with only blank lines, a binary file and invalid UTF-8.
     """
-    path = Path(path)
+    return [line for block in read_line_blocks(path) for line in block]
+
+
+READ_BLOCK_BYTES = 1 << 22  # as Python lines and units a block takes many times its bytes
+
+
+def read_line_blocks(source, block_bytes: int = READ_BLOCK_BYTES, name: str | None = None) -> Iterator[list[str]]:
+    """`read_lines` a block of about `block_bytes` at a time (lists of whole lines), so a
+    corpus of any size streams through bounded memory.
+
+    `source` is a path (plain text, or gzip recognised by its first bytes) or a binary
+    stream such as standard input (`name` names it in errors). The checks and messages
+    are those of `read_lines`; the empty and all-blank checks run when the end is reached.
+    """
+    if name is None:
+        name = (str(source) if isinstance(source, (str, Path)) else
+                "standard input" if source is getattr(sys.stdin, "buffer", None) else
+                str(getattr(source, "name", "<input>")))
+    with _open_source(source) as stream:
+        lines_before = bytes_before = 0
+        any_text = False
+        for data in _raw_blocks(stream, block_bytes, name):
+            lines = _split_text(decode_utf8(data, name, lines_before, bytes_before), bom=bytes_before == 0)
+            any_text = any_text or any(line.strip() for line in lines)
+            lines_before += data.count(b"\n")
+            bytes_before += len(data)
+            yield lines
+    if bytes_before == 0:
+        raise CorpusError(f"{name} is empty")
+    if not any_text:
+        raise CorpusError(f"{name} has no non-empty lines")
+
+
+@contextlib.contextmanager
+def _open_source(source):
+    """A binary stream over `source`: a stream as given, a file (gunzipped if it is gzip)."""
+    if not isinstance(source, (str, Path)):
+        yield source
+        return
+    path = Path(source)
     if not path.exists():
         raise CorpusError(f"file not found: {path}")
     if path.is_dir():
         raise CorpusError(f"{path} is a directory, not a text file")
     try:
-        data = path.read_bytes()
+        handle = open(path, "rb")
     except OSError as exc:
         raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise CorpusError(f"{path} is empty")
-    lines = _split_text(decode_utf8(data, str(path)))
-    if not any(line.strip() for line in lines):
-        raise CorpusError(f"{path} has no non-empty lines")
-    return lines
+    with handle:
+        if handle.peek(2)[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=handle) as unzipped:
+                yield unzipped
+        else:
+            yield handle
+
+
+def _raw_blocks(stream, block_bytes: int, name: str) -> Iterator[bytes]:
+    """Bytes of whole lines, about block_bytes at a time: a block ends after a LF, or
+    after a CR that is not the last byte read (it may be half of a CRLF)."""
+    rest = b""
+    while True:
+        try:
+            data = stream.read(block_bytes)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorpusError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not data:
+            if rest:
+                yield rest
+            return
+        data = rest + data
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
+        rest = data[cut:]
+        if cut:
+            yield data[:cut]
 
 
 def read_text_lines(items: Iterable[str | bytes], name: str = "<input>") -> list[str]:
