@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .units import count_chars
 
 
 def corpus_summary(lines: list[str], tokens: int, oov: int, total_log10: float) -> dict:
-    sentences = len(lines)
+    return summary_of_counts(len(lines), count_chars(lines), tokens, oov, total_log10)
+
+
+def summary_of_counts(sentences: int, characters: int, tokens: int, oov: int, total_log10: float) -> dict:
     predicted = tokens + sentences
-    characters = count_chars(lines)
     with_overflow_guard = (lambda x: float(10.0 ** x) if x < 308 else float("inf"))
     return {
         "sentences": sentences, "tokens": int(tokens), "oov": int(oov),
@@ -26,3 +30,28 @@ def corpus_summary(lines: list[str], tokens: int, oov: int, total_log10: float) 
         "characters": characters,
         "bits_per_char": -total_log10 * math.log2(10.0) / characters if characters else float("nan"),
     }
+
+
+def oov_summary(summary: dict, total_oov_log10: float, zero_prob: int) -> dict:
+    """What n-gram models add: OOV rate, the perplexity without the OOVs' own terms (as
+    SRILM reports it), and the tokens of probability 0."""
+    tokens, oov, total = summary["tokens"], summary["oov"], summary["log10_total"]
+    predicted = tokens + summary["sentences"]
+    with np.errstate(over="ignore"):
+        excl = total - total_oov_log10
+        ppl_excl = float(10.0 ** (-excl / (predicted - oov))) if predicted > oov else float("nan")
+    return {"predicted": predicted, "oov_rate": oov / tokens if tokens else 0.0, "zero_prob": zero_prob,
+            "perplexity_excl_oov": ppl_excl, "log10_oov": float(total_oov_log10)}
+
+
+def combine_summaries(parts: list[dict]) -> dict:
+    """The summary of a text from those of its pieces (counts and log10 totals added in
+    order; the ratios computed again)."""
+    total = {key: sum(part[key] for part in parts)
+             for key in ("sentences", "characters", "tokens", "oov", "log10_total", "log10_oov", "zero_prob")
+             if parts and key in parts[0]}
+    summary = summary_of_counts(total["sentences"], total["characters"], total["tokens"], total["oov"],
+                                total["log10_total"])
+    if "log10_oov" in total:
+        summary.update(oov_summary(summary, total["log10_oov"], total["zero_prob"]))
+    return summary

@@ -48,7 +48,7 @@ from .arpa import MAX_ORDER
 from .errors import ConfigError
 from .files import write_atomic
 from .lm import LanguageModel, checked
-from .metrics import corpus_summary
+from .metrics import corpus_summary, oov_summary
 from .units import UNITS, Tokenizer, nfc_lines, read_line_blocks
 from .vocab import BOS_ID, EOS_ID, UNK_ID, Vocab
 
@@ -122,12 +122,11 @@ class NgramModel(LanguageModel):
         """`train` on the lines of one or more UTF-8 text files (plain or gzip; a binary
         stream such as standard input also does), read a block at a time (see
         rnnkit.units.read_line_blocks) so that only the counts grow with the corpus."""
-        from .ngram_build import build
+        from .ngram_build import build, corpus_name
         sources = [paths] if isinstance(paths, (str, os.PathLike)) or hasattr(paths, "read") else list(paths)
         blocks = chain.from_iterable(read_line_blocks(source) for source in sources)
         model = build(blocks, order, **kwargs)
-        names = ["-" if hasattr(source, "read") else str(source) for source in sources]  # a stream: stdin
-        model.info["corpus"] = ", ".join(names)  # a string: the model file's schema wants one
+        model.info["corpus"] = corpus_name(sources)
         return model
 
     # ------------------------------------------------------------ I/O
@@ -345,12 +344,7 @@ class NgramModel(LanguageModel):
             zero += int(np.isneginf(logp).sum())
         tokens = sum(len(t) for t in token_lists)
         summary = corpus_summary(lines, tokens, n_oov, total)
-        predicted = tokens + len(token_lists)
-        with np.errstate(over="ignore"):
-            excl = total - total_oov
-            ppl_excl = float(10.0 ** (-excl / (predicted - n_oov))) if predicted > n_oov else float("nan")
-        return {**summary, "predicted": predicted, "oov_rate": n_oov / tokens if tokens else 0.0,
-                "zero_prob": zero, "perplexity_excl_oov": ppl_excl}
+        return {**summary, **oov_summary(summary, total_oov, zero)}
 
     def perplexity(self, lines) -> float:
         """Corpus perplexity (KenLM/SRILM convention); a single string is one sentence."""

@@ -92,17 +92,64 @@ def build(blocks: Iterable, order: int, smoothing: str = "kn", unit: str = "word
         positions = Positions(work)
         for block in blocks:
             positions.append(*encoder.encode(block))
-        if encoder.tokens == 0:
-            raise CorpusError("the training text has no tokens (empty corpus)")
+        _check_tokens(encoder.tokens)
         vocab = encoder.vocab()
-        V = len(vocab)
-        tables = count_ngrams(positions, V, order, work)
+        tables = count_ngrams(LocalChunks(positions, work), len(vocab), order)
+    counted = {"sentences": encoder.sentences, "tokens": encoder.tokens}
+    return _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0)
+
+
+def build_sharded(client, sources: list, order: int, smoothing: str = "kn", unit: str = "word",
+                  k: float = 1.0, prune: Sequence[int] | None = None):
+    """`build` over a Dask cluster (see rnnkit.sharding): the sources' shards are read,
+    encoded and counted on the workers, the runs merged here; kn and wb are estimated
+    in partitions by last word on the workers (_estimate_interpolated_sharded), addk and
+    mle here. The model is the one `build` makes of the same text, to the bit."""
+    from .sharding import SHARDS_PER_WORKER, check_text, make_shards, worker_count
+    t0 = time.perf_counter()
+    order, thresholds = check_settings(order, smoothing, unit, k, prune)
+    shards = make_shards(sources, worker_count(client) * SHARDS_PER_WORKER)
+    encoded = [client.submit(_shard_encode, shard, unit, pure=False) for shard in shards]
+    summaries = client.gather([client.submit(_item, future, 1) for future in encoded])
+    check_text(shards, [summary["any_text"] for summary in summaries])
+    counted = {key: sum(summary[key] for summary in summaries) for key in ("sentences", "tokens")}
+    _check_tokens(counted["tokens"])
+    # the vocabulary in first-occurrence order over the shards in order, as one pass gives
+    ids = defaultdict(count().__next__)
+    states = []
+    for future, summary in zip(encoded, summaries):
+        mapping = np.fromiter(map(ids.__getitem__, summary["units"]), dtype=np.int32, count=len(summary["units"]))
+        states.append(client.submit(_shard_remap, client.submit(_item, future, 0), mapping, pure=False))
+    del encoded, summaries
+    ids.default_factory = None
+    vocab = Vocab(list(ids), ids)
+    tables = count_ngrams(ShardChunks(client, states), len(vocab), order)
+    model = _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0, client)
+    model.info["corpus"] = corpus_name(sources)
+    return model
+
+
+def corpus_name(sources: list) -> str:
+    """What the training record calls the sources ('-' for a stream: standard input)."""
+    return ", ".join("-" if hasattr(source, "read") else str(source) for source in sources)
+
+
+def _check_tokens(tokens: int) -> None:
+    if tokens == 0:
+        raise CorpusError("the training text has no tokens (empty corpus)")
+
+
+def _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0, client=None):
+    """The NgramModel of the count tables (smoothing on the cluster of `client` if given)."""
+    V = len(vocab)
     keep = _prune_masks(tables, order, thresholds)
-    info = {"smoothing": smoothing, "sentences": encoder.sentences, "tokens": encoder.tokens,
-            "types": V - len(SPECIALS), "prune": thresholds if prune is not None else None}
+    info = {"smoothing": smoothing, **counted, "types": V - len(SPECIALS),
+            "prune": thresholds if prune is not None else None}
     if smoothing == "addk":
         info["k"] = float(k)
-    if smoothing in ("kn", "wb"):
+    if smoothing in ("kn", "wb") and client is not None:
+        estimates = _estimate_interpolated_sharded(client, tables, order, V, keep, smoothing, info)
+    elif smoothing in ("kn", "wb"):
         estimates = _estimate_interpolated(tables, order, V, keep, smoothing, info)
     else:
         estimates = _estimate_backoff(tables, order, V, keep, smoothing, k, info)
@@ -312,92 +359,203 @@ class Positions:
 # ---------------------------------------------------------------- counting
 
 class Run:
-    """One chunk's distinct keys (sorted), their counts, and each window's index into them."""
+    """One chunk's distinct keys (sorted) and their counts, where merge_runs reads them."""
 
-    def __init__(self, work: Workspace, keys: np.ndarray, counts: np.ndarray, inverse: np.ndarray, spilled: bool):
-        self.keys, self.counts, self.inverse = (Column(work, a.dtype, spilled) for a in (keys, counts, inverse))
-        for column, values in zip((self.keys, self.counts, self.inverse), (keys, counts, inverse)):
-            column.append(values)
+    def __init__(self, work: Workspace, keys: np.ndarray, counts: np.ndarray, spilled: bool = False):
+        self.keys, self.counts = Column(work, keys.dtype, spilled), Column(work, counts.dtype, spilled)
+        self.keys.append(keys)
+        self.counts.append(counts)
 
     def drop(self) -> None:
-        for column in (self.keys, self.counts, self.inverse):
-            column.drop()
+        self.keys.drop()
+        self.counts.drop()
 
 
-def _windows(positions: Positions, sid_prev: Column, n: int, start: int, stop: int):
-    """The windows of length n starting in [start, stop): their offsets from start, and the
-    window indices of order n-1 from each offset to one past it (the context's and the
-    suffix's: a window's suffix starts one position later)."""
-    rem = positions.rem.read(start, stop)
+# What each chunk does for order n, wherever the chunk is (here or on a Dask worker):
+# `lower` holds the window indices of order n-1 from the chunk's first position to one past
+# its last (a window's suffix starts one position later; a shard of whole sentences needs
+# no extra one), `rem` the positions left in each sentence.
+
+def chunk_run(seq: np.ndarray, rem: np.ndarray, lower: np.ndarray, n: int, V: int):
+    """(sorted distinct keys, counts, each window's index into them) of the chunk's windows."""
     offsets = np.flatnonzero(rem >= n - 1)
-    del rem
-    return offsets, sid_prev.read(start, stop + 1)
+    key = _arpa.ngram_keys(lower[offsets + 1], seq[offsets], V)
+    del offsets
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return keys, counts, inverse.astype(_index_dtype(len(keys), V))
 
 
-def count_ngrams(positions: Positions, V: int, order: int, work: Workspace) -> list[dict]:
-    """Distinct n-grams of every order in suffix order, with raw counts and structure.
+def chunk_advance(rem: np.ndarray, lower: np.ndarray, inverse: np.ndarray, n: int, n_keys: int,
+                  to_global: np.ndarray | None, small):
+    """(the window index of order n at each position, -1 where none starts; the context of
+    each of the chunk's `n_keys` n-grams), to_global mapping them into all n-grams (None:
+    they are all of them)."""
+    offsets = np.flatnonzero(rem >= n - 1)
+    window = np.full(len(rem), -1, dtype=small)
+    window[offsets] = inverse if to_global is None else to_global[inverse]
+    context = np.empty(n_keys, dtype=lower.dtype)
+    context[inverse] = lower[offsets]
+    return window, context
+
+
+class LocalChunks:
+    """The position streams cut into counting chunks in this process; with more than one
+    chunk, runs, inverses and window indices live in files."""
+
+    def __init__(self, positions: Positions, work: Workspace):
+        self.positions, self.work = positions, work
+        self.bounds = positions.chunks()
+        self.spill = len(self.bounds) > 1
+        self.lower = positions.seq  # window indices of order n-1 (order 1: the word ids)
+        self.runs_made: list[tuple[Run, Column]] = []
+        self.merge_positions = work.chunk_positions  # what merge_runs may buffer
+
+    def unigram_counts(self, V: int) -> np.ndarray:
+        counts = np.zeros(V, dtype=np.int64)
+        for start, stop in self.bounds:
+            counts += np.bincount(self.positions.seq.read(start, stop), minlength=V)
+        return counts
+
+    def runs(self, n: int, V: int) -> list[Run]:
+        self.runs_made = []
+        for start, stop in self.bounds:
+            keys, counts, inverse = chunk_run(self.positions.seq.read(start, stop), self.positions.rem.read(start, stop),
+                                              self.lower.read(start, stop + 1), n, V)
+            inverses = Column(self.work, inverse.dtype, self.spill)
+            inverses.append(inverse)
+            self.runs_made.append((Run(self.work, keys, counts, self.spill), inverses))
+        return [run for run, _ in self.runs_made]
+
+    def advance(self, n: int, to_global: list, small) -> list[np.ndarray]:
+        """Each chunk's contexts (of its own n-grams, or all of them when to_global is
+        [None]: one chunk); to_global[i] maps chunk i's n-grams into all of them."""
+        windows, contexts = Column(self.work, small, self.spill), []
+        for (start, stop), (run, inverses), mapping in zip(self.bounds, self.runs_made, to_global):
+            window, context = chunk_advance(self.positions.rem.read(start, stop), self.lower.read(start, stop + 1),
+                                            inverses.read(), n, len(run.keys), mapping, small)
+            windows.append(window)
+            contexts.append(context)
+            run.drop()
+            inverses.drop()
+        if self.lower is not self.positions.seq:
+            self.lower.drop()
+        self.lower = windows
+        return contexts
+
+
+def count_ngrams(chunks, V: int, order: int) -> list[dict]:
+    """Distinct n-grams of every order in suffix order, with raw counts and structure,
+    from chunks counted here (LocalChunks) or on Dask workers (ShardChunks).
 
     Per order n >= 2: keys (sorted int64), count, suffix (index in order n-1) and context
     (index of the prefix w1..w(n-1) in order n-1); the first word is keys % V.
     """
-    chunks = positions.chunks()
-    spill = len(chunks) > 1
-    unigrams = np.zeros(V, dtype=np.int64)
-    for start, stop in chunks:
-        unigrams += np.bincount(positions.seq.read(start, stop), minlength=V)
-    tables = [None, {"count": unigrams}]
-    sid_prev = positions.seq  # index of the window of length n-1 starting at each position
+    tables = [None, {"count": chunks.unigram_counts(V)}]
+    index_type = np.int32  # of the window indices of order n-1 (order 1: word ids)
     for n in range(2, order + 1):
         if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
             raise CorpusError(f"too many {n - 1}-grams for 64-bit keys")
-        runs = []
-        for start, stop in chunks:
-            offsets, lower = _windows(positions, sid_prev, n, start, stop)
-            key = _arpa.ngram_keys(lower[offsets + 1], positions.seq.read(start, stop)[offsets], V)
-            del offsets, lower
-            keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-            del key
-            runs.append(Run(work, keys, counts, inverse.astype(_index_dtype(len(keys), V)), spill))
-            del keys, inverse, counts
-        keys, counts = merge_runs(runs, work)
+        runs = chunks.runs(n, V)
+        keys, counts = merge_runs(runs, chunks.merge_positions)
         small = _index_dtype(len(keys), V)
-        context = np.empty(len(keys), dtype=sid_prev.dtype)
-        sid = Column(work, small, spill)
-        for run, (start, stop) in zip(runs, chunks):
-            offsets, lower = _windows(positions, sid_prev, n, start, stop)
-            inverse = run.inverse.read()
-            if spill:  # the run's keys are a sorted subset of the merged ones
-                inverse = np.searchsorted(keys, run.keys.read()).astype(small)[inverse]
-            context[inverse] = lower[offsets]
-            window = np.full(stop - start, -1, dtype=small)
-            window[offsets] = inverse
-            sid.append(window)
-            run.drop()
-            del offsets, lower, inverse, window
-        if sid_prev is not positions.seq:
-            sid_prev.drop()
-        tables.append({
-            "keys": keys, "count": counts.astype(small), "suffix": (keys // V).astype(sid_prev.dtype),
-            "context": context,
-        })
+        # a run's keys are a sorted subset of the merged ones
+        to_global = [None] if len(runs) == 1 else [np.searchsorted(keys, run.keys.read()).astype(small)
+                                                   for run in runs]
+        del runs
+        parts = chunks.advance(n, to_global, small)
+        context = parts[0] if len(parts) == 1 else np.empty(len(keys), dtype=index_type)
+        for mapping, part in zip(to_global, parts if len(parts) > 1 else []):
+            context[mapping] = part
+        del to_global, parts
+        tables.append({"keys": keys, "count": counts.astype(small), "suffix": (keys // V).astype(index_type),
+                       "context": context})
         del counts
-        sid_prev = sid
-    if sid_prev is not positions.seq:
-        sid_prev.drop()
+        index_type = small
     return tables
+
+
+class ShardChunks:
+    """The chunks of count_ngrams as shards on Dask workers: each shard's state (seq, rem,
+    the window indices of the last order and the inverse of its last run) stays on its
+    worker; runs and contexts come here."""
+
+    merge_positions = None  # the runs are in memory here
+
+    def __init__(self, client, states: list):
+        self.client, self.states = client, states
+        self.work = Workspace(None)
+        self.run_sizes: list[int] = []
+
+    def _step(self, function, *args) -> list:
+        results = [self.client.submit(function, state, *[a[i] if isinstance(a, list) else a for a in args], pure=False)
+                   for i, state in enumerate(self.states)]
+        self.states = [self.client.submit(_item, result, 0) for result in results]
+        return self.client.gather([self.client.submit(_item, result, 1) for result in results])
+
+    def unigram_counts(self, V: int) -> np.ndarray:
+        futures = [self.client.submit(_shard_unigrams, state, V, pure=False) for state in self.states]
+        return np.sum(self.client.gather(futures), axis=0, dtype=np.int64)
+
+    def runs(self, n: int, V: int) -> list[Run]:
+        runs = [Run(self.work, keys, counts) for keys, counts in self._step(_shard_run, n, V)]
+        self.run_sizes = [len(run.keys) for run in runs]
+        return runs
+
+    def advance(self, n: int, to_global: list, small) -> list[np.ndarray]:
+        mappings = to_global * len(self.states) if to_global[0] is None else to_global
+        return self._step(_shard_advance, n, self.run_sizes, mappings, small)
+
+
+def _item(pair, index: int):
+    return pair[index]
+
+
+def _shard_encode(shard, unit: str):
+    """(state: seq and rem in the shard's own ids; summary: its units in first-occurrence
+    order, sentences, tokens, whether it has a non-blank line)."""
+    encoder = Encoder(Tokenizer(unit))
+    seqs, rems, any_text = [], [], False
+    for block in shard.blocks():
+        any_text = any_text or any(line.strip() for line in block)
+        seq, rem = encoder.encode(block)
+        seqs.append(seq)
+        rems.append(rem)
+    state = {"seq": np.concatenate(seqs or [np.zeros(0, np.int32)]), "rem": np.concatenate(rems or [np.zeros(0, np.int32)])}
+    summary = {"units": encoder.vocab().tokens, "sentences": encoder.sentences, "tokens": encoder.tokens,
+               "any_text": any_text}
+    return state, summary
+
+
+def _shard_remap(state: dict, mapping: np.ndarray) -> dict:
+    seq = mapping[state["seq"]]
+    return {"seq": seq, "rem": state["rem"], "lower": seq}
+
+
+def _shard_unigrams(state: dict, V: int) -> np.ndarray:
+    return np.bincount(state["seq"], minlength=V)
+
+
+def _shard_run(state: dict, n: int, V: int):
+    keys, counts, inverse = chunk_run(state["seq"], state["rem"], state["lower"], n, V)
+    return {**state, "inverse": inverse}, (keys, counts)
+
+
+def _shard_advance(state: dict, n: int, n_keys: int, to_global, small):
+    window, context = chunk_advance(state["rem"], state["lower"], state["inverse"], n, n_keys, to_global, small)
+    return {"seq": state["seq"], "rem": state["rem"], "lower": window}, context
 
 
 def _index_dtype(size: int, V: int):
     return np.int32 if size < 2**31 and V < 2**31 else np.int64
 
 
-def merge_runs(runs: list[Run], work: Workspace) -> tuple[np.ndarray, np.ndarray]:
+def merge_runs(runs: list[Run], memory_positions: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The union of the runs' sorted keys with their counts summed (int64), merged k-way
     with a buffered block of each run: every key up to the smallest last key of a buffer
     whose run goes on is final, since that run's later keys are all larger."""
     if len(runs) == 1:
         return runs[0].keys.read(), runs[0].counts.read().astype(np.int64)
-    block = max((work.chunk_positions or 0) // len(runs), 1024)
+    block = max((memory_positions or 0) // len(runs), 1024)
     read = [0] * len(runs)
     empty = np.zeros(0, np.int64)
     buffers = [(empty, empty)] * len(runs)
@@ -455,10 +613,11 @@ def _first(tables, n: int, V: int) -> np.ndarray:
     return (tables[n]["keys"] % V).astype(np.int32)
 
 
-def _adjusted_counts(tables, n: int, order: int, V: int, smoothing: str) -> np.ndarray:
+def _adjusted_counts(tables, n: int, order: int, V: int, smoothing: str, first_word: int = 0) -> np.ndarray:
     """The per-n-gram statistic (int64): kn's adjusted counts (distinct left extensions,
     a bincount of order n+1 by suffix) below the top order except for n-grams that start
-    with <s>, raw counts otherwise; <s> itself gets 0."""
+    with <s>, raw counts otherwise; <s> itself gets 0 (tables may be a partition whose
+    words start at `first_word`)."""
     if smoothing == "kn" and n < order:
         a = np.bincount(tables[n + 1]["suffix"], minlength=len(tables[n]["count"])).astype(np.int64)
         if n > 1:
@@ -466,8 +625,8 @@ def _adjusted_counts(tables, n: int, order: int, V: int, smoothing: str) -> np.n
             a[starts_bos] = tables[n]["count"][starts_bos]
     else:
         a = tables[n]["count"].astype(np.int64)
-    if n == 1:
-        a[BOS_ID] = 0
+    if n == 1 and 0 <= BOS_ID - first_word < len(a):
+        a[BOS_ID - first_word] = 0
     return a
 
 
@@ -576,6 +735,87 @@ def _estimate_interpolated(tables, order, V, keep, smoothing, info):
             p[BOS_ID] = 1.0
         yield n, p, gamma
         p_lower = p
+
+
+# Sharded over Dask: the n-grams of every order are cut by their last word into
+# partitions, each contiguous in every order's table (suffix order sorts by the last word
+# first) and closed under suffixes, so adjusted counts (by suffix), count-of-counts and the
+# interpolation's join on the suffix stay inside a partition. Only contexts cross them:
+# each partition sums its n-grams by context, the sums are added here, gamma and the
+# denominators computed here per context and sent back for the per-n-gram arithmetic.
+
+def _partitions(tables, order: int, V: int, keep, count: int) -> list[dict]:
+    """`count` partitions by last-word ranges holding about as many n-grams each."""
+    starts = [None, np.arange(V + 1)]  # starts[n][w]: n-grams of order n whose last word is < w
+    for n in range(2, order + 1):
+        starts.append(np.searchsorted(tables[n]["suffix"], starts[n - 1]))
+    total = np.sum(starts[1:], axis=0)
+    cuts = np.searchsorted(total, np.linspace(0, total[-1], count + 1)[1:-1])
+    words = np.unique(np.concatenate(([0], cuts, [V])))
+    parts = []
+    for w0, w1 in zip(words[:-1], words[1:]):
+        part = {"first_word": int(w0), "tables": [None, {"count": tables[1]["count"][w0:w1]}],
+                "keep": [None, keep[1][w0:w1]]}
+        for n in range(2, order + 1):
+            cut = slice(starts[n][w0], starts[n][w1])
+            part["tables"].append({"keys": tables[n]["keys"][cut], "count": tables[n]["count"][cut],
+                                   "suffix": tables[n]["suffix"][cut] - starts[n - 1][w0],
+                                   "context": tables[n]["context"][cut]})
+            part["keep"].append(keep[n][cut])
+        parts.append(part)
+    return parts
+
+
+def _part_statistic(part: dict, n: int, order: int, V: int, smoothing: str) -> np.ndarray:
+    return _adjusted_counts(part["tables"], n, order, V, smoothing, part["first_word"])
+
+
+def _part_context_sums(part: dict, a: np.ndarray, n: int):
+    """(the partition's contexts, sorted; context_sums over them)."""
+    contexts, inverse = np.unique(_contexts(part["tables"], n)[0], return_inverse=True)
+    return contexts, context_sums(inverse, len(contexts), a, part["keep"][n])
+
+
+def _part_interpolate(part: dict, a: np.ndarray, n: int, smoothing: str, d, den, gamma, p_lower) -> np.ndarray:
+    ctx = _contexts(part["tables"], n)[0]
+    suffix_p = p_lower if n == 1 else p_lower[part["tables"][n]["suffix"]]
+    p = _interpolate(a, smoothing, d, den[ctx], gamma[ctx], suffix_p)
+    if n == 1 and 0 <= BOS_ID - part["first_word"] < len(p):
+        p[BOS_ID - part["first_word"]] = 1.0
+    return p
+
+
+def _estimate_interpolated_sharded(client, tables, order, V, keep, smoothing, info):
+    """_estimate_interpolated with the per-n-gram work on the workers of `client`."""
+    from .sharding import SHARDS_PER_WORKER, worker_count
+    if smoothing == "kn":
+        info["discounts"], info["discount_fallback"] = {}, []
+    parts = client.scatter(_partitions(tables, order, V, keep, worker_count(client) * SHARDS_PER_WORKER))
+    p_lower = [_uniform(V, smoothing)] * len(parts)
+    for n in range(1, order + 1):
+        stats = [client.submit(_part_statistic, part, n, order, V, smoothing, pure=False) for part in parts]
+        d = None
+        if smoothing == "kn":
+            nk = np.sum(client.gather([client.submit(count_of_counts, a) for a in stats]), axis=0)
+            d, used = _kn_discounts([int(x) for x in nk])
+            info["discounts"][str(n)] = [float(x) for x in d[1:]]
+            if used:
+                info["discount_fallback"].append(n)
+        n_ctx = 1 if n == 1 else len(tables[n - 1]["count"])
+        sums = {}
+        for contexts, part_sums in client.gather([client.submit(_part_context_sums, part, a, n, pure=False)
+                                                  for part, a in zip(parts, stats)]):
+            for key, values in part_sums.items():
+                sums.setdefault(key, np.zeros(n_ctx, dtype=np.int64 if key in ("total", "pruned") else
+                                              _index_dtype(len(tables[n]["count"]), 0)))[contexts] += values
+        gamma = _gamma(sums, smoothing, d)
+        den = _denominator(sums, smoothing)
+        del sums
+        den_f, gamma_f = client.scatter([den, gamma], broadcast=True)
+        p_lower = [client.submit(_part_interpolate, part, a, n, smoothing, d, den_f, gamma_f, lower, pure=False)
+                   for part, a, lower in zip(parts, stats, p_lower)]
+        del den, den_f, gamma_f, stats
+        yield n, np.concatenate(client.gather(p_lower)), gamma
 
 
 def _estimate_backoff(tables, order, V, keep, smoothing, k, info):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import re
 import sys
 import unicodedata
@@ -128,18 +129,90 @@ def read_line_blocks(source, block_bytes: int = READ_BLOCK_BYTES, name: str | No
                 "standard input" if source is getattr(sys.stdin, "buffer", None) else
                 str(getattr(source, "name", "<input>")))
     with _open_source(source) as stream:
-        lines_before = bytes_before = 0
-        any_text = False
-        for data in _raw_blocks(stream, block_bytes, name):
-            lines = _split_text(decode_utf8(data, name, lines_before, bytes_before), bom=bytes_before == 0)
+        size = any_text = 0
+        for lines, size in _decoded_blocks(stream, name, block_bytes, 0, 0):
             any_text = any_text or any(line.strip() for line in lines)
-            lines_before += data.count(b"\n")
-            bytes_before += len(data)
             yield lines
-    if bytes_before == 0:
+    if size == 0:
         raise CorpusError(f"{name} is empty")
     if not any_text:
         raise CorpusError(f"{name} has no non-empty lines")
+
+
+def line_start(path, offset: int) -> int:
+    """Where the first line that starts at or after byte `offset` of a file begins (the
+    file's size if none does): cutting a file at line_start(path, k * step) for k = 1,
+    2, ... gives shards that hold each line once."""
+    with open(path, "rb") as handle:
+        if offset <= 0:
+            return 0
+        handle.seek(offset - 1)
+        while True:
+            data = handle.read(1 << 16)
+            newline = data.find(b"\n")
+            if newline >= 0:
+                return handle.tell() - len(data) + newline + 1
+            if not data:
+                return handle.tell()
+
+
+def read_range_blocks(path, start: int, stop: int, block_bytes: int = READ_BLOCK_BYTES) -> Iterator[list[str]]:
+    """The lines of a plain text file from byte `start` to `stop` (both at line starts:
+    see `line_start`), a block at a time, checked like `read_lines`; errors name the
+    line in the whole file. The empty and all-blank checks are the whole file's."""
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        handle.seek(start)
+        shard = io.BufferedReader(_Limited(handle, stop - start))
+        yield from (lines for lines, _ in _decoded_blocks(shard, str(path), block_bytes, start, None))
+
+
+def _count_newlines(path, size: int) -> int:
+    """LF bytes in the first `size` bytes of a file."""
+    count = 0
+    with open(path, "rb") as handle:
+        while size > 0:
+            data = handle.read(min(size, READ_BLOCK_BYTES))
+            if not data:
+                break
+            count += data.count(b"\n")
+            size -= len(data)
+    return count
+
+
+class _Limited(io.RawIOBase):
+    """The next `size` bytes of a binary file."""
+
+    def __init__(self, handle, size: int):
+        self.handle, self.left = handle, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.handle.read(min(len(buffer), self.left))
+        buffer[:len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+def _decoded_blocks(stream, name: str, block_bytes: int, bytes_before: int, lines_before: int | None):
+    """(NFC lines, bytes read so far) per block of whole lines; lines_before None: not
+    known (a shard), counted from the file when an error needs the line number."""
+    lines_read = 0
+    for data in _raw_blocks(stream, block_bytes, name):
+        try:
+            text = decode_utf8(data, name, (lines_before or 0) + lines_read, bytes_before)
+        except CorpusError:
+            if lines_before is not None:
+                raise
+            decode_utf8(data, name, _count_newlines(name, bytes_before), bytes_before)  # raises, numbered
+        yield _split_text(text, bom=bytes_before == 0), bytes_before + len(data)
+        lines_read += data.count(b"\n")
+        bytes_before += len(data)
 
 
 @contextlib.contextmanager

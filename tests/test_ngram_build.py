@@ -85,9 +85,9 @@ def test_merge_runs_sums_counts_across_blocks(tmp_path):
         for size, high in ((5000, 8000), (0, 1), (3000, 4000), (7000, 10**12)):
             keys = np.unique(rng.integers(0, high, size))
             counts = rng.integers(1, 9, len(keys))
-            runs.append(ngram_build.Run(work, keys, counts, np.zeros(0, np.int32), spilled=True))
+            runs.append(ngram_build.Run(work, keys, counts, spilled=True))
             every.append((keys, counts))
-        keys, counts = ngram_build.merge_runs(runs, work)
+        keys, counts = ngram_build.merge_runs(runs, work.chunk_positions)
         assert len(list(tmp_path.iterdir())) == 1      # the workspace's own directory
     assert not list(tmp_path.iterdir())                # removed with everything in it
     union = np.concatenate([k for k, _ in every])
