@@ -119,15 +119,39 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint="--weights") from None
 
 
+def model_files(model_paths: tuple[str, ...]) -> list[str]:
+    """The model files -m names (the default model file without -m)."""
+    return list(model_paths) or [default_model_path()]
+
+
 def load_models(model_paths: tuple[str, ...], weights: str | None):
     """One model, or the mixture of several (-m repeated)."""
-    paths = list(model_paths) or [default_model_path()]
+    paths = model_files(model_paths)
     if len(paths) == 1:
         if weights is not None:
             raise click.BadParameter("--weights needs two or more -m models", param_hint="--weights")
         return load_model(paths[0])
     from .mix import MixModel
     return MixModel([load_model(p) for p in paths], parse_weights(weights, len(paths)))
+
+
+def cluster_options(func):
+    """--workers / --scheduler: run on Dask (rnnkit.sharding); neither: Dask is not imported."""
+    func = click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="Shard the work over the Dask cluster with this scheduler (its workers must "
+                             "see the files at the same paths).")(func)
+    return click.option("--workers", type=click.IntRange(1, MAX_THREADS), default=None,
+                        help="Shard the work over a local Dask cluster of this many processes.")(func)
+
+
+def sharded(workers: int | None, scheduler: str | None):
+    """The Dask client the options ask for, or None."""
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if workers is None and scheduler is None:
+        return None
+    from .sharding import connect
+    return connect(workers, scheduler)
 
 
 def json_option(func):
@@ -178,8 +202,45 @@ def cli():
 # train
 # ----------------------------------------------------------------------------------
 
+def memory_size(ctx, param, value):
+    """--memory as bytes (lmplz's sizes: 500M, 2G, 80%)."""
+    if value is None:
+        return None
+    from .errors import ConfigError
+    from .ngram_build import parse_size
+    try:
+        return parse_size(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def corpus_sources(patterns: tuple[str, ...]) -> list:
+    """Files, expanded globs ('c/*.txt', sorted) and '-' (standard input), in order."""
+    import glob
+    sources = []
+    for pattern in patterns:
+        if pattern == "-":
+            if sys.stdin.buffer in sources:
+                raise click.BadParameter("'-' (standard input) can be given once", param_hint="CORPUS")
+            sources.append(sys.stdin.buffer)
+        elif glob.has_magic(pattern) and not Path(pattern).exists():
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise click.BadParameter(f"no file matches {pattern}", param_hint="CORPUS")
+            sources.extend(matches)
+        else:
+            sources.append(pattern)
+    return sources
+
+
+def read_corpus(sources: list) -> list[str]:
+    """The lines of every source, in order (the RNN trainer holds them all)."""
+    from .units import read_line_blocks
+    return [line for source in sources for block in read_line_blocks(source) for line in block]
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("corpus", required=False, type=click.Path(dir_okay=False))
+@click.argument("corpus", nargs=-1)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=default_model_path,
               show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}", help="Model file to write.")
 @click.option("--type", "model_type", type=click.Choice(["rnn", "ngram"]), default="rnn", show_default=True,
@@ -205,6 +266,12 @@ def cli():
               help="Add-k constant (k=1 is Laplace).")
 @click.option("--prune", type=str, default=None, help="n-gram count cut-offs per order, e.g. 0,1,1.")
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None, help="Also write an n-gram model as ARPA.")
+@click.option("--memory", type=str, default=None, callback=memory_size,
+              help="n-gram counting memory, e.g. 500M, 2G or 50% (lmplz's -S): beyond it counts spill to "
+                   "sorted runs in --temp-dir [default: no limit].")
+@click.option("--temp-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Where --memory spills (lmplz's -T) [default: the system's temporary directory].")
+@cluster_options
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True, help="RNN hidden size.")
 @click.option("--bptt", type=click.IntRange(1), default=32, show_default=True, help="Steps of truncated BPTT.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Sequences per batch.")
@@ -257,10 +324,12 @@ def cli():
 @json_option
 @library_errors
 def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, order, smoothing, addk, prune,
-          arpa, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay,
-          classes, direct_order, direct_size, min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes,
-          resume, as_json):
-    """Train a language model on a text file (one sentence per line).
+          arpa, memory, temp_dir, workers, scheduler, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
+          clip, dropout, average, weight_decay, classes, direct_order, direct_size, min_count, max_vocab,
+          valid_path, stream, seed, checkpoint_minutes, resume, as_json):
+    """Train a language model on text files (one sentence per line).
+
+    CORPUS: files (plain or gzip), globs ('c/*.txt') and '-' for standard input, read in turn.
 
     \b
     Example:
@@ -269,32 +338,48 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
       rnnkit train corpus.txt --type ngram --order 5 --arpa ko.arpa
       rnnkit train corpus.txt --type ngram --unit morph --order 4 -o morph.model
       rnnkit train corpus.txt --unit spm --spm-vocab 8000 -o spm.model
+      rnnkit train a.txt b.txt.gz 'c/*.txt' - --type ngram --memory 1G --temp-dir /scratch
     """
     from .files import check_outputs
     from .units import read_lines
     if arpa and model_type != "ngram":
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
+    for option, value in (("--memory", memory), ("--temp-dir", temp_dir), ("--workers", workers),
+                          ("--scheduler", scheduler)):
+        if value is not None and model_type != "ngram":
+            raise click.BadParameter(f"{option} needs --type ngram", param_hint=option)
+    if memory is not None and (workers or scheduler):
+        raise click.BadParameter("--memory bounds one process; a Dask build counts each shard in its worker's "
+                                 "memory (use more workers)", param_hint="--memory")
+    sources = corpus_sources(corpus) if corpus else [bundled_corpus()]
     # --resume reads -o and rewrites it: that one input may be overwritten
     check_outputs({"-o": output, "--arpa": arpa},
-                  {"the training corpus": corpus or bundled_corpus(), "the --valid text": valid_path,
-                   "the --spm-model file": spm_model})
+                  {"the training corpus": [s for s in sources if s is not sys.stdin.buffer],
+                   "the --valid text": valid_path, "the --spm-model file": spm_model})
     if resume and model_type != "rnn":
         raise click.BadParameter("only RNN training can be resumed; n-grams train in one pass",
                                  param_hint="--resume")
     check_spm_options(unit, spm_vocab, spm_model, resume)
+    if unit in ("morph", "spm") and (workers or scheduler):
+        raise click.BadParameter(f"a Dask build takes char, word or jamo units, not {unit}",
+                                 param_hint="--workers" if workers else "--scheduler")
     from .segment import require_unit
     require_unit(unit)   # before reading the corpus
-    resume_hint = shlex.join(["rnnkit", "train", *([corpus] if corpus else []), "-o", output,
+    resume_hint = shlex.join(["rnnkit", "train", *corpus, "-o", output,
                               *(["--valid", valid_path] if valid_path else []), "--resume"])
-    if corpus is None:
-        corpus = bundled_corpus()
-        click.echo(f"No corpus given: training on the bundled Korean sample ({corpus.name}, "
+    if not corpus:
+        click.echo(f"No corpus given: training on the bundled Korean sample ({sources[0].name}, "
                    "NSMC reviews, CC0).", err=True)
-    lines = read_lines(corpus)
-    tokenizer = None if resume else make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
     if model_type == "ngram":
-        model = train_ngram(lines, output, tokenizer, order, smoothing, addk, prune, arpa)
+        settings = dict(order=order, smoothing=smoothing, unit=unit, k=addk, prune=parse_prune(prune, order))
+        lines = None
+        if unit == "spm":   # the SentencePiece model is made from (or for) the text: read it once
+            lines = read_corpus(sources)
+            settings["unit"] = make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
+        model = train_ngram(sources, output, settings, arpa, memory, temp_dir, sharded(workers, scheduler), lines)
     else:
+        lines = read_corpus(sources)
+        tokenizer = None if resume else make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
                         optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
@@ -377,9 +462,10 @@ def parse_prune(prune: str | None, order: int) -> list[int] | None:
     return values
 
 
-def train_ngram(lines, output, tokenizer, order, smoothing, addk, prune, arpa):
+def train_ngram(sources, output, settings, arpa, memory, temp_dir, cluster, lines=None):
     """One pass with nothing to save half-way: SIGINT or SIGTERM stops it at once, and the
-    atomic writes leave no partial file."""
+    atomic writes leave no partial file (nor spill files: they go with the build).
+    cluster: a Dask client context (see `sharded`) or None."""
     import time
     from .interrupts import EXIT_STATUS, Interrupted, StopSignals
     from .ngram import NgramModel
@@ -387,12 +473,18 @@ def train_ngram(lines, output, tokenizer, order, smoothing, addk, prune, arpa):
     written = []
     try:
         with StopSignals(at_once=True):
-            model = NgramModel.train(lines, order=order, smoothing=smoothing, unit=tokenizer, k=addk,
-                                     prune=parse_prune(prune, order))
+            if lines is not None:   # already read (an spm model was trained on them)
+                model = NgramModel.train(lines, memory=memory, temp_dir=temp_dir, **settings)
+            elif cluster is None:
+                model = NgramModel.train_file(sources, memory=memory, temp_dir=temp_dir, **settings)
+            else:
+                from .ngram_build import build_sharded
+                with cluster as client:
+                    model = build_sharded(client, sources, **settings)
             model.save(output)
             written.append(output)
-            click.echo(f"Wrote {output}: {model.unit} {order}-gram, {smoothing}, {len(model.vocab):,} units, "
-                       f"{time.perf_counter() - started:.1f} s.", err=True)
+            click.echo(f"Wrote {output}: {model.unit} {model.order}-gram, {model.smoothing}, "
+                       f"{len(model.vocab):,} units, {time.perf_counter() - started:.1f} s.", err=True)
             if arpa:
                 model.write_arpa(arpa)
                 click.echo(f"Wrote {arpa} (ARPA).", err=True)
@@ -481,10 +573,11 @@ def surprisal_color(log10p: float):
 @click.option("--file", "file_path", type=click.Path(dir_okay=False), default=None, help="One sentence per line.")
 @click.option("--per-token", is_flag=True, help="Show each token's log10 probability; OOVs marked.")
 @models_option
+@cluster_options
 @json_option
 @threads_option
 @library_errors
-def score(sentences, file_path, per_token, model_paths, weights, as_json):
+def score(sentences, file_path, per_token, model_paths, weights, workers, scheduler, as_json):
     """Log10 probability of each sentence (<s> context, </s> predicted).
 
     \b
@@ -493,13 +586,22 @@ def score(sentences, file_path, per_token, model_paths, weights, as_json):
       rnnkit score -m ko.model --per-token "선생님이 교실로 부리나케 달려갔다"
       cat sentences.txt | rnnkit score -
     """
-    lines = gather_sentences(sentences, file_path)
-    model = load_models(model_paths, weights)
-    if per_token:
-        results = [{"sentence": s, "log10": float(sum(r["log10"] for r in rows)), "tokens": rows}
-                   for s in lines for rows in [model.token_rows(s)]]
+    from .ranking import score_rows
+    cluster = sharded(workers, scheduler)
+    if cluster is not None and file_path is None:
+        raise click.UsageError("--workers and --scheduler shard a --file")
+    if cluster is None:
+        lines = gather_sentences(sentences, file_path)
+        model = load_models(model_paths, weights)
+        results = score_rows(model, lines, per_token)
     else:
-        results = [{"sentence": s, "log10": float(v)} for s, v in zip(lines, model.score_many(lines))]
+        if sentences:
+            raise click.UsageError("give sentences as arguments or with --file, not both")
+        from . import sharding
+        model = load_models(model_paths, weights)   # here too: a bad model fails before any work
+        with cluster as client:
+            results = sharding.score(client, model_files(model_paths), parse_weights(weights, len(model_paths)),
+                                     [file_path], per_token)
     if as_json:
         emit_json(results)
         return
@@ -520,10 +622,11 @@ def score(sentences, file_path, per_token, model_paths, weights, as_json):
 @click.option("--debug", type=click.IntRange(0, 2), default=0, show_default=True,
               help="With --format srilm, as SRILM's -debug: 1 adds each sentence, 2 each word.")
 @models_option
+@cluster_options
 @json_option
 @threads_option
 @library_errors
-def eval_command(file_path, output_format, debug, model_paths, weights, as_json):
+def eval_command(file_path, output_format, debug, model_paths, weights, workers, scheduler, as_json):
     """Perplexity and bits per character of a text file.
 
     Perplexity follows KenLM and SRILM: 10^(-log10 total / (tokens + sentences)), each
@@ -544,14 +647,24 @@ def eval_command(file_path, output_format, debug, model_paths, weights, as_json)
         raise click.UsageError("--json and --format srilm are different outputs; give one")
     if debug and output_format != "srilm":
         raise click.UsageError("--debug is for --format srilm")
-    lines = read_lines(file_path)
-    model = load_models(model_paths, weights)
-    if output_format == "srilm":
-        from .srilm import report
-        for text in report(model, lines, file_path, debug):
-            click.echo(text)
-        return
-    stats = model.evaluate(lines)
+    cluster = sharded(workers, scheduler)
+    if cluster is not None:
+        if output_format == "srilm":
+            raise click.UsageError("--format srilm prints sentence by sentence; it is not sharded")
+        from . import sharding
+        model = load_models(model_paths, weights)
+        with cluster as client:
+            stats = sharding.evaluate(client, model, model_files(model_paths),
+                                      parse_weights(weights, len(model_paths)), [file_path])
+    else:
+        lines = read_lines(file_path)
+        model = load_models(model_paths, weights)
+        if output_format == "srilm":
+            from .srilm import report
+            for text in report(model, lines, file_path, debug):
+                click.echo(text)
+            return
+        stats = model.evaluate(lines)
     if as_json:
         emit_json(stats)
         return

@@ -1,11 +1,7 @@
 """n-gram language models: vectorised counting, four smoothings, KenLM-style scoring.
 
-Counting (NumPy over integer ids, no per-n-gram Python objects)
-    Sentences become `<s> w1 .. wn </s>` in one flat int32 array. The n-grams of order
-    n are numbered in KenLM's suffix order with one int64 key per window,
-    key = index of its (n-1)-gram suffix * V + id(first word), and `np.unique` on the
-    keys gives the distinct n-grams, their counts and every window's index, which the
-    next order uses. Keys stay below count(n-1) * V; orders go up to MAX_ORDER (100).
+Building (rnnkit/ngram_build.py): NumPy counting over integer ids in KenLM's suffix order,
+in memory or spilled to disk under a memory budget; orders go up to MAX_ORDER (100).
 
 Smoothing (every model is stored as a backoff model: log10 prob and backoff per n-gram)
     kn    interpolated modified Kneser-Ney exactly as KenLM's lmplz estimates it, in
@@ -40,10 +36,8 @@ log10 P(<unk>) (+ backoffs) with n-gram length 1 and leaves an empty state.
 from __future__ import annotations
 
 import functools
-import math
-import time
-from collections import defaultdict
-from itertools import chain, count
+import os
+from itertools import chain
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -51,231 +45,20 @@ import numpy as np
 from . import arpa as _arpa
 from . import modelfile
 from .arpa import MAX_ORDER
-from .errors import ConfigError, CorpusError
+from .errors import ConfigError
 from .files import write_atomic
 from .lm import LanguageModel, checked
-from .metrics import corpus_summary
+from .metrics import corpus_summary, oov_summary
 from .spelling import SpellingModel
-from .units import UNITS, Tokenizer, nfc_lines, read_lines
-from .vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocab
+from .units import UNITS, Tokenizer, nfc_lines, read_line_blocks
+from .vocab import BOS_ID, EOS_ID, UNK_ID, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
-FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 _F32 = np.float32
 _BATCH_POSITIONS = 1 << 21
 
 
-# ---------------------------------------------------------------- counting
-
-def _encode_training(token_lists) -> tuple[Vocab, np.ndarray, np.ndarray, int]:
-    """Vocabulary in first-occurrence order (KenLM's), the padded flat sequence and its `rem`.
-
-    rem[i] = number of positions after i in i's sentence (0 at `</s>`).
-    """
-    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-    all_tokens = list(chain.from_iterable(token_lists))
-    # One pass, all in C: a token seen for the first time gets the next id from the
-    # counter (first-occurrence order, as lmplz numbers words); this is most of a small build.
-    first_seen = defaultdict(count().__next__)
-    for special in SPECIALS:
-        first_seen[special]
-    flat = np.fromiter(map(first_seen.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
-    index = dict(first_seen)  # a plain dict: lookups must not add tokens
-    tokens = list(index)
-    del all_tokens
-    # literal <s> and </s> are whitespace (as lmplz reads them); a literal <unk> is the
-    # unknown word and is counted like any word (lmplz's default; PTB relies on it)
-    special = (flat == BOS_ID) | (flat == EOS_ID)
-    if special.any():
-        sentence_of = np.repeat(np.arange(len(lengths)), lengths)
-        lengths = lengths - np.bincount(sentence_of[special], minlength=len(lengths))
-        flat = flat[~special]
-    n_tokens = int(lengths.sum())
-    sent_len = lengths + 2
-    ends = np.cumsum(sent_len)
-    starts = ends - sent_len
-    total = int(ends[-1]) if len(ends) else 0
-    seq = np.empty(total, dtype=np.int32)
-    inner = np.ones(total, dtype=bool)
-    inner[starts] = False
-    inner[ends - 1] = False
-    seq[inner] = flat
-    seq[starts] = BOS_ID
-    seq[ends - 1] = EOS_ID
-    rem = (np.repeat(ends - 1, sent_len) - np.arange(total)).astype(np.int32)
-    return Vocab(tokens, index), seq, rem, n_tokens
-
-
-def _count(seq: np.ndarray, rem: np.ndarray, V: int, order: int) -> list[dict]:
-    """Distinct n-grams of every order in suffix order, with raw counts and structure.
-
-    Per order n >= 2: keys (sorted int64), count, suffix (index in order n-1), first
-    (word id), context (index of the prefix w1..w(n-1) in order n-1).
-    """
-    tables = [None, {"count": np.bincount(seq, minlength=V).astype(np.int64)}]
-    sid_prev = seq  # index of the window of length n-1 starting at each position
-    for n in range(2, order + 1):
-        starts = np.flatnonzero(rem >= n - 1)
-        if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
-            raise CorpusError(f"too many {n - 1}-grams for 64-bit keys")
-        key = _arpa.ngram_keys(sid_prev[starts + 1], seq[starts], V)
-        keys, inverse, count = np.unique(key, return_inverse=True, return_counts=True)
-        del key
-        small = np.int32 if len(keys) < 2**31 and V < 2**31 else np.int64
-        inverse = inverse.astype(small)
-        context = np.empty(len(keys), dtype=sid_prev.dtype)
-        context[inverse] = sid_prev[starts]
-        sid = np.full(len(seq), -1, dtype=inverse.dtype)
-        sid[starts] = inverse
-        del inverse, starts
-        tables.append({
-            "keys": keys, "count": count.astype(small), "suffix": (keys // V).astype(sid_prev.dtype),
-            "first": (keys % V).astype(np.int32), "context": context,
-        })
-        sid_prev = sid
-    return tables
-
-
-def _prune_masks(tables, order, thresholds) -> list:
-    """keep[n] for every order: count above the threshold, or needed by a kept longer n-gram."""
-    keep = [None] * (order + 1)
-    keep[1] = np.ones(len(tables[1]["count"]), dtype=bool)
-    needed = None
-    for n in range(order, 1, -1):
-        k = tables[n]["count"] > thresholds[n - 1]
-        if needed is not None:
-            k |= needed
-        keep[n] = k
-        size = len(tables[n - 1]["count"])
-        needed = np.zeros(size, dtype=bool)
-        needed[tables[n]["suffix"][k]] = True
-        needed[tables[n]["context"][k]] = True
-    return keep
-
-
-# ---------------------------------------------------------------- smoothing
-
-def _kn_discounts(adjusted: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Chen & Goodman eq. 26 in float32 like lmplz; (D0..D3, used_fallback)."""
-    nk = [int(np.count_nonzero(adjusted == j)) for j in range(5)]
-    try:
-        if any(nk[j] == 0 for j in (1, 2, 3)):
-            raise ArithmeticError
-        y = _F32(nk[1]) / _F32(nk[1] + 2.0 * nk[2])
-        d = [_F32(0)]
-        for j in (1, 2, 3):
-            dj = _F32(j) - _F32(j + 1) * y * _F32(nk[j + 1]) / _F32(nk[j])
-            if dj < 0 or dj > j:
-                raise ArithmeticError
-            d.append(_F32(dj))
-        return np.array(d, dtype=_F32), False
-    except ArithmeticError:
-        return np.array((0.0,) + FALLBACK_DISCOUNTS, dtype=_F32), True
-
-
-def _contexts(tables, n):
-    """(context index per n-gram, number of contexts) for order n."""
-    if n == 1:
-        return np.zeros(len(tables[1]["count"]), dtype=np.int64), 1
-    return tables[n]["context"], len(tables[n - 1]["count"])
-
-
-def _estimate_interpolated(tables, order, V, keep, smoothing, info):
-    """kn / wb: returns per order (u, gamma-per-context) then interpolates. float32 for kn."""
-    dtype = _F32 if smoothing == "kn" else np.float64
-    # per-order statistic: adjusted counts (kn) or raw counts (wb)
-    stats = [None]
-    for n in range(1, order + 1):
-        if smoothing == "kn" and n < order:
-            a = np.bincount(tables[n + 1]["suffix"], minlength=len(tables[n]["count"])).astype(np.int64)
-            if n > 1:
-                starts_bos = tables[n]["first"] == BOS_ID
-                a[starts_bos] = tables[n]["count"][starts_bos]
-        else:
-            a = tables[n]["count"].copy()
-        if n == 1:
-            a[BOS_ID] = 0
-        stats.append(a)
-    fallback = []
-    discounts = [None]
-    if smoothing == "kn":
-        for n in range(1, order + 1):
-            d, used = _kn_discounts(stats[n])
-            discounts.append(d)
-            if used:
-                fallback.append(n)
-        info["discounts"] = {str(n): [float(x) for x in discounts[n][1:]] for n in range(1, order + 1)}
-        info["discount_fallback"] = fallback
-    uniform = _F32(1.0 / _F32(V - 1)) if smoothing == "kn" else 1.0 / (V - 1)
-    p_lower = None
-    probs, gammas = [None], [None]
-    for n in range(1, order + 1):
-        a = stats[n]
-        ctx, n_ctx = _contexts(tables, n)
-        kept = keep[n]
-        den = np.bincount(ctx, weights=a, minlength=n_ctx)
-        if smoothing == "kn":
-            d = discounts[n]
-            cat = np.minimum(a, 3)
-            live = kept & (a > 0)
-            gamma = np.zeros(n_ctx, dtype=_F32)
-            for j in (1, 2, 3):
-                cj = np.bincount(ctx[live & (cat == j)], minlength=n_ctx).astype(_F32)
-                gamma = gamma + d[j] * cj
-            pruned = np.bincount(ctx[~kept], weights=a[~kept], minlength=n_ctx).astype(_F32)
-            den32 = den.astype(_F32)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gamma = (gamma + pruned) / den32
-                u = (a.astype(_F32) - d[cat]) / den32[ctx]
-        else:  # Witten-Bell
-            types = np.bincount(ctx[kept & (a > 0)], minlength=n_ctx).astype(np.float64)
-            pruned = np.bincount(ctx[~kept], weights=a[~kept], minlength=n_ctx)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gamma = (types + pruned) / (den + types)
-                u = a / (den + types)[ctx]
-        gamma = np.where(np.isfinite(gamma), gamma, 0).astype(dtype)
-        if n == 1:
-            p = (u + gamma[0] * uniform).astype(dtype)
-            p[BOS_ID] = 1.0
-        else:
-            p = (u + gamma[ctx] * p_lower[tables[n]["suffix"]]).astype(dtype)
-        probs.append(p)
-        gammas.append(gamma)
-        p_lower = p
-    return probs, gammas
-
-
-def _estimate_backoff(tables, order, V, keep, smoothing, k, info):
-    """addk / mle as backoff models: explicit probabilities plus normalising backoffs."""
-    probs, gammas = [None], [None]
-    vocab_size = V - 1  # every unit except <s>
-    kk = k if smoothing == "addk" else 0.0
-    p_lower = None
-    for n in range(1, order + 1):
-        c = tables[n]["count"].astype(np.float64)
-        if n == 1:
-            c[BOS_ID] = 0
-        ctx, n_ctx = _contexts(tables, n)
-        kept = keep[n]
-        den = np.bincount(ctx, weights=c, minlength=n_ctx) + kk * vocab_size
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = (c + kk) / den[ctx]
-        if n == 1:
-            p[BOS_ID] = 1.0
-            gammas.append(np.zeros(1))
-        else:
-            seen = np.bincount(ctx[kept], minlength=n_ctx)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                left = (np.bincount(ctx[~kept], weights=c[~kept], minlength=n_ctx)
-                        + kk * (vocab_size - seen)) / den
-            lower_sum = np.bincount(ctx[kept], weights=p_lower[tables[n]["suffix"][kept]], minlength=n_ctx)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gamma = np.where(left > 0, left / np.maximum(1.0 - lower_sum, 1e-300), 0.0)
-            gammas.append(gamma)
-        probs.append(p)
-        p_lower = p
-    return probs, gammas
-
+# ---------------------------------------------------------------- lookup helpers
 
 def _sorted_search(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     """np.searchsorted clipped to a valid index; large batches are sorted first (cache-friendly)."""
@@ -327,76 +110,27 @@ class NgramModel(LanguageModel):
 
     @classmethod
     def train(cls, data, order: int, smoothing: str = "kn", unit: str | Tokenizer = "word", k: float = 1.0,
-              prune: Sequence[int] | None = None) -> "NgramModel":
+              prune: Sequence[int] | None = None, memory: int | None = None, temp_dir=None) -> "NgramModel":
         """Train on sentences: strings (split into `unit`s) or lists of units. `unit` is
         a unit name or a Tokenizer (an spm one carries its SentencePiece model).
 
+        `memory` (bytes) bounds the counting, which then spills to files in `temp_dir`
+        (lmplz's -S and -T); the model is the same either way (rnnkit/ngram_build.py).
         Example: `NgramModel.train(read_lines("corpus.txt"), order=5)`.
         """
-        t0 = time.perf_counter()
-        if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
-            raise ConfigError(f"order must be an integer from 1 to {MAX_ORDER}; got {order!r}")
-        if smoothing not in SMOOTHINGS:
-            raise ConfigError(f"smoothing must be one of {', '.join(SMOOTHINGS)}; got {smoothing!r}")
-        tokenizer = Tokenizer.of(unit)
-        if smoothing == "addk" and not (k > 0 and math.isfinite(k)):
-            raise ConfigError(f"k must be a positive number; got {k!r}")
-        order = int(order)
-        thresholds = [0] * order
-        if prune is not None:
-            prune = [int(t) for t in prune]
-            if not prune or min(prune) < 0 or prune[0] != 0 or prune != sorted(prune):
-                raise ConfigError(f"prune must be non-decreasing counts starting with 0 (unigrams are not pruned); got {prune}")
-            thresholds = (prune + [prune[-1]] * order)[:order]
-        token_lists = tokenizer.split_lines(data)
-        vocab, seq, rem, n_tokens = _encode_training(token_lists)
-        if n_tokens == 0:
-            raise CorpusError("the training text has no tokens (empty corpus)")
-        V = len(vocab)
-        tables = _count(seq, rem, V, order)
-        del seq, rem
-        keep = _prune_masks(tables, order, thresholds)
-        info = {"smoothing": smoothing, "sentences": len(token_lists), "tokens": n_tokens,
-                "types": V - len(SPECIALS), "prune": thresholds if prune is not None else None}
-        if smoothing == "addk":
-            info["k"] = float(k)
-        if smoothing in ("kn", "wb"):
-            probs, gammas = _estimate_interpolated(tables, order, V, keep, smoothing, info)
-        else:
-            probs, gammas = _estimate_backoff(tables, order, V, keep, smoothing, k, info)
-        keys, prob, bo = [None, None], [None], [None]
-        remap = [None] * (order + 1)  # old index -> new index where an order lost n-grams
-        for n in range(1, order + 1):
-            kept = keep[n]
-            with np.errstate(divide="ignore"):
-                logp = np.log10(probs[n].astype(_F32).astype(np.float64)).astype(_F32)
-            logp = np.minimum(_F32(0), logp)
-            if n > 1:
-                suffix = tables[n]["suffix"][kept]  # int32 when it fits: see arpa.ngram_keys
-                if remap[n - 1] is not None:
-                    suffix = remap[n - 1][suffix]
-                keys.append(_arpa.ngram_keys(suffix, tables[n]["first"][kept], V))
-            prob.append(logp[kept])
-            if n < order:
-                g = np.ones(len(tables[n]["count"]), dtype=np.float64)
-                gn = gammas[n + 1]
-                g[: len(gn)] = np.where(np.bincount(tables[n + 1]["context"], minlength=len(gn)) > 0, gn, 1.0)
-                with np.errstate(divide="ignore"):
-                    b = np.log10(g.astype(_F32).astype(np.float64)).astype(_F32)
-                bo.append(b[kept])
-            if not kept.all():
-                remap[n] = np.cumsum(kept) - 1
-        bo.append(None)
-        info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
-        info["train_seconds"] = round(time.perf_counter() - t0, 3)
-        return cls(order, vocab, keys, prob, bo, unit=tokenizer, smoothing=smoothing, info=info,
-                   spelling=SpellingModel.train(token_lists))
+        from .ngram_build import build
+        return build([data], order, smoothing, unit, k, prune, memory=memory, temp_dir=temp_dir)
 
     @classmethod
-    def train_file(cls, path, order: int, **kwargs) -> "NgramModel":
-        """`train` on the lines of a UTF-8 text file (read strictly, see rnnkit.units)."""
-        model = cls.train(read_lines(path), order, **kwargs)
-        model.info["corpus"] = str(path)
+    def train_file(cls, paths, order: int, **kwargs) -> "NgramModel":
+        """`train` on the lines of one or more UTF-8 text files (plain or gzip; a binary
+        stream such as standard input also does), read a block at a time (see
+        rnnkit.units.read_line_blocks) so that only the counts grow with the corpus."""
+        from .ngram_build import build, corpus_name
+        sources = [paths] if isinstance(paths, (str, os.PathLike)) or hasattr(paths, "read") else list(paths)
+        blocks = chain.from_iterable(read_line_blocks(source) for source in sources)
+        model = build(blocks, order, **kwargs)
+        model.info["corpus"] = corpus_name(sources)
         return model
 
     # ------------------------------------------------------------ I/O
@@ -614,12 +348,7 @@ class NgramModel(LanguageModel):
             zero += int(np.isneginf(logp).sum())
         tokens = sum(len(t) for t in token_lists)
         summary = corpus_summary(lines, tokens, n_oov, total, self.oov_spelling_log10(token_lists))
-        predicted = tokens + len(token_lists)
-        with np.errstate(over="ignore"):
-            excl = total - total_oov
-            ppl_excl = float(10.0 ** (-excl / (predicted - n_oov))) if predicted > n_oov else float("nan")
-        return {**summary, "predicted": predicted, "oov_rate": n_oov / tokens if tokens else 0.0,
-                "zero_prob": zero, "perplexity_excl_oov": ppl_excl}
+        return {**summary, **oov_summary(summary, total_oov, zero)}
 
     def perplexity(self, lines) -> float:
         """Corpus perplexity (KenLM/SRILM convention); a single string is one sentence."""

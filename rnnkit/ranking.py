@@ -15,6 +15,15 @@ from .errors import ConfigError, CorpusError
 from .units import read_lines
 
 
+def score_rows(model, sentences: list[str], per_token: bool = False) -> list[dict]:
+    """What `rnnkit score` prints: {"sentence", "log10"} per sentence, and with per_token
+    its "tokens" rows (model.token_rows) whose log10 values add up to the sentence's."""
+    if per_token:
+        return [{"sentence": s, "log10": float(sum(r["log10"] for r in rows)), "tokens": rows}
+                for s in sentences for rows in [model.token_rows(s)]]
+    return [{"sentence": s, "log10": float(v)} for s, v in zip(sentences, model.score_many(sentences))]
+
+
 def rank(model, candidates: list[str], context: str | None = None) -> list[dict]:
     """Candidates best first: {"candidate", "log10"} and, with a context, "sentence" and
     "continuation_log10" (the sort key)."""

@@ -209,13 +209,13 @@ def test_cli_ngram_interrupt_writes_nothing(tmp_path, corpus, monkeypatch):
     from rnnkit.ngram import NgramModel
     out = tmp_path / "n.model"
     out.write_bytes(b"previous")
-    train_ngram = NgramModel.train
+    train_ngram = NgramModel.train_file
 
     def interrupted(*args, **kwargs):
         model = train_ngram(*args, **kwargs)
         signal.raise_signal(signal.SIGINT)
         return model
-    monkeypatch.setattr(NgramModel, "train", interrupted)
+    monkeypatch.setattr(NgramModel, "train_file", interrupted)
     result = invoke(["train", corpus, "--type", "ngram", "-o", out])
     assert result.exit_code == 130, result.output
     assert result.stderr.splitlines()[-1] == "Interrupted: nothing written."
