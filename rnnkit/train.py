@@ -163,8 +163,9 @@ class Trainer:
     """Holds the buffers of one training run so steps allocate nothing."""
 
     def __init__(self, model: RNNModel, config: TrainConfig, train_lanes: batching.Lanes,
-                 time_window: float | None = None):
+                 time_window: float | None = None, ranks=None):
         self.model = model
+        self.ranks = ranks   # data-parallel over MPI ranks (rnnkit/mpi.py), or None
         self.config = config
         self.lanes = train_lanes
         self.grads = np.zeros_like(model.params)
@@ -205,14 +206,19 @@ class Trainer:
 
     def step(self, inputs, targets, resets, h0) -> tuple[float, int, np.ndarray]:
         model = self.model
+        count = int((targets >= 0).sum())
+        if self.ranks is not None:   # this rank's lanes of the window
+            inputs, targets, resets, h0 = self.ranks.share(inputs, targets, resets, h0)
         masks = self.dropout_masks((*inputs.shape, model.hidden))
         loss, _, hs, self.cache = kernel.forward(self.weights, inputs, targets, resets, h0, V=model.V,
                                                  activation=model.activation, reuse=self.cache, **masks)
-        count = int((targets >= 0).sum())
+        carried = hs[-1].copy() if self.ranks is None else self.ranks.gather_state(hs[-1])
         if count == 0:
-            return 0.0, 0, hs[-1].copy()
+            return 0.0, 0, carried
         self.grads.fill(0.0)
         kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
+        if self.ranks is not None:   # every rank's gradient (one Allreduce) and loss
+            loss = self.ranks.sum_gradients(self.grads, loss)
         try:
             kernel.clip_grad_norm(self.grads, self.config.clip)
         except RnnkitError:
@@ -235,7 +241,7 @@ class Trainer:
             self.decay_weights()
         if self.weights is not model.params:
             self.update_average()
-        return loss, count, hs[-1].copy()
+        return loss, count, carried
 
     def decay_weights(self) -> None:
         """Decoupled weight decay (AdamW's, which for SGD is plain L2): W_xh, W_hh and W_hy
@@ -414,14 +420,16 @@ def new_model(train_lines: list[str], config: TrainConfig) -> tuple[RNNModel, li
 
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
-          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None) -> RNNModel:
+          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None,
+          ranks=None) -> RNNModel:
     """Train (or resume) an RNN LM; writes output_path after every epoch and within
     epochs when given (see Checkpoints in the module docstring).
 
     progress(tokens_done_in_step, stats) is called after each step; notify(text) with
     one line per epoch. Both are optional: this module never prints. While training runs
     in the main thread, SIGINT and SIGTERM end it with TrainingInterrupted once the
-    current step is done and saved.
+    current step is done and saved. `ranks` (rnnkit.mpi.Ranks) trains data-parallel: each
+    rank steps its share of every window's lanes with the summed gradient.
     """
     config.check()
     if not train_lines:
@@ -448,7 +456,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
     resume_point = _resume_point(model, lanes, config)
     started = time.perf_counter()
     deadline = started + config.time_budget if config.time_budget else None
-    trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None)
+    trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None, ranks)
     if resume_point is not None:
         _check_epoch_start(resume_point[1], model)
     state = model.train_state
