@@ -48,6 +48,17 @@ def library_errors(func):
     return wrapper
 
 
+def mpi_failures(func):
+    """Under mpiexec, the failure rules of rnnkit.mpi: rank 0 reports what every rank
+    meets; a failure on one rank ends them all. Alone, nothing changes (no mpi4py)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from . import mpi
+        with mpi.failures(mpi.world(), lambda text: click.echo(text, err=True)):
+            return func(*args, **kwargs)
+    return wrapper
+
+
 def model_option(func):
     return click.option("-m", "--model", "model_path", type=click.Path(dir_okay=False),
                         default=default_model_path, show_default=f"{DEFAULT_MODEL} or ${MODEL_ENV}",
@@ -323,6 +334,7 @@ def read_corpus(sources: list) -> list[str]:
                    "trained with (options given now override them).")
 @json_option
 @library_errors
+@mpi_failures
 def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, order, smoothing, addk, prune,
           arpa, memory, temp_dir, workers, scheduler, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
           clip, dropout, average, weight_decay, classes, direct_order, direct_size, min_count, max_vocab,
@@ -340,8 +352,12 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
       rnnkit train corpus.txt --unit spm --spm-vocab 8000 -o spm.model
       rnnkit train a.txt b.txt.gz 'c/*.txt' - --type ngram --memory 1G --temp-dir /scratch
     """
+    from . import mpi
     from .files import check_outputs
     from .units import read_lines
+    if mpi.world() is not None and model_type != "rnn":
+        raise click.BadParameter("MPI ranks train RNNs; shard an n-gram build with --workers or --scheduler",
+                                 param_hint="--type")
     if arpa and model_type != "ngram":
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
     for option, value in (("--memory", memory), ("--temp-dir", temp_dir), ("--workers", workers),
@@ -387,7 +403,7 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
                         min_count=min_count, max_vocab=max_vocab, stream=stream, seed=seed,
                         checkpoint_minutes=checkpoint_minutes)
         model = train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer)
-    if as_json:
+    if as_json and (mpi.world() is None or mpi.world().lead):
         emit_json({"file": output, **model.describe()})
 
 
@@ -519,7 +535,9 @@ class EpochProgress:
 
 
 def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
+    """Under mpiexec every rank trains its share (rnnkit.mpi); rank 0 alone prints and writes."""
     from .interrupts import EXIT_STATUS
+    from .mpi import world
     from .rnnlm import RNNModel
     from .train import TrainConfig, TrainingInterrupted, train as run_training
     resume_from = None
@@ -532,10 +550,13 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
         settings.update(unit=resume_from.unit, hidden=resume_from.hidden, stream=resume_from.stream,
                         classes=resume_from.classes, direct_order=resume_from.direct_order,
                         direct_size=resume_from.output_settings().get("direct_size", 0))
+    ranks = world()
+    lead = ranks is None or ranks.lead
     progress = EpochProgress()
     try:
-        model = run_training(lines, valid, TrainConfig(**settings), output_path=output, resume_from=resume_from,
-                             progress=progress, notify=progress.notify, tokenizer=tokenizer)
+        model = run_training(lines, valid, TrainConfig(**settings), output_path=output if lead else None,
+                             resume_from=resume_from, progress=progress if lead else None,
+                             notify=progress.notify if lead else None, tokenizer=tokenizer, ranks=ranks)
     except TrainingInterrupted as stop:
         if stop.saved is not None:
             outcome = f"saved {output} (resume with: {resume_hint})"
@@ -552,7 +573,10 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
         best = min(e["valid_bpc"] for e in model.record["epochs"])
         count = len(model.record["epochs"])
         summary += f", {count} epoch{'s' if count != 1 else ''}, best valid {best:.4f} bits/char"
-    click.echo(summary + ".", err=True)
+    if ranks is not None:
+        summary += f", {ranks.size} MPI ranks"
+    if lead:
+        click.echo(summary + ".", err=True)
     return model
 
 

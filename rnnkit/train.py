@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import batching, kernel, modelfile
-from .errors import CorpusError, ModelFileError, RnnkitError
+from .errors import ConfigError, CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
 from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
 from .schema import CARRIED_HISTORY, CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
@@ -221,8 +221,9 @@ class Trainer:
     """Holds the buffers of one training run so steps allocate nothing."""
 
     def __init__(self, model: RNNModel, config: TrainConfig, train_lanes: batching.Lanes,
-                 time_window: float | None = None):
+                 time_window: float | None = None, ranks=None):
         self.model = model
+        self.ranks = ranks   # data-parallel over MPI ranks (rnnkit/mpi.py), or None
         self.config = config
         self.lanes = train_lanes
         self.grads = np.zeros_like(model.params)
@@ -270,11 +271,14 @@ class Trainer:
         """One window: (summed loss, predicted tokens, the state and the direct history
         (None without direct connections) to carry into the next window)."""
         model = self.model
+        count = int((targets >= 0).sum())
+        if self.ranks is not None:   # this rank's lanes of the window
+            inputs, targets, resets, h0 = self.ranks.share(inputs, targets, resets, h0)
         masks = self.dropout_masks((*inputs.shape, model.hidden))
         loss, _, hs, self.cache = model.forward(self.weights, inputs, targets, resets, h0, history,
                                                 table=self.table, reuse=self.cache, **masks)
-        count = int((targets >= 0).sum())
-        carried = hs[-1].copy(), model.next_history(history, inputs, resets)
+        state = hs[-1].copy() if self.ranks is None else self.ranks.gather_state(hs[-1])
+        carried = state, model.next_history(history, inputs, resets)
         if count == 0:
             return 0.0, 0, *carried
         self.grads.fill(0.0)
@@ -287,6 +291,8 @@ class Trainer:
                                   direct_l2=self.config.direct_l2 / count)
         else:
             kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
+        if self.ranks is not None:   # every rank's gradient (one Allreduce) and loss
+            loss = self.ranks.sum_gradients(self.grads, loss)
         try:
             kernel.clip_grad_norm(self.grads, self.config.clip)
         except RnnkitError:
@@ -527,7 +533,7 @@ def new_model(train_lines: list[str], config: TrainConfig,
 
 def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
           output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None,
-          tokenizer: Tokenizer | None = None) -> RNNModel:
+          tokenizer: Tokenizer | None = None, ranks=None) -> RNNModel:
     """Train (or resume) an RNN LM; writes output_path after every epoch and within
     epochs when given (see Checkpoints in the module docstring).
 
@@ -538,11 +544,17 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
     progress(tokens_done_in_step, stats) is called after each step; notify(text) with
     one line per epoch. Both are optional: this module never prints. While training runs
     in the main thread, SIGINT and SIGTERM end it with TrainingInterrupted once the
-    current step is done and saved.
+    current step is done and saved. `ranks` (rnnkit.mpi.Ranks) trains data-parallel: each
+    rank steps its share of every window's lanes with the summed gradient.
     """
     config.check()
     if not train_lines:
         raise CorpusError("the training corpus has no lines")
+    if ranks is not None and (config.classes or (resume_from is not None and resume_from.classes)):
+        # each rank would update its own copy of the sparse direct table, and the class
+        # gradients are not yet exchanged: the ranks would drift apart
+        raise ConfigError("MPI training takes the full-softmax RNN (--classes 0); class-factored "
+                          "and direct-connection models train in one process")
     if config.threads is not None:
         kernel.set_num_threads(config.threads)
     if valid_lines is None:
@@ -567,7 +579,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
     resume_point = _resume_point(model, lanes, config)
     started = time.perf_counter()
     deadline = started + config.time_budget if config.time_budget else None
-    trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None)
+    trainer = Trainer(model, config, lanes, (started, deadline) if deadline else None, ranks)
     if resume_point is not None:
         _check_epoch_start(resume_point[1], model)
     state = model.train_state
