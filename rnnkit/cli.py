@@ -278,8 +278,8 @@ def read_corpus(sources: list) -> list[str]:
 @library_errors
 @mpi_failures
 def train(corpus, output, model_type, unit, order, smoothing, addk, prune, arpa, memory, temp_dir, workers,
-          scheduler, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip, dropout, average, weight_decay, min_count, max_vocab,
-          valid_path, stream, seed, checkpoint_minutes, resume, as_json):
+          scheduler, hidden, bptt, batch, epochs, time_budget, optimizer, lr, clip, dropout, average,
+          weight_decay, min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes, resume, as_json):
     """Train a language model on text files (one sentence per line).
 
     CORPUS: files (plain or gzip), globs ('c/*.txt') and '-' for standard input, read in turn.
