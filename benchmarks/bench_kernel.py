@@ -407,7 +407,6 @@ def verify_train(name, cfg, impls):
 
 def verify_score(name, cfg, impls):
     import numpy as np
-    V = cfg["V"]
     outs = {impl: np.asarray(make_step("score", impl, cfg)(), np.float64) for impl in impls}
     report = []
     for impl in impls:

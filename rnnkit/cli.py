@@ -277,7 +277,7 @@ def read_corpus(sources: list) -> list[str]:
               help="Add-k constant (k=1 is Laplace).")
 @click.option("--prune", type=str, default=None, help="n-gram count cut-offs per order, e.g. 0,1,1.")
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None, help="Also write an n-gram model as ARPA.")
-@click.option("--memory", type=str, default=None, callback=memory_size,
+@click.option("--memory", type=str, default=None, callback=memory_size, metavar="SIZE",
               help="n-gram counting memory, e.g. 500M, 2G or 50% (lmplz's -S): beyond it counts spill to "
                    "sorted runs in --temp-dir [default: no limit].")
 @click.option("--temp-dir", type=click.Path(exists=True, file_okay=False), default=None,

@@ -9,9 +9,8 @@ loss scaled by the whole window's token count; the gradients are summed in one i
 Allreduce of the kernel's flat gradient buffer, so every rank clips and steps the same
 sum and the weights stay identical. The last hidden states of all lanes are gathered
 after each step, so every rank carries the whole window's state, and a checkpoint that
-rank 0 writes resumes on any number of ranks. Rank 0 alone prints and writes files.
-Validation runs on every rank: the weights and text are the same, so the result is
-(no broadcast is needed, and the others would only wait for it).
+rank 0 writes resumes on any number of ranks. Rank 0 alone validates (the others take
+its figures by broadcast, so every rank keeps or rolls back alike), prints and writes.
 
 With two ranks the sum is the same as one process adding the two shares' gradients
 (floating-point addition of two terms commutes); with more, MPI's reduction order may
@@ -21,8 +20,9 @@ Failures: an error that every rank meets the same way (a bad option or corpus, a
 diverged run) is printed by rank 0 alone and every rank exits with it. Anything else
 on one rank (an interrupt, a failed write) ends all ranks with MPI_Abort after that
 rank's one-line error; the other ranks ignore SIGINT and SIGTERM, so Ctrl-C reaches
-training through rank 0, which saves its checkpoint first. Not supported yet: dropout
-draws the same masks on every rank's lanes.
+training through rank 0, which saves its checkpoint first. Dropout masks are drawn from
+(seed, step) with the shape of a rank's share, so the ranks' shares get the same pattern.
+Direct connections (RNNME) would need their sparse table updates summed too: not yet.
 
 Without mpiexec, mpi4py is never imported.
 """
@@ -106,6 +106,11 @@ class Ranks:
         self.allreduce_seconds += time.perf_counter() - started
         self.allreduce_bytes += grads.nbytes
         return self.comm.allreduce(float(loss), op=self.mpi.SUM)
+
+    def from_lead(self, function, *args):
+        """function(*args) run on rank 0 alone, its result on every rank."""
+        self.stepping = True
+        return self.comm.bcast(function(*args) if self.lead else None, root=0)
 
     def abort(self, code: int) -> None:
         """End every rank now (MPICH adds its own line naming the rank)."""

@@ -26,6 +26,13 @@ Bounded memory (`memory`, `temp_dir`: lmplz's -S and -T)
     the budget: the vocabulary, and the distinct n-grams of every order with their
     counts and indices (the model being built, about 30 bytes an n-gram).
 
+Sharded over Dask (`build_sharded`, rnnkit/sharding.py)
+    The chunks are shards of the text by byte range on the workers (ShardChunks): each
+    encodes its shard with its own first-occurrence ids, which the client maps onto the
+    vocabulary of the whole text in shard order (the order one pass gives), and counts
+    its runs; the client merges them as it merges local runs. kn and wb are then
+    estimated in partitions by last word on the workers (see "sharded" below).
+
 Smoothing: see rnnkit/ngram.py's docstring. The estimators work on the count tables in
 global aggregations (adjusted counts by suffix, count-of-counts, sums by context) and
 per-record arithmetic (`_kn_discounts`, `_gamma`, `_interpolate`); see "smoothing" below.
@@ -422,28 +429,30 @@ class LocalChunks:
     def runs(self, n: int, V: int) -> list[Run]:
         self.runs_made = []
         for start, stop in self.bounds:
-            keys, counts, inverse = chunk_run(self.positions.seq.read(start, stop), self.positions.rem.read(start, stop),
-                                              self.lower.read(start, stop + 1), n, V)
+            seq, rem = self.positions.seq.read(start, stop), self.positions.rem.read(start, stop)
+            keys, counts, inverse = chunk_run(seq, rem, self.lower.read(start, stop + 1), n, V)
             inverses = Column(self.work, inverse.dtype, self.spill)
             inverses.append(inverse)
             self.runs_made.append((Run(self.work, keys, counts, self.spill), inverses))
         return [run for run, _ in self.runs_made]
 
-    def advance(self, n: int, to_global: list, small) -> list[np.ndarray]:
-        """Each chunk's contexts (of its own n-grams, or all of them when to_global is
-        [None]: one chunk); to_global[i] maps chunk i's n-grams into all of them."""
-        windows, contexts = Column(self.work, small, self.spill), []
-        for (start, stop), (run, inverses), mapping in zip(self.bounds, self.runs_made, to_global):
+    def advance(self, n: int, keys: np.ndarray, small):
+        """Per chunk, in order: (where its n-grams are among all of them, `keys`; None when
+        it is the only chunk), and their contexts. One chunk at a time: nothing here grows
+        with the number of chunks."""
+        windows = Column(self.work, small, self.spill)
+        for (start, stop), (run, inverses) in zip(self.bounds, self.runs_made):
+            # a run's keys are a sorted subset of the merged ones
+            mapping = None if len(self.runs_made) == 1 else np.searchsorted(keys, run.keys.read()).astype(small)
             window, context = chunk_advance(self.positions.rem.read(start, stop), self.lower.read(start, stop + 1),
                                             inverses.read(), n, len(run.keys), mapping, small)
             windows.append(window)
-            contexts.append(context)
             run.drop()
             inverses.drop()
+            yield mapping, context
         if self.lower is not self.positions.seq:
             self.lower.drop()
         self.lower = windows
-        return contexts
 
 
 def count_ngrams(chunks, V: int, order: int) -> list[dict]:
@@ -458,18 +467,16 @@ def count_ngrams(chunks, V: int, order: int) -> list[dict]:
     for n in range(2, order + 1):
         if len(tables[n - 1]["count"]) and (len(tables[n - 1]["count"]) - 1) >= (2**63 - 1) // V:
             raise CorpusError(f"too many {n - 1}-grams for 64-bit keys")
-        runs = chunks.runs(n, V)
-        keys, counts = merge_runs(runs, chunks.merge_positions)
+        keys, counts = merge_runs(chunks.runs(n, V), chunks.merge_positions)
         small = _index_dtype(len(keys), V)
-        # a run's keys are a sorted subset of the merged ones
-        to_global = [None] if len(runs) == 1 else [np.searchsorted(keys, run.keys.read()).astype(small)
-                                                   for run in runs]
-        del runs
-        parts = chunks.advance(n, to_global, small)
-        context = parts[0] if len(parts) == 1 else np.empty(len(keys), dtype=index_type)
-        for mapping, part in zip(to_global, parts if len(parts) > 1 else []):
+        context = None
+        for mapping, part in chunks.advance(n, keys, small):
+            if mapping is None:
+                context = part
+                continue
+            if context is None:
+                context = np.empty(len(keys), dtype=index_type)
             context[mapping] = part
-        del to_global, parts
         tables.append({"keys": keys, "count": counts.astype(small), "suffix": (keys // V).astype(index_type),
                        "context": context})
         del counts
@@ -488,6 +495,7 @@ class ShardChunks:
         self.client, self.states = client, states
         self.work = Workspace(None)
         self.run_sizes: list[int] = []
+        self.run_keys: list[np.ndarray] = []
 
     def _step(self, function, *args) -> list:
         results = [self.client.submit(function, state, *[a[i] if isinstance(a, list) else a for a in args], pure=False)
@@ -502,11 +510,15 @@ class ShardChunks:
     def runs(self, n: int, V: int) -> list[Run]:
         runs = [Run(self.work, keys, counts) for keys, counts in self._step(_shard_run, n, V)]
         self.run_sizes = [len(run.keys) for run in runs]
+        self.run_keys = [run.keys.read() for run in runs]
         return runs
 
-    def advance(self, n: int, to_global: list, small) -> list[np.ndarray]:
-        mappings = to_global * len(self.states) if to_global[0] is None else to_global
-        return self._step(_shard_advance, n, self.run_sizes, mappings, small)
+    def advance(self, n: int, keys: np.ndarray, small):
+        """As LocalChunks.advance; the mappings go to the shards, their contexts come back."""
+        mappings = [None] if len(self.states) == 1 else \
+            [np.searchsorted(keys, run_keys).astype(small) for run_keys in self.run_keys]
+        self.run_keys = []
+        yield from zip(mappings, self._step(_shard_advance, n, self.run_sizes, mappings, small))
 
 
 def _item(pair, index: int):
@@ -523,7 +535,8 @@ def _shard_encode(shard, unit: str):
         seq, rem = encoder.encode(block)
         seqs.append(seq)
         rems.append(rem)
-    state = {"seq": np.concatenate(seqs or [np.zeros(0, np.int32)]), "rem": np.concatenate(rems or [np.zeros(0, np.int32)])}
+    empty = [np.zeros(0, np.int32)]
+    state = {"seq": np.concatenate(seqs or empty), "rem": np.concatenate(rems or empty)}
     summary = {"units": encoder.vocab().tokens, "sentences": encoder.sentences, "tokens": encoder.tokens,
                "any_text": any_text}
     return state, summary

@@ -117,8 +117,7 @@ def check_text(shards: list[Shard], any_text: list[bool]) -> None:
         seen[shard.name] = seen.get(shard.name, False) or text
     for name, text in seen.items():
         if not text:
-            raise CorpusError(f"{name}: no non-empty lines" if name == "standard input" else
-                              f"{name} has no non-empty lines")
+            raise CorpusError(f"{name} has no non-empty lines")
 
 
 # ---------------------------------------------------------------- scoring on workers

@@ -588,7 +588,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
         checkpoints = Checkpoints(trainer, output_path, config.checkpoint_minutes, stop)
         try:
             if state["best_valid"] is None:
-                state["best_valid"] = _valid_loss(model, valid_lines, valid_ids)["nats"]
+                state["best_valid"] = _valid_loss(model, valid_lines, valid_ids, ranks)["nats"]
             while state["epoch"] < config.epochs and not state["done"]:
                 checkpoints.check_stop()   # a signal during the last epoch's validation or save
                 cursor, checkpoints.best = resume_point or (
@@ -619,7 +619,7 @@ def _end_epoch(model: RNNModel, trainer: Trainer, best: dict, cursor: EpochCurso
     state = model.train_state
     state["epoch"] += 1
     state["step"] = trainer.step_count
-    valid = _valid_loss(model, valid_lines, valid_ids)
+    valid = _valid_loss(model, valid_lines, valid_ids, trainer.ranks)
     if not math.isfinite(valid["nats"]):
         raise RnnkitError("training diverged (the validation loss is not finite); lower the learning rate")
     kept = valid["nats"] < state["best_valid"]
@@ -721,7 +721,9 @@ def _schedule(state: dict, trainer: Trainer, improved: bool, kept: bool, config:
     state["lr"] = trainer.lr
 
 
-def _valid_loss(model: RNNModel, lines: list[str], id_lists: list[np.ndarray]) -> dict:
+def _valid_loss(model: RNNModel, lines: list[str], id_lists: list[np.ndarray], ranks=None) -> dict:
+    if ranks is not None:   # rank 0 validates, the others take its figures (rnnkit/mpi.py)
+        return ranks.from_lead(_valid_loss, model, lines, id_lists)
     nats = -sum(float(lp.sum()) for lp in model.natural_logprobs(id_lists, carry=model.stream))
     stats = corpus_stats(lines, id_lists, -nats / math.log(10.0))
     predicted = stats["tokens"] + stats["sentences"]

@@ -88,7 +88,8 @@ def test_cli_trains_checkpoints_and_resumes_under_mpiexec(tmp_path):
     assert first.returncode == 0 and resumed.returncode == 0, first.stderr + resumed.stderr
     from rnnkit.rnnlm import RNNModel
     a, b = RNNModel.load(tmp_path / "a.model"), RNNModel.load(tmp_path / "b.model")
-    assert np.array_equal(a.params, b.params) and a.record["epochs"][1]["valid_bpc"] == b.record["epochs"][1]["valid_bpc"]
+    assert np.array_equal(a.params, b.params)
+    assert a.record["epochs"][1]["valid_bpc"] == b.record["epochs"][1]["valid_bpc"]
 
 
 def test_failures_end_every_rank_with_one_line(tmp_path):
