@@ -99,13 +99,13 @@ def child_mpi(steps: int, threads: int) -> dict | None:
     h = np.zeros((B, H), dtype=np.float32)
     windows = lanes.windows(T)
     for _ in range(2):   # warm-up: buffers, BLAS threads, the first collectives
-        _, _, h = trainer.step(*next(windows), h)
+        _, _, h, _ = trainer.step(*next(windows), h)   # (loss, tokens, state, direct history)
     if ranks is not None:
         ranks.allreduce_bytes, ranks.allreduce_seconds = 0, 0.0
         ranks.comm.Barrier()
     tokens, started = 0, time.perf_counter()
     for _ in range(steps):
-        _, count, h = trainer.step(*next(windows), h)
+        _, count, h, _ = trainer.step(*next(windows), h)
         tokens += count
     seconds = time.perf_counter() - started
     if ranks is not None and not ranks.lead:
