@@ -76,6 +76,8 @@ AUTO = "auto"   # TrainConfig.classes: chosen from the vocabulary size
 
 @dataclass
 class TrainConfig:
+    """Training settings. The output layer defaults to the lecture's full softmax; `rnnkit
+    train` asks for RNNME (classes="auto", direct_order 6, direct_size 4M: cli.py says why)."""
     unit: str = "char"
     hidden: int = 128
     bptt: int = 32

@@ -1,5 +1,5 @@
-"""`rnnkit train` with classes and direct connections (RNNME): the options, their one-line
-errors, and info, export and --resume keeping the output layer."""
+"""`rnnkit train` with classes and direct connections (RNNME, its default): the options,
+their one-line errors, and info, export and --resume keeping the output layer."""
 
 import json
 import math
@@ -31,16 +31,16 @@ def train(corpus, out, *options):
     return result
 
 
-def test_auto_classes_and_export_keeps_them(corpus, tmp_path):
-    """--classes auto: sqrt(V) classes and direct connections of order 3 in a 1M-entry
+def test_default_is_rnnme_and_export_keeps_it(corpus, tmp_path):
+    """With no options: sqrt(V) classes and direct connections of order 6 in a 4M-entry
     table; the summary says so, info shows it and an exported copy keeps it (same scores)."""
     out, copy = tmp_path / "m.model", tmp_path / "copy.model"
-    result = train(corpus, out, "--classes", "auto")
+    result = train(corpus, out)
     described = info(out)
     V = described["vocab_size"]
     assert (described["classes"], described["direct_order"], described["direct_size"]) == \
-        (round(math.sqrt(V)), 3, 2**20)
-    assert f"{round(math.sqrt(V))} classes, direct order 3 (1,048,576 entries)" in result.stderr
+        (round(math.sqrt(V)), 6, 2**22)
+    assert f"{round(math.sqrt(V))} classes, direct order 6 (4,194,304 entries)" in result.stderr
     assert invoke(["export", "-m", out, "-o", copy]).exit_code == 0
     assert {k: info(copy)[k] for k in ("classes", "direct_order", "direct_size")} == \
         {k: described[k] for k in ("classes", "direct_order", "direct_size")}
@@ -49,18 +49,18 @@ def test_auto_classes_and_export_keeps_them(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("options, expected", [
-    ([], {}),                                                           # the lecture's RNN
-    (["--classes", 0], {}),
+    (["--classes", 0], {}),                                             # the lecture's RNN
     (["--classes", 0, "--direct-size", 0], {}),
     (["--classes", 0, "--direct-order", 0], {}),
-    (["--classes", "auto", "--direct-order", 0], {"classes": 7, "direct_order": 0, "direct_size": 0}),
-    (["--classes", 7, "--direct-size", 0], {"classes": 7, "direct_order": 0, "direct_size": 0}),
+    (["--direct-order", 0], {"classes": 7, "direct_order": 0, "direct_size": 0}),
+    (["--direct-size", 0], {"classes": 7, "direct_order": 0, "direct_size": 0}),
     (["--classes", 3, "--direct-order", 2, "--direct-size", "4k"], {"classes": 3, "direct_order": 2,
                                                                       "direct_size": 4096}),
-    (["--classes", "auto", "--direct-size", 1000], {"classes": 7, "direct_order": 3, "direct_size": 1000}),
+    (["--classes", "auto", "--direct-size", 1000], {"classes": 7, "direct_order": 6, "direct_size": 1000}),
 ])
 def test_output_layer_options(corpus, tmp_path, options, expected):
-    """0 for --classes, --direct-order or --direct-size turns the default parts off."""
+    """0 for --classes, --direct-order or --direct-size turns the default parts off;
+    --classes 0 alone gives the lecture's RNN."""
     out = tmp_path / "m.model"
     train(corpus, out, *options)
     described = info(out)
@@ -72,17 +72,17 @@ def test_output_layer_options(corpus, tmp_path, options, expected):
                             "give at most 49 (0: full softmax)"),
     (["--classes", -1], 2, "Invalid value for '--classes': expected a number of classes >= 0 or 'auto', got '-1'"),
     (["--classes", "many"], 2, "expected a number of classes >= 0 or 'auto', got 'many'"),
-    (["--classes", 4, "--direct-order", 11], 1, "Error: direct order must be in [0, 10], got 11"),
+    (["--direct-order", 11], 1, "Error: direct order must be in [0, 10], got 11"),
     (["--classes", 0, "--direct-order", 3], 2,
      "Invalid value for --direct-order: 3 gives direct connections, which need --classes above 0"),
-    (["--classes", 4, "--direct-order", 0, "--direct-size", "4M"], 2,
+    (["--direct-order", 0, "--direct-size", "4M"], 2,
      "Invalid value for --direct-size: 4194304 gives direct connections, which need --direct-order above 0"),
-    (["--classes", 4, "--direct-size", 0, "--direct-order", 4], 2,
+    (["--direct-size", 0, "--direct-order", 4], 2,
      "Invalid value for --direct-order: 4 gives direct connections, which need --direct-size above 0"),
     (["--direct-size", "4T"], 2, "Invalid value for '--direct-size': expected a number of entries like 1048576 "
                                  "or 1M (K, M, G: 2^10, 2^20, 2^30), got '4T'"),
     (["--direct-size", "-4"], 2, "got '-4'"),
-    (["--classes", 4, "--direct-size", "2000G"], 1, "Error: direct size must be in [1, 2^40] entries with direct order 3, "
+    (["--direct-size", "2000G"], 1, "Error: direct size must be in [1, 2^40] entries with direct order 6, "
                                     "got 2147483648000"),
 ])
 def test_bad_output_layer_options(corpus, tmp_path, options, code, message):
@@ -96,7 +96,7 @@ def test_a_table_too_large_for_memory(corpus, tmp_path, monkeypatch):
     """The memory check counts the table (and its copies) and names --direct-size."""
     import rnnkit.train as train_module
     monkeypatch.setattr(train_module, "physical_memory_bytes", lambda: 2**30)
-    result = invoke(["train", corpus, "-o", tmp_path / "m.model", *SMALL, "--classes", 4, "--direct-size", "128M"])
+    result = invoke(["train", corpus, "-o", tmp_path / "m.model", *SMALL, "--direct-size", "128M"])
     assert_clean_error(result, 1, "needs about 1.5 GiB, more than this machine's 1.0 GiB; lower --direct-size "
                                   "(the direct table takes 1.5 GiB), --hidden, --batch, --bptt or --max-vocab")
 
