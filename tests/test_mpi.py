@@ -78,7 +78,7 @@ def test_cli_trains_checkpoints_and_resumes_under_mpiexec(tmp_path):
     corpus.write_text("".join(f"문장 {i % 7} 하나 {i % 5}\n" for i in range(120)), encoding="utf-8")
     # sgd: Adam's rate decays over the planned epochs, which --epochs 1 then 2 changes
     common = [sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", corpus, "--hidden", 8, "--batch", 4,
-              "--bptt", 6, "--threads", 1, "--seed", 2, "--optimizer", "sgd"]
+              "--bptt", 6, "--threads", 1, "--seed", 2, "--optimizer", "sgd", "--classes", 0]
     straight = run([*common, "-o", tmp_path / "a.model", "--epochs", 2])
     assert straight.returncode == 0, straight.stderr
     assert straight.stderr.count("Wrote") == 1 and "2 MPI ranks" in straight.stderr
