@@ -109,7 +109,9 @@ def main() -> int:
         "anchor_valid_bpc": ANCHOR_VALID_BPC[args.corpus], "anchor_test_bpc": ANCHOR_TEST_BPC[args.corpus],
         "model": str(model_path),
     }
-    result.update(best_ngram(train_lines, valid_lines, test_lines, args))
+    ngram = best_ngram(train_lines, valid_lines, test_lines, args)
+    result.update({key: value for key, value in ngram.items() if key != "model"})
+    result.update(mixture(model, ngram["model"], valid_lines, test_lines, args))
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -140,8 +142,20 @@ def best_ngram(train_lines, valid_lines, test_lines, args) -> dict:
     order, valid, model = best
     path = args.out / f"{args.corpus}.char{order}.ngram.model"
     model.save(path)
-    return {"ngram_order": order, "ngram_valid_bpc": valid,
+    return {"ngram_order": order, "ngram_valid_bpc": valid, "model": model,
             "ngram_test_bpc": model.evaluate(test_lines)["bits_per_char"], "ngram_model": str(path)}
+
+
+def mixture(rnn, ngram, valid_lines, test_lines, args) -> dict:
+    """The RNN and the n-gram interpolated token by token, the weight tuned on valid (EM)."""
+    from rnnkit.mix import tune_weights
+
+    mixed, _, _ = tune_weights([rnn, ngram], valid_lines)
+    path = args.out / f"{args.corpus}.rnn+ngram.model"
+    mixed.save(path)
+    return {"mix_weights": [round(w, 4) for w in mixed.weights], "mix_model": str(path),
+            "mix_valid_bpc": mixed.evaluate(valid_lines)["bits_per_char"],
+            "mix_test_bpc": mixed.evaluate(test_lines)["bits_per_char"]}
 
 
 def print_table(r: dict) -> None:
@@ -159,6 +173,9 @@ def print_table(r: dict) -> None:
     print(f"| PyTorch anchor (published) | {r['anchor_valid_bpc']:.4f} | {r['anchor_test_bpc']:.4f} |")
     print(f"| rnnkit RNN | {r['rnn_valid_bpc']:.4f} | {r['rnn_test_bpc']:.4f} |")
     print(f"| rnnkit char {r['ngram_order']}-gram KN | {r['ngram_valid_bpc']:.4f} | {r['ngram_test_bpc']:.4f} |")
+    weights = "/".join(f"{w:.2f}" for w in r["mix_weights"])
+    print(f"| RNN + {r['ngram_order']}-gram (weights {weights}, tuned on valid) | {r['mix_valid_bpc']:.4f} "
+          f"| {r['mix_test_bpc']:.4f} |")
 
 
 if __name__ == "__main__":
