@@ -34,7 +34,7 @@ def main(out: str, steps: int, fail: bool) -> None:
     ranks = mpi.world()
     model, config, lanes = setup()
     trainer = Trainer(model, config, lanes, ranks=ranks)
-    h = np.zeros((lanes.inputs.shape[1], model.hidden), dtype=np.float32)
+    h = np.zeros((lanes.width, model.hidden), dtype=np.float32)
     for step, window in enumerate(lanes.windows(config.bptt)):
         if step == steps:
             break
