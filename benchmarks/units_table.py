@@ -8,7 +8,8 @@ the test OOV rate, the vocabulary and the model file's size, and whether it pref
 right sentence of the three pairs (나는 버스를 탔다 > 나는 버스를 태운다; after 선생님이
 교실로 부리나케: 달려갔다 > 잘려갔다; 메론을 먹는다 > 메롱을 먹는다), by the score `rnnkit
 rank` prints (a tie is a miss). With --rnn, an RNN per unit too (H=512 and one epoch, as quality_rnn.py
-trains nsmc; --rnn-lines and --hidden make a quicker one).
+trains nsmc; RNNME by default: sqrt(V) classes, order-6 direct connections in a 16M-entry
+table; --rnn-lines and --hidden make a quicker one).
 
     python benchmarks/units_table.py                                  # n-grams, ~25 min on 2 cores
     python benchmarks/units_table.py --rnn --rnn-lines 20000 --hidden 128   # and quick RNNs
@@ -54,6 +55,10 @@ def main() -> int:
     parser.add_argument("--hidden", type=positive_int, default=512)
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--classes", default="auto", help="the RNNs' output classes (auto: sqrt V; 0: full softmax)")
+    parser.add_argument("--direct-order", type=int, default=6, help="the RNNs' direct connections (RNNME); 0: none")
+    parser.add_argument("--direct-size", type=positive_int, default=16_777_216, help="direct-connection table entries")
+    parser.add_argument("--direct-lr", type=float, default=0.1, help="the table's SGD rate per token")
     parser.add_argument("--out", type=Path, default=Path("units-models"), help="where models are written")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
@@ -136,28 +141,35 @@ def rnn_row(name: str, tokenizer, train_lines, valid_lines, test_lines, args) ->
     from rnnkit.train import TrainConfig, train
 
     lines = train_lines[:args.rnn_lines] if args.rnn_lines else train_lines
+    classes = args.classes if args.classes == "auto" else int(args.classes)
     config = TrainConfig(unit=tokenizer.unit, hidden=args.hidden, bptt=64, batch=32, epochs=args.epochs,
-                         optimizer="adam", lr=3e-3, clip=1.0, seed=1, threads=args.threads, patience=10)
+                         optimizer="adam", lr=3e-3, clip=1.0, seed=1, threads=args.threads, patience=10,
+                         classes=classes, direct_order=args.direct_order if classes else 0,
+                         direct_size=args.direct_size, direct_lr=args.direct_lr)
     path = args.out / f"nsmc.{name}.rnn.model"
     started = time.perf_counter()
     model = train(lines, valid_lines, config, output_path=path, tokenizer=tokenizer,
                   notify=lambda text: print(f"{name} RNN: {text}", file=sys.stderr, flush=True))
+    trained = time.perf_counter() - started
     test = model.evaluate(test_lines)
     model.save(path, resumable=False)
     return {"rnn_lines": len(lines), "rnn_test_bpc": test["bits_per_char"],
             "rnn_test_bpc_closed": test["bits_per_char_closed"], "rnn_bytes": path.stat().st_size,
-            "rnn_pairs": pairs(model), "rnn_seconds": round(time.perf_counter() - started, 1)}
+            "rnn_pairs": pairs(model), "rnn_train_seconds": round(trained, 1)}
 
 
 def print_table(rows: list[dict], n_train: int, n_test: int, args) -> None:
-    rnn = f"; RNN H={args.hidden}, {args.epochs} epoch(s) on {rows[0]['rnn_lines']:,} lines" if args.rnn else ""
+    output = (f" RNNME ({args.classes} classes, direct order {args.direct_order}, {args.direct_size:,} entries)"
+              if args.classes != "0" and args.direct_order else f" RNN ({args.classes} classes)")
+    rnn = (f";{output} H={args.hidden}, {args.epochs} epoch(s) on {rows[0]['rnn_lines']:,} lines, "
+           f"{args.threads} thread(s)") if args.rnn else ""
     print(f"\nnsmc, trained on {n_train:,} lines, tested on {n_test:,}{rnn}. Bits per character on the "
           "open-vocabulary basis (closed: OOV units cost P(<unk>) only); pairs: 버스/탔다, 달려갔다, 메론\n")
     head = "| unit | vocab | test OOV | n-gram order | test bits/char | (closed) | model MB | pairs |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---|"
     if args.rnn:
-        head += " RNN test bits/char | (closed) | RNN MB | RNN pairs |"
-        rule += "---:|---:|---:|---|"
+        head += " RNN test bits/char | (closed) | RNN MB | RNN training s | RNN pairs |"
+        rule += "---:|---:|---:|---:|---|"
     print(head)
     print(rule)
     for r in rows:
@@ -166,7 +178,7 @@ def print_table(rows: list[dict], n_train: int, n_test: int, args) -> None:
                 f"| {marks(r['ngram_pairs'])} |")
         if args.rnn:
             line += (f" {r['rnn_test_bpc']:.4f} | {r['rnn_test_bpc_closed']:.4f} | {r['rnn_bytes'] / 1e6:.1f} "
-                     f"| {marks(r['rnn_pairs'])} |")
+                     f"| {r['rnn_train_seconds']:.0f} | {marks(r['rnn_pairs'])} |")
         print(line)
 
 
