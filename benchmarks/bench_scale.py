@@ -101,7 +101,7 @@ def child_mpi(steps: int, threads: int) -> dict | None:
     for _ in range(2):   # warm-up: buffers, BLAS threads, the first collectives
         _, _, h, _ = trainer.step(*next(windows), h)   # (loss, tokens, state, direct history)
     if ranks is not None:
-        ranks.allreduce_bytes, ranks.allreduce_seconds = 0, 0.0
+        ranks.exchange_bytes, ranks.exchange_seconds = 0, 0.0
         ranks.comm.Barrier()
     tokens, started = 0, time.perf_counter()
     for _ in range(steps):
@@ -112,8 +112,8 @@ def child_mpi(steps: int, threads: int) -> dict | None:
         return None
     return {"ranks": ranks.size if ranks else 1, "threads": threads, "tokens_per_s": tokens / seconds,
             "step_s": seconds / steps, "params": int(model.params.size),
-            "allreduce_bytes": ranks.allreduce_bytes / steps if ranks else 0,
-            "allreduce_s": ranks.allreduce_seconds / steps if ranks else 0.0}
+            "allreduce_bytes": ranks.exchange_bytes / steps if ranks else 0,
+            "allreduce_s": ranks.exchange_seconds / steps if ranks else 0.0}
 
 
 def run_child(args: list[str], launcher: list[str] = ()) -> dict:

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 4 };
+enum rnn_abi { RNN_ABI_VERSION = 5 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -197,6 +197,40 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
                        int64_t table_size, int direct_order, float loss_scale,
                        float direct_lr, float direct_l2,
                        int activation, int T, int B, int H, int V, int C);
+
+/* The direct table's part of rnn_class_backward as a gradient instead of an update, for
+ * data-parallel training (rnnkit/mpi.py), where every process must take the same summed
+ * step: for each use of an entry, in rnn_class_backward's order,
+ *   dtable[(f + o) mod D] += loss_scale * g + direct_l2 * table[(f + o) mod D]
+ * dtable:   (D,) accumulated (+=); only the entries the batch uses change
+ * work:     (work_size,) scratch of rnn_class_workspace_size(T, B, H, V, C, M) floats
+ * dclass, dword, inputs, targets, resets, history, class_start, table, table_size,
+ * direct_order: exactly as passed to / written by rnn_class_forward (direct_order >= 1).
+ * The SGD step dtable gives, table -= direct_lr * dtable, differs from rnn_class_backward's
+ * in-place one only in the L2 term: a use there sees the entry as the uses before it left
+ * it, here as the batch found it (second order in direct_lr * direct_l2). */
+int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
+                              const float *dclass, const float *dword,
+                              const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                              const int32_t *history, const int32_t *class_start,
+                              const float *table, int64_t table_size, int direct_order,
+                              float loss_scale, float direct_l2, int T, int B, int H, int V, int C);
+
+/* The distinct direct-table entries a T x B batch uses (rnn_class_backward updates them,
+ * rnn_class_direct_gradient accumulates into them; all others stay), each once, in the
+ * order of first use over positions t * B + b with a target: for each, its features' class
+ * units, then their word units of the target's class. It depends on the ids alone, so
+ * processes that hold the same batch list the same entries without communicating.
+ * entries:  (capacity,) int64: receives them; *count their number. RNN_E_SIZE when there
+ *           are more than capacity (at most min(D, direct_order * sum over positions with a
+ *           target of (C + |class of the target|)))
+ * seen:     ((D + 7) / 8,) bytes of scratch (a bitmap of the entries listed)
+ * inputs, targets, resets, history, class_start, table_size, direct_order (>= 1): as for
+ * rnn_class_forward. */
+int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
+                       const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                       const int32_t *history, const int32_t *class_start,
+                       int64_t table_size, int direct_order, int T, int B, int V, int C);
 
 /* One inference step with the class-factored output, giving the FULL distribution:
  * h_out:          (B, H) new state; must not alias h_in
