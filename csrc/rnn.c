@@ -96,6 +96,7 @@ const char *rnn_strerror(int status) {
     case RNN_E_NONFINITE: return "non-finite value (NaN or infinity) encountered";
     case RNN_E_CLASS: return "class_start must rise strictly from 0 to V (C classes in [1, V], none empty)";
     case RNN_E_HISTORY: return "direct history id out of range [-1, V)";
+    case RNN_E_INDEX: return "sparse index not rising strictly within [0, size)";
     default: return "unknown rnnkit kernel error";
     }
 }
@@ -1375,20 +1376,13 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
     return RNN_OK;
 }
 
-/* Appends the entries of len units from unit o of feature f not yet in `seen` (a bitmap). */
-static int list_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
-                        uint64_t f, uint64_t o, int len, uint64_t D) {
+/* Marks in the bitmap `seen` the entries of len units from unit o of feature f. */
+static void mark_entries(uint8_t *seen, uint64_t f, uint64_t o, int len, uint64_t D) {
     uint64_t i = (f + o) % D;
     for (int j = 0; j < len; j++) {
-        uint8_t bit = (uint8_t)(1u << (i & 7));
-        if (!(seen[i >> 3] & bit)) {
-            if (*count == capacity) return RNN_E_SIZE;
-            seen[i >> 3] |= bit;
-            entries[(*count)++] = (int64_t)i;
-        }
+        seen[i >> 3] |= (uint8_t)(1u << (i & 7));
         if (++i == D) i = 0;
     }
-    return RNN_OK;
 }
 
 int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
@@ -1409,23 +1403,30 @@ int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8
     if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
     if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
 
-    const uint64_t D = (uint64_t)table_size;
-    memset(seen, 0, (size_t)((D + 7) / 8));
+    const uint64_t D = (uint64_t)table_size, bytes = (D + 7) / 8;
+    memset(seen, 0, (size_t)bytes);
     struct direct_set d = {NULL, D, direct_order, inputs, resets, history, B};
     uint64_t f[RNN_MAX_DIRECT_ORDER];
-    *count = 0;
     for (int64_t n = 0; n < N; n++) {
         if (targets[n] < 0) continue;
         int c = class_of(class_start, C, targets[n]);
         int32_t start = class_start[c];
         int features = row_features(f, &d, n);
-        for (int k = 0; k < features && rc == RNN_OK; k++)
-            rc = list_entries(entries, count, capacity, seen, f[k], 0, C, D);
-        for (int k = 0; k < features && rc == RNN_OK; k++)
-            rc = list_entries(entries, count, capacity, seen, f[k], (uint64_t)C + start,
-                              class_start[c + 1] - start, D);
-        if (rc) return rc;
+        for (int k = 0; k < features; k++) {
+            mark_entries(seen, f[k], 0, C, D);
+            mark_entries(seen, f[k], (uint64_t)C + start, class_start[c + 1] - start, D);
+        }
     }
+    /* the marked entries in ascending order (bits past D are never marked) */
+    int64_t listed = 0;
+    for (uint64_t byte = 0; byte < bytes; byte++) {
+        for (unsigned bits = seen[byte], b = 0; bits; bits >>= 1, b++) {
+            if (!(bits & 1)) continue;
+            if (listed == capacity) return RNN_E_SIZE;
+            entries[listed++] = (int64_t)(byte * 8 + b);
+        }
+    }
+    *count = listed;
     return RNN_OK;
 }
 
@@ -1504,6 +1505,17 @@ int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
     /* memory-bound: two cores stream faster than one */
     struct vec_job job = {params, grads, lr, NULL};
     parallel_for(threads_for(n, 1 << 20), n, sgd_slice, &job);
+    return RNN_OK;
+}
+
+int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, const float *grads,
+                          float lr, int64_t n) {
+    if (!params || !index || !grads) return RNN_E_NULL;
+    if (size < 0 || size > RNN_MAX_FLAT || n < 0) return RNN_E_SIZE;
+    if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
+    for (int64_t k = 0; k < n; k++)
+        if (index[k] < (k ? index[k - 1] + 1 : 0) || index[k] >= size) return RNN_E_INDEX;
+    for (int64_t k = 0; k < n; k++) params[index[k]] -= lr * grads[k];
     return RNN_OK;
 }
 

@@ -51,7 +51,8 @@ enum rnn_status {
     RNN_E_ARGUMENT = 9,     /* a scalar argument is out of range (lr, betas, norm, ...) */
     RNN_E_NONFINITE = 10,   /* a non-finite value where a finite one is required */
     RNN_E_CLASS = 11,       /* class_start does not rise strictly from 0 to V */
-    RNN_E_HISTORY = 12      /* a direct history id is outside [-1, V) */
+    RNN_E_HISTORY = 12,     /* a direct history id is outside [-1, V) */
+    RNN_E_INDEX = 13        /* a sparse index does not rise strictly within its array */
 };
 
 enum rnn_activation {
@@ -217,14 +218,13 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
                               float loss_scale, float direct_l2, int T, int B, int H, int V, int C);
 
 /* The distinct direct-table entries a T x B batch uses (rnn_class_backward updates them,
- * rnn_class_direct_gradient accumulates into them; all others stay), each once, in the
- * order of first use over positions t * B + b with a target: for each, its features' class
- * units, then their word units of the target's class. It depends on the ids alone, so
- * processes that hold the same batch list the same entries without communicating.
+ * rnn_class_direct_gradient accumulates into them; all others stay), in ascending order.
+ * They depend on the ids alone, so processes that hold the same batch list the same
+ * entries without communicating.
  * entries:  (capacity,) int64: receives them; *count their number. RNN_E_SIZE when there
- *           are more than capacity (at most min(D, direct_order * sum over positions with a
- *           target of (C + |class of the target|)))
- * seen:     ((D + 7) / 8,) bytes of scratch (a bitmap of the entries listed)
+ *           are more than capacity (at most min(D, direct_order * the sum over positions
+ *           with a target of (C + |class of the target|)))
+ * seen:     ((D + 7) / 8,) bytes of scratch (a bitmap of the entries used)
  * inputs, targets, resets, history, class_start, table_size, direct_order (>= 1): as for
  * rnn_class_forward. */
 int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
@@ -249,6 +249,11 @@ int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
 /* Optimizers over flat buffers of n floats. */
 /* params -= lr * grads */
 int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n);
+/* params[index[k]] -= lr * grads[k] for k < n: the step of a sparse gradient (the direct
+ * table's, summed across processes: rnnkit/mpi.py) on params of `size` floats. index (n,)
+ * rises strictly within [0, size); else RNN_E_INDEX and nothing is written. */
+int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, const float *grads,
+                          float lr, int64_t n);
 /* Adam (Kingma & Ba) with bias correction; step counts from 1; m, v start at zero. */
 int rnn_adam_update(float *params, float *m, float *v, const float *grads,
                     float lr, float beta1, float beta2, float eps, int64_t step, int64_t n);

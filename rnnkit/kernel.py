@@ -60,7 +60,7 @@ __all__ = [
     "set_num_threads", "get_num_threads", "forward", "backward", "step",
     "ClassForwardCache", "next_history", "class_forward", "class_backward", "class_step",
     "class_direct_gradient", "direct_entries",
-    "sgd_update", "adam_update", "clip_grad_norm",
+    "sgd_update", "sparse_sgd_update", "adam_update", "clip_grad_norm",
 ]
 
 
@@ -587,19 +587,21 @@ def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale
 
 def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, table_size, history=None):
     """The distinct entries of a `table_size`-entry direct table that a (T, B) batch uses
-    (the ones class_backward updates), int64, each once, in the order of first use (rnn.h).
-    They follow from the ids alone: processes holding the same batch get the same list."""
+    (the ones class_backward updates), int64, ascending. They follow from the ids alone:
+    processes holding the same batch get the same list."""
     T, B = _dims("inputs", inputs, ("T", "B"))
     V = _dim("V", V)
-    C, M, p_classes = _class_map(class_start, V)
+    C, _, p_classes = _class_map(class_start, V)
     order = _integer("direct_order", direct_order, 1, lib.RNN_MAX_DIRECT_ORDER)
     D = _integer("table_size", table_size, 1, MAX_TABLE)
     p_in = _pointer("inputs", inputs, np.int32, (T, B))
     p_tg = _pointer("targets", targets, np.int32, (T, B))
     p_rs = _pointer("resets", resets, np.int32, (T, B))
-    # rnn.h's bound, with the largest class for each target's (whose id the kernel checks);
-    # a buffer past what the kernel writes stays untouched virtual memory
-    capacity = min(D, order * int((targets >= 0).sum()) * (C + M))
+    # rnn.h's bound: each target's features use C + |its class| entries (an id out of range,
+    # which the kernel refuses, counts as some class here)
+    used = targets[targets >= 0]
+    classes = np.clip(np.searchsorted(class_start, used, side="right") - 1, 0, C - 1)
+    capacity = min(D, order * int((C + class_start[classes + 1] - class_start[classes]).sum()))
     entries, count = _new("entries", (max(capacity, 1),), np.int64), _new("count", (1,), np.int64)
     seen = _new("seen", ((D + 7) // 8,), np.uint8)
     _run(lib.rnn_direct_entries, _pointer("entries", entries, np.int64, entries.shape, writable=True),
@@ -608,7 +610,7 @@ def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, tab
          p_classes, D, order, T, B, V, C,
          ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
               lib.RNN_E_RESET: ("resets", resets, 0, 2), lib.RNN_E_HISTORY: ("history", history, -1, V)})
-    return entries[:int(count[0])].copy()
+    return entries[:int(count[0])]
 
 
 def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0, history=None,
@@ -648,6 +650,20 @@ def sgd_update(params, grads, lr):
     p_grads = _pointer("grads", grads, np.float32, shape)
     _check_disjoint([("params", params)], [("grads", grads)])
     _run(lib.rnn_sgd_update, p_params, p_grads, lr, params.size)
+
+
+def sparse_sgd_update(params, index, grads, lr):
+    """params[index] -= lr * grads, in place: the step of a sparse gradient, `grads` (n,)
+    float32 for the entries `index` (n,) int64, which rise strictly within params."""
+    shape = _flat_shape("params", params)
+    (n,) = _flat_shape("grads", grads)
+    lr = _real("lr", lr, 0.0, FLOAT32_MAX)
+    p_params = _pointer("params", params, np.float32, shape, writable=True)
+    p_index = _pointer("index", index, np.int64, (n,))
+    p_grads = _pointer("grads", grads, np.float32, (n,))
+    _check_disjoint([("params", params)], [("index", index), ("grads", grads)])
+    _run(lib.rnn_sparse_sgd_update, p_params, params.size, p_index, p_grads, lr, n,
+         ids={lib.RNN_E_INDEX: ("index", index, 0, params.size)})
 
 
 def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):

@@ -152,12 +152,8 @@ class Exchange:
 
     def __init__(self, ranks: Ranks, model):
         self.ranks, self.model = ranks, model
-        if model.direct_order:
-            # this rank's direct-table gradient, zero between steps; and for each target word,
-            # the output units whose entries a feature of its position uses (C + its class)
-            self.table_grads = np.zeros(model.direct_table.size, np.float32)
-            sizes = np.diff(model.class_start)
-            self.units = sizes.size + np.repeat(sizes, sizes)
+        # this rank's direct-table gradient; zero between steps
+        self.table_grads = np.zeros(model.direct_table.size, np.float32) if model.direct_order else None
 
     def sum(self, grads: np.ndarray, loss: float, window: tuple, table_step: tuple | None = None) -> float:
         """grads += every other rank's; with table_step = (table, rate), table_grads too,
@@ -170,19 +166,20 @@ class Exchange:
         rows = np.unique(inputs)   # W_xh's rows with a gradient on any rank
         packed_rows = self.packed(rows.size, model.V)
         entries = None
-        if table_step is not None and self.packed(self.entry_bound(targets), self.table_grads.size):
+        if table_step is not None:
             entries = kernel.direct_entries(inputs, targets, resets, history=history, V=model.V,
                                             class_start=model.class_start, direct_order=model.direct_order,
                                             table_size=self.table_grads.size)
+            entries = entries if self.packed(entries.size, self.table_grads.size) else None
         ranks.allreduce(grads[embedding:] if packed_rows else grads)
         embedding_rows = grads[:embedding].reshape(model.V, model.hidden)
-        sparse = [embedding_rows[rows].ravel() if packed_rows else None,
-                  self.table_grads[entries] if entries is not None else None]
-        if any(part is not None for part in sparse):
-            packed = np.concatenate([part for part in sparse if part is not None])
+        sparse = ([embedding_rows[rows].ravel()] if packed_rows else []) + \
+                 ([np.take(self.table_grads, entries)] if entries is not None else [])
+        if sparse:
+            packed = np.concatenate(sparse)
             ranks.allreduce(packed)
             if packed_rows:
-                embedding_rows[rows] = packed[:sparse[0].size].reshape(rows.size, model.hidden)
+                embedding_rows[rows] = packed[:rows.size * model.hidden].reshape(rows.size, model.hidden)
             if entries is not None:
                 self.step_entries(table_step, entries, packed[packed.size - entries.size:])
         if table_step is not None and entries is None:
@@ -194,21 +191,15 @@ class Exchange:
         """Whether a part of `size` values of which a window uses `used` is summed packed."""
         return self.ranks.sparse if self.ranks.sparse is not None else used < SPARSE_FRACTION * size
 
-    def entry_bound(self, targets: np.ndarray) -> int:
-        """At most how many table entries the window uses (rnn.h's bound for
-        rnn_direct_entries): cheaper to know than the entries themselves."""
-        return self.model.direct_order * int(self.units[targets[targets >= 0]].sum())
-
     def step_entries(self, table_step: tuple, entries: np.ndarray, summed: np.ndarray) -> None:
         table, rate = table_step
         self.table_grads[entries] = 0.0
-        table[entries] -= np.float32(rate) * summed
+        kernel.sparse_sgd_update(table, entries, summed, rate)
 
     def step_dense(self, table_step: tuple) -> None:
         table, rate = table_step
         self.ranks.allreduce(self.table_grads)
-        self.table_grads *= np.float32(rate)
-        table -= self.table_grads
+        kernel.sgd_update(table, self.table_grads, rate)
         self.table_grads.fill(0.0)
 
 

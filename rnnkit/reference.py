@@ -378,22 +378,18 @@ def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale
 
 
 def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, table_size, history=None):
-    """Same contract as kernel.direct_entries: the distinct entries a batch uses, in the
-    order of first use over positions t * B + b."""
+    """Same contract as kernel.direct_entries: the distinct entries a batch uses, ascending."""
     _check_batch(inputs, targets, resets, V)
     if not 1 <= direct_order <= MAX_DIRECT_ORDER:
         raise KernelError(f"direct_order = {direct_order} is out of range [1, {MAX_DIRECT_ORDER}]")
     out = _Output(V, class_start, np.zeros(table_size, np.float32), direct_order, inputs, resets, history)
     T, B = inputs.shape
-    used = []
+    used = [np.zeros(0, np.int64)]
     for n in np.flatnonzero(targets.reshape(-1) >= 0):
         _, start, end = out.word_range(targets.reshape(-1)[n])
-        features = out.features(n // B, n % B)
-        used += [out.entries(f, 0, out.C) for f in features]
-        used += [out.entries(f, out.C + start, end - start) for f in features]
-    used = np.concatenate(used + [np.zeros(0, np.int64)]).astype(np.int64)
-    _, first = np.unique(used, return_index=True)
-    return used[np.sort(first)]
+        for f in out.features(n // B, n % B):
+            used += [out.entries(f, 0, out.C), out.entries(f, out.C + start, end - start)]
+    return np.unique(np.concatenate(used)).astype(np.int64)
 
 
 def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0, history=None,
@@ -418,6 +414,12 @@ def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0,
 
 def sgd_update(params, grads, lr):
     params -= lr * grads
+
+
+def sparse_sgd_update(params, index, grads, lr):
+    if index.size and (index[0] < 0 or index[-1] >= params.size or (np.diff(index) < 1).any()):
+        raise KernelError("sparse index not rising strictly within [0, size)")
+    params[index] -= lr * grads
 
 
 def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):

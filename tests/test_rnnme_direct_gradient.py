@@ -1,6 +1,7 @@
-"""The direct table's gradient and the entries a batch uses (kernel.class_direct_gradient,
-kernel.direct_entries), which data-parallel training sums across ranks (rnnkit/mpi.py):
-against reference.py, against class_backward's in-place update, and hostile arguments."""
+"""The direct table's gradient, the entries a batch uses and the sparse SGD step
+(kernel.class_direct_gradient, direct_entries, sparse_sgd_update), with which data-parallel
+training sums and steps the table across ranks (rnnkit/mpi.py): against reference.py,
+against class_backward's in-place update and the dense step, and hostile arguments."""
 
 import dataclasses
 
@@ -11,7 +12,8 @@ from hypothesis import given, strategies as st
 from rnnkit import kernel, reference
 from rnnkit.errors import KernelError
 from test_kernel import assert_close
-from test_kernel_hostile import (BAD_INTEGERS, BAD_REALS, HOSTILE, ID_KINDS, INVALID, READ_KINDS, VALID, Arena,
+from test_kernel_hostile import (BAD_INTEGERS, BAD_REALS, HOSTILE, ID_KINDS, INVALID, READ_KINDS, VALID, WRITE_KINDS,
+                                 Arena,
                                  call, draw_array, draw_output, draw_scalar, outcome)
 from test_rnnme_kernel import BAD_ORDERS, CLASS_KINDS, K, ODD_SHAPES, hostile_case, make_case
 
@@ -49,7 +51,7 @@ def test_parity(rng, shape, order):
     assert_close("dtable", got, gradient(reference, case), 1e-5, 1e-6)
     listed = entries(kernel, case)
     assert listed.dtype == np.int64 and np.array_equal(listed, entries(reference, case))
-    assert np.unique(listed).size == listed.size
+    assert (np.diff(listed) > 0).all()
     assert set(np.flatnonzero(got)) <= set(listed)
     table = case["table"].copy()
     kernel.class_backward(np.zeros_like(case["params"]), kernel.class_forward(**case)[3], table=table,
@@ -75,12 +77,11 @@ def test_summed_step_is_the_in_place_update_but_for_l2(rng):
 
 
 def test_a_batch_uses_the_entries_of_its_lanes(rng):
-    """What MPI relies on: the entries of a batch are those its lanes' shares use, together
-    (the first share's first, then the second's new ones, for a batch cut in two), and
-    the gradient of the batch is the sum of its shares' gradients."""
+    """What MPI relies on: the entries of a batch are those its lanes' shares use, together,
+    and the gradient of the batch is the sum of its shares' gradients."""
     case = make_case(rng, 8, 6, 5, 40, 6, order=4, D=3000)
     whole, first, second = entries(kernel, case), entries(kernel, case, slice(0, 3)), entries(kernel, case, slice(3, 6))
-    assert set(whole) == set(first) | set(second)
+    assert np.array_equal(whole, np.union1d(first, second))
     shares = [{**case, **{name: np.ascontiguousarray(case[name][:, lanes]) for name in ("inputs", "targets", "resets")},
                "h0": np.ascontiguousarray(case["h0"][lanes]), "history": np.ascontiguousarray(case["history"][lanes])}
               for lanes in (slice(0, 3), slice(3, 6))]
@@ -119,6 +120,40 @@ def test_refusals_name_the_argument(rng):
         entries(kernel, bad)
     with pytest.raises(KernelError, match=r"^direct_order = 0 is out of range \[1, 10\]$"):
         entries(kernel, {**case, "direct_order": 0})
+
+
+def test_sparse_step_is_the_dense_step_on_its_entries(rng):
+    """sparse_sgd_update equals reference.py and, bit for bit, sgd_update with the gradient
+    scattered into a dense one (what the MPI exchange's two ways rely on)."""
+    params = rng.standard_normal(1000).astype(np.float32)
+    index = np.unique(rng.integers(0, 1000, 300)).astype(np.int64)
+    grads = rng.standard_normal(index.size).astype(np.float32)
+    got, expected, dense = params.copy(), params.copy(), params.copy()
+    kernel.sparse_sgd_update(got, index, grads, 0.3)
+    reference.sparse_sgd_update(expected, index, grads, np.float32(0.3))
+    scattered = np.zeros_like(params)
+    scattered[index] = grads
+    kernel.sgd_update(dense, scattered, 0.3)
+    assert np.array_equal(got, expected) and np.array_equal(got, dense)
+    untouched = np.setdiff1d(np.arange(1000), index)
+    assert np.array_equal(got[untouched], params[untouched])
+
+
+@pytest.mark.parametrize("index, message", [
+    ([1, 1, 2], r"^sparse index not rising strictly within \[0, size\)$"),
+    ([3, 2], r"^sparse index not rising strictly within \[0, size\)$"),
+    ([0, 5], r"^sparse index not rising strictly within \[0, size\): index\[1\] = 5, allowed \[0, 4\]$"),
+    ([-1, 2], r"^sparse index not rising strictly within \[0, size\): index\[0\] = -1, allowed \[0, 4\]$"),
+    ([0, 1, 2, 3, 4, 4], r"^sparse index not rising strictly within \[0, size\)$"),
+])
+def test_sparse_step_refuses_a_bad_index(index, message):
+    params = np.arange(5, dtype=np.float32)
+    index = np.array(index, np.int64)
+    with pytest.raises(KernelError, match=message):
+        kernel.sparse_sgd_update(params, index, np.ones(index.size, np.float32), 0.5)
+    assert np.array_equal(params, np.arange(5, dtype=np.float32))   # nothing written
+    with pytest.raises(KernelError):
+        reference.sparse_sgd_update(params, index, np.ones(index.size, np.float32), 0.5)
 
 
 # ----------------------------------------------------------------------------------
@@ -228,3 +263,48 @@ def test_class_direct_gradient_hostile(data):
     reference.class_direct_gradient(expected, reference.class_forward(**case)[3], table=case["table"],
                                     loss_scale=float(scale), direct_l2=float(l2))
     assert_close("dtable", dtable, expected, 1e-4, 1e-5)
+
+
+@HOSTILE
+@given(st.data())
+def test_sparse_sgd_update_hostile(data):
+    """sparse_sgd_update with hostile params / index / grads (read-only, strided, wrong dtype
+    or length, out of order or range, aliasing) and rates: KernelError with params
+    untouched, or the reference's step."""
+    size = data.draw(st.integers(1, 30), label="size")
+    rng = np.random.default_rng(data.draw(st.integers(0, 999), label="seed"))
+    index = np.sort(rng.choice(size, rng.integers(1, size + 1), replace=False)).astype(np.int64)
+    clean = {"params": rng.standard_normal(size).astype(np.float32),
+             "grads": rng.standard_normal(index.size).astype(np.float32)}
+    corrupt = data.draw(st.sets(st.sampled_from(["params", "index", "grads", "lr"]), min_size=1, max_size=2),
+                        label="corrupt")
+    arena = Arena()
+    args, classes = {}, []
+    # index: int64 is its own dtype; a longer or shorter one no longer matches grads
+    index_kinds = {**ID_KINDS, "int64": VALID, "reversed": INVALID if index.size > 1 else VALID}
+    kind = data.draw(st.sampled_from(sorted(index_kinds)), label="index") if "index" in corrupt else "ok"
+    args["index"] = arena.make(index[::-1] if kind == "reversed" else index, "ok" if kind == "reversed" else kind,
+                               low=0, high=size)
+    arena.keep(args["index"])
+    classes.append(index_kinds[kind])
+    args["grads"], cls = draw_array(data, arena, "grads", clean["grads"], READ_KINDS, corrupt)
+    arena.keep(args["grads"])
+    classes.append(cls)
+    alias = args["grads"] if isinstance(args["grads"], np.ndarray) else None
+    args["params"], cls = draw_output(data, arena, "params", clean["params"], corrupt, alias=alias,
+                                      kinds={**WRITE_KINDS, "longer": VALID, "wider": VALID,   # more entries
+                                             "shorter": VALID if index[-1] < size - 1 else INVALID})
+    classes.append(cls)
+    args["lr"], cls = draw_scalar(data, "lr", [0.1, np.float32(0.1), 0], [-0.1] + BAD_REALS, corrupt)
+    classes.append(cls)
+    before = args["params"].copy() if isinstance(args["params"], np.ndarray) else None
+
+    accepted, _ = call(kernel.sparse_sgd_update, outcome(classes), **args)
+    arena.check()
+    if not accepted:
+        if before is not None:
+            assert args["params"].tobytes() == before.tobytes(), "a refused call wrote into params"
+        return
+    expected = np.array(before, np.float32).reshape(-1)
+    reference.sparse_sgd_update(expected, index, clean["grads"], np.float32(args["lr"]))
+    assert np.array_equal(args["params"].reshape(-1), expected)
