@@ -22,8 +22,9 @@ every rank knows those rows and entries without asking the others; when they are
 Allreduce, the rest of the part being zero on every rank. The direct table is not stepped
 by backward under MPI (which, alone, updates it in place use by use): each rank
 accumulates its share's table gradient (kernel.class_direct_gradient) and every rank takes
-the summed SGD step. That step differs from the in-place one only in its L2 term, by
-direct_lr x direct_l2 (3e-8 by default) times the entry's moves within the step.
+the summed SGD step. That step differs from the in-place one only in its L2 term: by
+direct_lr x direct_l2 (3e-8 by default) times the sum, over an entry's uses in the window,
+of how far the uses before had moved it.
 
 With two ranks the sum is the same as one process adding the two shares' gradients
 (floating-point addition of two terms commutes); with more, MPI's reduction order may
