@@ -239,7 +239,7 @@ def part_mpi(args) -> list[dict] | None:
     print(f"C1: V={C1['V']:,} H={C1['H']} B={C1['B']} T={C1['T']}, random ids, Adam. RNNME: `rnnkit train`'s "
           "default model of the bundled sample (char, H=128 B=32 T=32, sqrt(V) classes, direct order 6 in a "
           "4M-entry table), Adam. Exchange: how the ranks sum the embedding rows and the direct table "
-          "(auto: packed when the window uses less than half of them). Summed per step: the buffers "
+          "(auto: packed when the window uses less than 30% of the rows, 10% of the table). Summed per step: the buffers "
           "summed, and the time of the whole exchange (packing, the Allreduces, the table's step).\n")
     print("| model | layout | exchange | tokens/s | step | summed per step |")
     print("|---|---|---|---|---|---|")

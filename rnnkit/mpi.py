@@ -18,8 +18,8 @@ gradient buffer. Two parts are mostly zero in a window: the embedding W_xh outsi
 rows of the window's inputs, and the direct-connection table (RNNME) outside the entries
 the window's features use (kernel.direct_entries). Every rank holds the whole window, so
 every rank knows those rows and entries without asking the others; when they are few
-(SPARSE_FRACTION) their values are packed into one more buffer and summed by a second
-Allreduce, the rest of the part being zero on every rank. The direct table is not stepped
+(PACKED_ROWS, PACKED_ENTRIES) their values are packed into one more buffer and summed by a
+second Allreduce, the rest of the part being zero on every rank. The direct table is not stepped
 by backward under MPI (which, alone, updates it in place use by use): each rank
 accumulates its share's table gradient (kernel.class_direct_gradient) and every rank takes
 the summed SGD step. That step differs from the in-place one only in its L2 term: by
@@ -59,9 +59,14 @@ SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # How long another rank waits before it reports its own failure: rank 0 reports first
 # when all of them fail, and its MPI_Abort ends the others.
 REPORT_DELAY_SECONDS = 2.0
-# A part (embedding rows, direct-table entries) is summed packed when the window uses less
-# than this fraction of it: see Exchange.
-SPARSE_FRACTION = 0.5
+# The embedding rows and the direct-table entries a window uses are summed packed when they
+# are less than this fraction of W_xh's rows, of the table (see Exchange). Measured on 2 ranks
+# of this 2-core machine (fastest of 12): summing W_xh of V=10000, H=256 took 6.3 ms dense,
+# 3.6 ms packed for 10% of its rows, 5.6 for 30%, 7.2 for 50%; a 4M-entry table (summed,
+# stepped and cleared) 10.5 ms dense, 2.3 packed for 2% of the entries, 9.0 for 5%, 10.5 to
+# 14.6 for 10% (gathering and scattering scattered entries costs more than a row's floats).
+PACKED_ROWS = 0.3
+PACKED_ENTRIES = 0.1
 
 
 @functools.cache
@@ -87,7 +92,7 @@ class Ranks:
         self.stepping = False   # set at the first collective: from then on a rank cannot leave alone
         self.exchange_bytes = 0       # what Exchange.sum has summed so far, and in how long
         self.exchange_seconds = 0.0
-        self.sparse = None            # Exchange: None chooses by SPARSE_FRACTION; True / False force
+        self.sparse = None            # Exchange packs by PACKED_ROWS and PACKED_ENTRIES; True / False force
         if self.rank != 0:   # rank 0 alone reacts to Ctrl-C and SIGTERM (see the module docstring)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
@@ -165,13 +170,13 @@ class Exchange:
         inputs, targets, resets, history = window
         embedding = model.V * model.hidden
         rows = np.unique(inputs)   # W_xh's rows with a gradient on any rank
-        packed_rows = self.packed(rows.size, model.V)
+        packed_rows = self.packed(rows.size, model.V, PACKED_ROWS)
         entries = None
         if table_step is not None:
             entries = kernel.direct_entries(inputs, targets, resets, history=history, V=model.V,
                                             class_start=model.class_start, direct_order=model.direct_order,
                                             table_size=self.table_grads.size)
-            entries = entries if self.packed(entries.size, self.table_grads.size) else None
+            entries = entries if self.packed(entries.size, self.table_grads.size, PACKED_ENTRIES) else None
         ranks.allreduce(grads[embedding:] if packed_rows else grads)
         embedding_rows = grads[:embedding].reshape(model.V, model.hidden)
         sparse = ([embedding_rows[rows].ravel()] if packed_rows else []) + \
@@ -188,9 +193,9 @@ class Exchange:
         ranks.exchange_seconds += time.perf_counter() - started
         return ranks.comm.allreduce(float(loss), op=ranks.mpi.SUM)
 
-    def packed(self, used: int, size: int) -> bool:
-        """Whether a part of `size` values of which a window uses `used` is summed packed."""
-        return self.ranks.sparse if self.ranks.sparse is not None else used < SPARSE_FRACTION * size
+    def packed(self, used: int, size: int, fraction: float) -> bool:
+        """Whether a part of `size` rows or entries of which a window uses `used` is summed packed."""
+        return self.ranks.sparse if self.ranks.sparse is not None else used < fraction * size
 
     def step_entries(self, table_step: tuple, entries: np.ndarray, summed: np.ndarray) -> None:
         table, rate = table_step

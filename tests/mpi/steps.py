@@ -20,7 +20,7 @@ from rnnkit.rnnlm import RNNModel
 from rnnkit.train import TrainConfig, Trainer, init_params
 from rnnkit.vocab import Vocab
 
-# (model kind, the exchange's choice: None by SPARSE_FRACTION, True packed, False dense)
+# (model kind, the exchange's choice: None as rnnkit.mpi chooses, True packed, False dense)
 RUNS = [("rnn", None), ("class", True), ("class", False), ("direct", True), ("direct", False)]
 CLASSES, ORDER, TABLE = 4, 3, 997
 
