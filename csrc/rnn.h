@@ -187,7 +187,8 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
  * per use (the others are untouched, as in RNNLM), in that fixed order, so training is
  * reproducible bit for bit. direct_lr = 0 leaves the table unchanged. Why not a gradient
  * buffer: the entries used per step are N * n * (C + |c|) (a million at C = 100, n = 4),
- * the table is not read by the rest of backward, and the update needs no second pass.
+ * the table is not read by the rest of backward, and the update needs no second pass
+ * (processes that must sum their updates first use rnn_class_direct_gradient).
  * dclass, dword, hs, hd, inputs, targets, resets, history, in_mask, out_mask, h0, params,
  * class_start, table_size, direct_order: exactly as passed to / written by the forward. */
 int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
