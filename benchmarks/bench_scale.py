@@ -93,7 +93,7 @@ def child_mpi(setup: str, steps: int, threads: int, exchange: str) -> dict | Non
     kernel.set_num_threads(threads)
     ranks = mpi.world()
     if ranks is not None:
-        ranks.sparse = EXCHANGES[exchange]
+        ranks.pack = EXCHANGES[exchange]
     model, config, lanes = (c1_model if setup == "C1" else rnnme_model)(steps)
     trainer = Trainer(model, config, lanes, ranks=ranks)
     h = np.zeros((config.batch, model.hidden), dtype=np.float32)

@@ -92,7 +92,7 @@ class Ranks:
         self.stepping = False   # set at the first collective: from then on a rank cannot leave alone
         self.exchange_bytes = 0       # what Exchange.sum has summed so far, and in how long
         self.exchange_seconds = 0.0
-        self.sparse = None            # Exchange packs by PACKED_ROWS and PACKED_ENTRIES; True / False force
+        self.pack = None   # Exchange packs as PACKED_ROWS and PACKED_ENTRIES say; True / False: always / never
         if self.rank != 0:   # rank 0 alone reacts to Ctrl-C and SIGTERM (see the module docstring)
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
@@ -195,7 +195,7 @@ class Exchange:
 
     def packed(self, used: int, size: int, fraction: float) -> bool:
         """Whether a part of `size` rows or entries of which a window uses `used` is summed packed."""
-        return self.ranks.sparse if self.ranks.sparse is not None else used < fraction * size
+        return self.ranks.pack if self.ranks.pack is not None else used < fraction * size
 
     def step_entries(self, table_step: tuple, entries: np.ndarray, summed: np.ndarray) -> None:
         table, rate = table_step

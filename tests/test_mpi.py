@@ -82,10 +82,10 @@ def test_two_ranks_equal_one_process_adding_both_halves(tmp_path):
     result = run([sys.executable, HERE / "mpi" / "steps.py", out, "7"])
     assert result.returncode == 0, result.stderr
     got = np.load(out)
-    for kind, sparse in RUNS:
+    for kind, pack in RUNS:
         expected = one_process(kind, 7)
         for name, array in expected.items():
-            assert np.array_equal(got[f"{kind}-{sparse}-{name}"], array), (kind, sparse, name)
+            assert np.array_equal(got[f"{kind}-{pack}-{name}"], array), (kind, pack, name)
         assert not np.array_equal(expected["params"], one_process(kind, 6)["params"])   # the steps did change them
     assert not np.array_equal(one_process("direct", 7)["table"], setup("direct")[0].direct_table)
 

@@ -44,8 +44,8 @@ def setup(kind: str = "rnn", seed: int = 5, V: int = 23, H: int = 12, sentences:
     return model, config, batching.split_lanes(batching.make_stream(ids), lanes)
 
 
-def train(ranks, kind: str, sparse: bool | None, steps: int, fail: bool) -> dict:
-    ranks.sparse = sparse
+def train(ranks, kind: str, pack: bool | None, steps: int, fail: bool) -> dict:
+    ranks.pack = pack
     model, config, lanes = setup(kind)
     trainer = Trainer(model, config, lanes, ranks=ranks)
     h, history = np.zeros((lanes.inputs.shape[1], model.hidden), dtype=np.float32), None
@@ -60,9 +60,9 @@ def train(ranks, kind: str, sparse: bool | None, steps: int, fail: bool) -> dict
 def main(out: str, steps: int, fail: bool) -> None:
     ranks = mpi.world()
     saved = {}
-    for kind, sparse in RUNS:
-        for name, array in train(ranks, kind, sparse, steps, fail).items():
-            saved[f"{kind}-{sparse}-{name}"] = array
+    for kind, pack in RUNS:
+        for name, array in train(ranks, kind, pack, steps, fail).items():
+            saved[f"{kind}-{pack}-{name}"] = array
     if ranks.lead:
         np.savez(out, **saved)
 
