@@ -96,7 +96,7 @@ def child_mpi(setup: str, steps: int, threads: int, exchange: str) -> dict | Non
         ranks.pack = EXCHANGES[exchange]
     model, config, lanes = (c1_model if setup == "C1" else rnnme_model)(steps)
     trainer = Trainer(model, config, lanes, ranks=ranks)
-    h = np.zeros((config.batch, model.hidden), dtype=np.float32)
+    h = np.zeros((lanes.width, model.hidden), dtype=np.float32)
     history = None
     windows = lanes.windows(config.bptt)
     for _ in range(2):   # warm-up: buffers, BLAS threads, the first collectives
@@ -135,12 +135,15 @@ def c1_model(steps: int):
 
 def rnnme_model(steps: int):
     """`rnnkit train`'s default model of the bundled sample: RNNME (classes, direct connections)."""
-    from rnnkit import batching, cli
+    from rnnkit import batching, cli, idcorpus
     from rnnkit.train import TrainConfig, new_model
+    from rnnkit.units import Tokenizer
     config = TrainConfig(classes=cli.DEFAULT_CLASSES, direct_order=cli.DEFAULT_DIRECT_ORDER,
                          direct_size=cli.TableSize().convert(cli.DEFAULT_DIRECT_SIZE, None, None))
-    model, ids = new_model(cli.bundled_corpus().read_text(encoding="utf-8").splitlines(), config)
-    return model, config, batching.split_lanes(batching.make_stream(ids), config.batch)
+    lines, tokenizer = cli.bundled_corpus().read_text(encoding="utf-8").splitlines(), Tokenizer(config.unit)
+    with idcorpus.number([lines], tokenizer, idcorpus.hold_out_every(config.valid_fraction)) as numbered:
+        model = new_model(numbered, config, tokenizer)
+        return model, config, batching.split_lanes(numbered.stream(model.vocab), config.batch)
 
 
 def run_child(args: list[str], launcher: list[str] = ()) -> dict:

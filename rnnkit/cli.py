@@ -250,10 +250,16 @@ def corpus_sources(patterns: tuple[str, ...]) -> list:
     return sources
 
 
-def read_corpus(sources: list) -> list[str]:
-    """The lines of every source, in order (the RNN trainer holds them all)."""
+def corpus_blocks(sources: list):
+    """The lines of every source, in order, a block at a time (units.read_line_blocks)."""
     from .units import read_line_blocks
-    return [line for source in sources for block in read_line_blocks(source) for line in block]
+    for source in sources:
+        yield from read_line_blocks(source)
+
+
+def read_corpus(sources: list) -> list[str]:
+    """The lines of every source, in order, all in memory (a SentencePiece model trains on them)."""
+    return [line for block in corpus_blocks(sources) for line in block]
 
 
 @cli.command(context_settings=CONTEXT)
@@ -287,7 +293,8 @@ def read_corpus(sources: list) -> list[str]:
               help="n-gram counting memory, e.g. 500M, 2G or 50% (lmplz's -S): beyond it counts spill to "
                    "sorted runs in --temp-dir [default: no limit].")
 @click.option("--temp-dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Where --memory spills (lmplz's -T) [default: the system's temporary directory].")
+              help="Where --memory spills (lmplz's -T), and where RNN training encodes the corpus to a "
+                   "memory-mapped id file [default: the system's temporary directory].")
 @cluster_options
 @click.option("--hidden", type=click.IntRange(1), default=128, show_default=True, help="RNN hidden size.")
 @click.option("--bptt", type=click.IntRange(1), default=32, show_default=True, help="Steps of truncated BPTT.")
@@ -367,8 +374,7 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
                                  param_hint="--type")
     if arpa and model_type != "ngram":
         raise click.BadParameter("--arpa needs --type ngram", param_hint="--arpa")
-    for option, value in (("--memory", memory), ("--temp-dir", temp_dir), ("--workers", workers),
-                          ("--scheduler", scheduler)):
+    for option, value in (("--memory", memory), ("--workers", workers), ("--scheduler", scheduler)):
         if value is not None and model_type != "ngram":
             raise click.BadParameter(f"{option} needs --type ngram", param_hint=option)
     if memory is not None and (workers or scheduler):
@@ -401,7 +407,8 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
             settings["unit"] = make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
         model = train_ngram(sources, output, settings, arpa, memory, temp_dir, sharded(workers, scheduler), lines)
     else:
-        lines = read_corpus(sources)
+        # a SentencePiece model trains on the text in memory; otherwise training reads it once, in blocks
+        lines = read_corpus(sources) if unit == "spm" and spm_model is None and not resume else None
         tokenizer = None if resume else make_tokenizer(unit, lines, spm_vocab, spm_model, spm_type)
         valid = read_lines(valid_path) if valid_path else None
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
@@ -409,7 +416,8 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
                         weight_decay=weight_decay, **output_layer(classes, direct_order, direct_size),
                         min_count=min_count, max_vocab=max_vocab, stream=stream, seed=seed,
                         checkpoint_minutes=checkpoint_minutes)
-        model = train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer)
+        corpus = corpus_blocks(sources) if lines is None else lines
+        model = train_rnn(corpus, valid, output, settings, resume, resume_hint, tokenizer, temp_dir)
     if as_json and (mpi.world() is None or mpi.world().lead):
         emit_json({"file": output, **model.describe()})
 
@@ -541,7 +549,7 @@ class EpochProgress:
         click.echo(text, err=True)
 
 
-def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
+def train_rnn(corpus, valid, output, settings, resume, resume_hint, tokenizer, temp_dir):
     """Under mpiexec every rank trains its share (rnnkit.mpi); rank 0 alone prints and writes."""
     from .interrupts import EXIT_STATUS
     from .mpi import world
@@ -561,9 +569,10 @@ def train_rnn(lines, valid, output, settings, resume, resume_hint, tokenizer):
     lead = ranks is None or ranks.lead
     progress = EpochProgress()
     try:
-        model = run_training(lines, valid, TrainConfig(**settings), output_path=output if lead else None,
+        model = run_training(corpus, valid, TrainConfig(**settings), output_path=output if lead else None,
                              resume_from=resume_from, progress=progress if lead else None,
-                             notify=progress.notify if lead else None, tokenizer=tokenizer, ranks=ranks)
+                             notify=progress.notify if lead else None, tokenizer=tokenizer, ranks=ranks,
+                             temp_dir=temp_dir)
     except TrainingInterrupted as stop:
         if stop.saved is not None:
             outcome = f"saved {output} (resume with: {resume_hint})"

@@ -11,6 +11,8 @@ a good file, and a finished one survives a crash. Around that:
 - SIGTERM/SIGHUP (and SIGINT when it would kill the process) remove the temporary
   file before the process dies; kill -9 cannot be caught, so each write sweeps the
   stale temporary files of dead writers from its directory (see `sweep_stale`);
+- `scratch_files` gives a job working files (RNN training's id file) with the same
+  names, removal and sweeping;
 - `check_outputs` lets a command refuse, before any work, an output that is one of
   its inputs or another of its outputs.
 """
@@ -94,8 +96,7 @@ def write_atomic(path, write_to) -> None:
     sweep_stale(directory)
     mode = stat.S_IMODE(status.st_mode) & 0o777 if status else 0o666 & ~current_umask()
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name[:TEMP_NAME_KEEP]}.rnnkit-{os.getpid()}-",
-                                        suffix=".tmp", dir=directory)
+        fd, tmp_name = temporary_file(directory, target.name)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
@@ -113,6 +114,37 @@ def write_atomic(path, write_to) -> None:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     fsync_directory(directory)
+
+
+def temporary_file(directory, name: str) -> tuple[int, str]:
+    """mkstemp in `directory` under the name pattern that sweep_stale knows: (fd, path)."""
+    return tempfile.mkstemp(prefix=f".{name[:TEMP_NAME_KEEP]}.rnnkit-{os.getpid()}-", suffix=".tmp", dir=directory)
+
+
+@contextlib.contextmanager
+def scratch_files(directory, names: list[str]):
+    """New empty files in `directory` (None: the system's temporary directory), one per
+    name, that are removed when the block ends, however it ends: an exception, or a
+    signal that would kill the process (removed_on_signal). Stale ones of killed
+    processes are swept first. Yields their paths; raises OutputError when they cannot
+    be made."""
+    directory = Path(directory if directory is not None else tempfile.gettempdir())
+    sweep_stale(directory)
+    paths = []
+    try:
+        for name in names:
+            try:
+                fd, path = temporary_file(directory, name)
+            except OSError as exc:
+                raise OutputError(f"cannot make a temporary file in {directory}: {exc.strerror or exc}") from None
+            os.close(fd)
+            paths.append(path)
+        with removed_on_signal(*paths):
+            yield paths
+    finally:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def current_umask() -> int:
@@ -133,8 +165,8 @@ def fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def removed_on_signal(tmp_name: str):
-    """While the block runs, a signal that would kill the process removes tmp_name first.
+def removed_on_signal(*tmp_names: str):
+    """While the block runs, a signal that would kill the process removes tmp_names first.
 
     Only signals left at their default action (death) get a handler: Python handlers
     (SIGINT's KeyboardInterrupt, a trainer's stop-after-this-epoch) keep running, and a
@@ -146,8 +178,9 @@ def removed_on_signal(tmp_name: str):
         return
 
     def remove_and_die(signum, frame):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
+        for tmp_name in tmp_names:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)   # die of the signal, with the status the caller expects
         # still here: as PID 1 (a container's init) the kernel ignores a default-action

@@ -46,7 +46,7 @@ import shutil
 import tempfile
 import time
 from collections import defaultdict
-from itertools import chain, count, repeat
+from itertools import count, repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -58,7 +58,7 @@ from .errors import ConfigError, CorpusError
 from .ngram import SMOOTHINGS, NgramModel
 from .spelling import SpellingModel
 from .units import Tokenizer
-from .vocab import BOS_ID, EOS_ID, SPECIALS, Vocab
+from .vocab import BOS_ID, EOS_ID, SPECIALS, FirstOccurrence, Vocab
 
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 # Bytes a counting chunk needs per position: the streams (seq, rem, two window indices),
@@ -293,16 +293,12 @@ class Encoder:
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        # a token seen for the first time gets the next id from the counter, all in C
-        self._ids = defaultdict(count().__next__)
-        for special in SPECIALS:
-            self._ids[special]
+        self.numbering = FirstOccurrence()
         self.sentences = 0
         self.tokens = 0
 
     def vocab(self) -> Vocab:
-        self._ids.default_factory = None  # lookups must not add tokens (no copy of a big dict)
-        return Vocab(list(self._ids), self._ids)
+        return self.numbering.vocab()
 
     def encode(self, block) -> tuple[np.ndarray, np.ndarray]:
         """seq and rem of a block of sentences; rem[i] = positions after i in its sentence
@@ -313,10 +309,8 @@ class Encoder:
         else:
             token_lists = [list(x) for x in block]
         del block
-        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-        all_tokens = list(chain.from_iterable(token_lists))
-        flat = np.fromiter(map(self._ids.__getitem__, all_tokens), dtype=np.int32, count=len(all_tokens))
-        del all_tokens, token_lists
+        flat, lengths = self.numbering.number(token_lists)
+        del token_lists
         # literal <s> and </s> are whitespace (as lmplz reads them); a literal <unk> is the
         # unknown word and is counted like any word (lmplz's default; PTB relies on it)
         special = (flat == BOS_ID) | (flat == EOS_ID)

@@ -19,7 +19,7 @@ import numpy as np
 from . import batching, kernel, modelfile
 from .layout import CLASS_PARAM_NAMES, PARAM_NAMES, next_history, param_views
 from .lm import LanguageModel
-from .errors import ConfigError, ModelFileError, RnnkitError
+from .errors import ConfigError, ModelFileError
 from .metrics import corpus_summary
 from .spelling import SpellingModel
 from .units import TOKENIZER_ARRAYS, Tokenizer
@@ -122,8 +122,8 @@ class RNNModel(LanguageModel):
         if len(stream) == 0:
             return []
         lanes = batching.split_lanes(stream, 1 if carry else min(SCORE_BATCH, len(id_lists)))
-        out = np.zeros(lanes.inputs.shape, dtype=np.float64)
-        h = np.zeros((lanes.inputs.shape[1], self.hidden), dtype=np.float32)
+        out = np.zeros((lanes.steps, lanes.width), dtype=np.float64)
+        h = np.zeros((lanes.width, self.hidden), dtype=np.float32)
         history, cache = None, None
         step = 0
         for inputs, targets, resets in lanes.windows(SCORE_STEPS * 4 if carry else SCORE_STEPS):
@@ -132,8 +132,8 @@ class RNNModel(LanguageModel):
             out[step:step + len(inputs)] = logp
             h, history = hs[-1].copy(), self.next_history(history, inputs, resets)
             step += len(inputs)
-        flat = _unlane(out, lanes, len(stream))
-        bounds = np.append(stream.sentence_starts, len(stream))
+        flat = lanes.unlane(out)
+        bounds = np.append(stream.starts, len(stream))
         return [flat[bounds[i]:bounds[i + 1]] for i in range(len(id_lists))]
 
     def token_logprobs_many(self, sentences: list[str]) -> list[np.ndarray]:
@@ -222,16 +222,6 @@ class RNNModel(LanguageModel):
     def load(cls, path) -> "RNNModel":
         _, meta, arrays = modelfile.load(path, expected_type="rnn")
         return cls.from_file_contents(path, meta, arrays)
-
-
-def _unlane(values: np.ndarray, lanes: batching.Lanes, length: int) -> np.ndarray:
-    """Undo split_lanes: per-position values back in stream order."""
-    valid = lanes.targets >= 0
-    # lanes hold consecutive stream slices; column-major order of the valid cells restores it
-    flat = values.T[valid.T]
-    if flat.size != length:
-        raise RnnkitError("internal error: lane layout does not cover the stream")
-    return flat
 
 
 def corpus_stats(lines: list[str], id_lists: list[np.ndarray], total_log10: float) -> dict:

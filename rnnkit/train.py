@@ -1,9 +1,10 @@
 """Training an RNN language model: batches, truncated BPTT, optimizer, schedule, checkpoints.
 
-The corpus is encoded once into compact id arrays (batching.py); windows of T steps
-are cut from B lanes on the fly. Each step: kernel forward, backward of the mean
-per-token loss, global-norm clipping, SGD or Adam. After every epoch the model is
-evaluated on the validation text and the best weights are kept:
+The corpus is encoded once into a memory-mapped id file (idcorpus.py), so training's
+memory does not grow with it; windows of T steps are gathered from B lanes of it on the
+fly (batching.py). Each step: kernel forward, backward of the mean per-token loss,
+global-norm clipping, SGD or Adam. After every epoch the model is evaluated on the
+validation text and the best weights are kept:
 
 - SGD follows Mikolov's RNNLM schedule: keep the learning rate while the validation
   loss improves by more than `min_improvement` (relative), then halve it every epoch;
@@ -58,7 +59,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import batching, kernel, modelfile
+from . import batching, idcorpus, kernel, modelfile
 from .errors import CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
 from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
@@ -180,18 +181,6 @@ class TrainConfig:
             raise RnnkitError(f"direct learning rate must be in [0, {MAX_LEARNING_RATE:g}], got {self.direct_lr}")
         if not (self.direct_l2 >= 0 and math.isfinite(self.direct_l2)):
             raise RnnkitError(f"direct L2 must be a finite number >= 0, got {self.direct_l2}")
-
-
-def split_validation(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out: every k-th line goes to validation (k = 1/fraction, at most
-    the number of lines, so that a short corpus still holds out one)."""
-    if len(lines) < 2:
-        raise CorpusError(f"need at least 2 lines to hold out validation text, got {len(lines)}; "
-                          "pass a validation file")
-    every = min(max(2, int(round(1.0 / fraction))), len(lines))
-    valid = lines[every - 1::every]
-    train = [line for i, line in enumerate(lines) if (i + 1) % every != 0]
-    return train, valid
 
 
 def init_params(V: int, H: int, rng: np.random.Generator, unigram: np.ndarray | None,
@@ -355,7 +344,7 @@ class Trainer:
     def epoch(self, cursor: "EpochCursor", deadline: float | None, progress=None, after_step=None) -> bool:
         """Run the epoch's windows from cursor.window on, advancing the cursor; after each
         step call progress, then after_step(cursor). True when the time budget ran out."""
-        epoch_tokens = int((self.lanes.targets >= 0).sum())
+        epoch_tokens = self.lanes.tokens
         started, seconds_before = time.perf_counter(), cursor.seconds
         for inputs, targets, resets in self.lanes.windows(self.config.bptt, cursor.window):
             loss, count, cursor.h, cursor.history = self.step(inputs, targets, resets, cursor.h, cursor.history)
@@ -516,39 +505,39 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def new_model(train_lines: list[str], config: TrainConfig,
-              tokenizer: Tokenizer | None = None) -> tuple[RNNModel, list[np.ndarray]]:
-    """A freshly initialised model (vocabulary, spelling model and class map from the
-    training lines, split once) and those lines' ids."""
-    tokenizer = tokenizer or Tokenizer(config.unit)
-    if tokenizer.unit != config.unit:
-        raise RnnkitError(f"the tokenizer's unit {tokenizer.unit!r} is not the configured unit {config.unit!r}")
-    unit_lists = tokenizer.split_lines(train_lines)
-    vocab = Vocab.build(unit_lists, min_count=config.min_count, max_vocab=config.max_vocab)
+def new_model(numbered: idcorpus.Numbered, config: TrainConfig, tokenizer: Tokenizer) -> RNNModel:
+    """A freshly initialised model: vocabulary, spelling model and class map from the unit
+    counts of the numbered training text."""
+    unit_counts = numbered.unit_counts()
+    vocab = Vocab.build(unit_counts, min_count=config.min_count, max_vocab=config.max_vocab)
     V = len(vocab)
     C = config.class_count(V)
-    train_ids = encode_lines(tokenizer, vocab, unit_lists)
-    counts = np.bincount(np.concatenate([*train_ids, np.zeros(0, np.int32)]), minlength=V).astype(np.float64)
-    counts[vocab.id("</s>")] += len(train_lines)
+    counts = np.bincount(np.fromiter(map(vocab.id, unit_counts), dtype=np.int64, count=len(unit_counts)),
+                         weights=np.fromiter(unit_counts.values(), dtype=np.float64, count=len(unit_counts)),
+                         minlength=V)
     class_start = frequency_classes(counts, C) if C else None
     check_memory(V, config, int(np.diff(class_start).max()) if C else 0)
     table = np.zeros(config.direct_size, np.float32) if config.direct_order else None
     model = RNNModel(vocab, tokenizer, config.hidden, None, stream=config.stream,
-                     hyper=config.hyperparameters(), spelling=SpellingModel.train(unit_lists),
+                     hyper=config.hyperparameters(), spelling=SpellingModel.train([unit_counts]),
                      class_start=class_start, direct_order=config.direct_order, direct_table=table)
     model.params = init_params(V, model.hidden, np.random.default_rng(config.seed), counts / counts.sum(),
                                class_start)
-    model.record = {"corpus": {"train_lines": len(train_lines)}, "epochs": []}
+    model.record = {"corpus": {"train_lines": numbered.lines}, "epochs": []}
     model.train_state = {"epoch": 0, "lr": config.learning_rate(), "halving": False,
                          "best_valid": None, "step": 0, "stale": 0, "done": False}
-    return model, train_ids
+    return model
 
 
-def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainConfig,
-          output_path=None, resume_from: RNNModel | None = None, progress=None, notify=None,
-          tokenizer: Tokenizer | None = None, ranks=None) -> RNNModel:
+def train(corpus, valid_lines: list[str] | None, config: TrainConfig, output_path=None,
+          resume_from: RNNModel | None = None, progress=None, notify=None, tokenizer: Tokenizer | None = None,
+          ranks=None, temp_dir=None) -> RNNModel:
     """Train (or resume) an RNN LM; writes output_path after every epoch and within
     epochs when given (see Checkpoints in the module docstring).
+
+    `corpus` is a list of lines, or an iterator of blocks of lines (units.read_line_blocks's),
+    read once into an id file in `temp_dir` (idcorpus.py). Without `valid_lines` every
+    1/valid_fraction-th line of it is held out for validation.
 
     `tokenizer` (of `config.unit`) is the one a new model uses; by default that unit's
     plain tokenizer, which spm cannot have (it needs a SentencePiece model). A resumed
@@ -561,28 +550,31 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
     rank steps its share of every window's lanes with the summed gradient.
     """
     config.check()
-    if not train_lines:
-        raise CorpusError("the training corpus has no lines")
+    if resume_from is not None and not resume_from.train_state:
+        raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
+                          "so training cannot resume from it")
+    if valid_lines is not None and not valid_lines:
+        raise CorpusError("the validation text has no lines")
     if config.threads is not None:
         kernel.set_num_threads(config.threads)
-    if valid_lines is None:
-        train_lines, valid_lines = split_validation(train_lines, config.valid_fraction)
-    if not valid_lines:
-        raise CorpusError("the validation text has no lines")
     if resume_from is not None:
-        if not resume_from.train_state:
-            raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
-                              "so training cannot resume from it")
-        model = resume_from
-        model.hyper = config.hyperparameters()   # the settings it trains on with
-        train_ids = encode_lines(model.tokenizer, model.vocab, train_lines)
-    else:
-        model, train_ids = new_model(train_lines, config, tokenizer)
+        tokenizer = resume_from.tokenizer
+    elif tokenizer is None:
+        tokenizer = Tokenizer(config.unit)
+    elif tokenizer.unit != config.unit:
+        raise RnnkitError(f"the tokenizer's unit {tokenizer.unit!r} is not the configured unit {config.unit!r}")
+    every = None if valid_lines is not None else idcorpus.hold_out_every(config.valid_fraction)
+    with idcorpus.number([corpus] if isinstance(corpus, list) else corpus, tokenizer, every, temp_dir) as numbered:
+        valid_lines = numbered.held_out if valid_lines is None else valid_lines
+        if resume_from is not None:
+            model = resume_from
+            model.hyper = config.hyperparameters()   # the settings it trains on with
+        else:
+            model = new_model(numbered, config, tokenizer)
+        lanes = batching.split_lanes(numbered.stream(model.vocab, independent=not config.stream), config.batch)
     valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
-    lanes = batching.split_lanes(batching.make_stream(train_ids, independent=not config.stream), config.batch)
     model.record.setdefault("corpus", {}).update(
-        {"valid_lines": len(valid_lines),
-         "train_tokens": int(sum(len(x) + 1 for x in train_ids)),
+        {"valid_lines": len(valid_lines), "train_tokens": lanes.tokens,
          "valid_tokens": int(sum(len(x) + 1 for x in valid_ids))})
     resume_point = _resume_point(model, lanes, config)
     started = time.perf_counter()
@@ -600,7 +592,7 @@ def train(train_lines: list[str], valid_lines: list[str] | None, config: TrainCo
             while state["epoch"] < config.epochs and not state["done"]:
                 checkpoints.check_stop()   # a signal during the last epoch's validation or save
                 cursor, checkpoints.best = resume_point or (
-                    EpochCursor(0, np.zeros((lanes.inputs.shape[1], model.hidden), dtype=np.float32)),
+                    EpochCursor(0, np.zeros((lanes.width, model.hidden), dtype=np.float32)),
                     _snapshot(model))      # start-of-epoch weights are the best so far
                 resume_point = None
                 out_of_time = trainer.epoch(cursor, deadline, progress, checkpoints.after_step)
@@ -674,7 +666,7 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
         # the schema checked its shape and ids when it is there
         raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_HISTORY} array (the direct history of "
                              f"each of its {n_lanes} lanes)")
-    now = (lanes.num_windows(config.bptt), config.bptt, lanes.inputs.shape[1])
+    now = (lanes.num_windows(config.bptt), config.bptt, lanes.width)
     if (windows, bptt, n_lanes) != now:
         raise RnnkitError(f"cannot resume mid-epoch: the checkpoint stands at step {window:,} of {windows:,} "
                           f"(bptt {bptt}, {n_lanes} lanes), but this corpus and these settings give "

@@ -4,12 +4,15 @@
 (deterministic for a given corpus); `sort="first"` keeps first-occurrence order, which
 is the order KenLM's lmplz numbers its vocabulary in (the n-gram models use it so that
 their ARPA files list n-grams in the same order as lmplz's). Units below `min_count`
-or beyond `max_vocab` are left out and map to `<unk>`.
+or beyond `max_vocab` are left out and map to `<unk>`. `FirstOccurrence` numbers units
+in that order as a text streams past, a block at a time (the n-gram build's encoder,
+RNN training's id file).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from itertools import chain, count
 from typing import Iterable
 
 import numpy as np
@@ -109,3 +112,32 @@ class Vocab:
             raise VocabularyError(f"token id {bad} is outside the vocabulary (0..{len(self.tokens) - 1})")
         tokens = self.tokens
         return [tokens[i] for i in ids.tolist()]
+
+
+class FirstOccurrence:
+    """Numbers units in order of first occurrence (lmplz's order) as text streams past;
+    <unk>, <s> and </s> hold 0, 1 and 2 from the start."""
+
+    def __init__(self):
+        # a unit seen for the first time gets the next id from the counter, all in C
+        self.ids = defaultdict(count().__next__)
+        for special in SPECIALS:
+            self.ids[special]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def number(self, unit_lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of the lists' units laid end to end (int32) and each list's length (int64)."""
+        lengths = np.fromiter(map(len, unit_lists), dtype=np.int64, count=len(unit_lists))
+        units = list(chain.from_iterable(unit_lists))
+        return np.fromiter(map(self.ids.__getitem__, units), dtype=np.int32, count=len(units)), lengths
+
+    def units(self) -> list[str]:
+        """Every unit numbered so far, by id."""
+        return list(self.ids)
+
+    def vocab(self) -> Vocab:
+        """The units numbered so far as a Vocab, in id order; no more can be numbered."""
+        self.ids.default_factory = None  # lookups must not add units (no copy of a big dict)
+        return Vocab(list(self.ids), self.ids)

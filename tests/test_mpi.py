@@ -39,7 +39,7 @@ def one_process(kind: str, steps: int) -> dict:
     after the other with the loss scaled by the whole window's tokens; their gradients
     (and direct-table gradients) are added, clipped and stepped once."""
     model, config, lanes = setup(kind)
-    V, H, B = model.V, model.hidden, lanes.inputs.shape[1]
+    V, H, B = model.V, model.hidden, lanes.width
     weights, table = model.params, model.direct_table
     halves = [slice(0, B // 2), slice(B // 2, B)]
     h, history = np.zeros((B, H), dtype=np.float32), None
@@ -119,7 +119,7 @@ def test_failures_end_every_rank_with_one_line(tmp_path):
     """An error every rank meets (a missing corpus, an n-gram under MPI) is printed once
     by rank 0; an error on rank 1 alone mid-training ends both ranks with its line."""
     missing = run([sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", tmp_path / "absent.txt",
-                   "-o", tmp_path / "m"])
+                   "-o", tmp_path / "m", "--classes", 0])   # the plain RNN, which MPI trains
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"Error: file not found: {tmp_path / 'absent.txt'}"
     ngram = run([sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", "--type", "ngram", "-o", tmp_path / "m"])

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from rnnkit import batching, rnnlm
+from rnnkit import batching, idcorpus, rnnlm
 from rnnkit import loader as lm
 from rnnkit.errors import CorpusError, ModelFileError, RnnkitError
-from rnnkit.train import TrainConfig, Trainer, new_model, split_validation, train
+from rnnkit.train import TrainConfig, Trainer, new_model, train
+from rnnkit.units import Tokenizer
 from rnnkit.vocab import Vocab
 
 KOREAN = [
@@ -25,7 +26,6 @@ KOREAN = [
 
 def small_model(seed=0, hidden=8, unit="char", lines=KOREAN):
     """An untrained model with random weights (scoring does not need training)."""
-    from rnnkit.units import Tokenizer
     from rnnkit.train import init_params
     tokenizer = Tokenizer(unit)
     vocab = Vocab.build([tokenizer.split(line) for line in lines])
@@ -34,14 +34,23 @@ def small_model(seed=0, hidden=8, unit="char", lines=KOREAN):
     return model
 
 
+def fresh_model(config: TrainConfig, lines=KOREAN):
+    """train.new_model's model of the lines (none held out)."""
+    tokenizer = Tokenizer(config.unit)
+    with idcorpus.number([lines], tokenizer) as numbered:
+        return new_model(numbered, config, tokenizer)
+
+
 def test_make_stream_layout():
     """Each sentence becomes <s> w.. as inputs and w.. </s> as targets, with a reset at <s>."""
     stream = batching.make_stream([np.array([5, 6]), np.array([], np.int32), np.array([7])])
-    assert stream.inputs.tolist() == [1, 5, 6, 1, 1, 7]
-    assert stream.targets.tolist() == [5, 6, 2, 2, 7, 2]
-    assert stream.resets.tolist() == [1, 0, 0, 1, 1, 0]
+    assert stream.ids.tolist() == [5, 6, 2, 2, 7, 2] and stream.starts.tolist() == [0, 3, 4]
+    inputs, targets, resets = next(batching.split_lanes(stream, 1).windows(6))
+    assert inputs[:, 0].tolist() == [1, 5, 6, 1, 1, 7]
+    assert targets[:, 0].tolist() == [5, 6, 2, 2, 7, 2]
+    assert resets[:, 0].tolist() == [1, 0, 0, 1, 1, 0]
     carried = batching.make_stream([np.array([5]), np.array([6])], independent=False)
-    assert carried.resets.tolist() == [1, 0, 0, 0]
+    assert next(batching.split_lanes(carried, 1).windows(4))[2][:, 0].tolist() == [1, 0, 0, 0]
 
 
 def test_split_lanes_keeps_sentences_whole():
@@ -50,14 +59,18 @@ def test_split_lanes_keeps_sentences_whole():
     sentences = [rng.integers(3, 20, rng.integers(0, 9)).astype(np.int32) for _ in range(37)]
     stream = batching.make_stream(sentences)
     lanes = batching.split_lanes(stream, 5)
-    valid = lanes.targets >= 0
-    assert valid.sum() == len(stream)
-    assert (lanes.resets[0] == 1).all()
-    assert sorted(lanes.inputs[valid].tolist()) == sorted(stream.inputs.tolist())
-    for lane in range(lanes.inputs.shape[1]):
-        column = lanes.targets[:, lane]
-        n = int((column >= 0).sum())
-        assert (column[n:] == -1).all(), "padding only at the lane's end"
+    inputs, targets, resets = (np.concatenate(part) for part in zip(*lanes.windows(4)))
+    assert inputs.shape == targets.shape == resets.shape == (lanes.steps, lanes.width) == (lanes.steps, 5)
+    assert all(part.dtype == np.int32 and part.flags.c_contiguous for window in lanes.windows(4) for part in window)
+    valid = targets >= 0
+    assert valid.sum() == len(stream) == lanes.tokens
+    assert (resets[0] == 1).all()
+    assert np.array_equal(lanes.unlane(targets), stream.ids)
+    assert sorted(inputs[valid].tolist()) == sorted(np.concatenate([[1, *s] for s in sentences]).tolist())
+    for lane in range(lanes.width):
+        n = int(valid[:, lane].sum())
+        assert (targets[n:, lane] == -1).all() and (inputs[n:, lane] == 0).all() and (resets[n:, lane] == 1).all(), \
+            "padding only at the lane's end"
 
 
 def test_score_independent_of_batching():
@@ -288,9 +301,6 @@ def test_bad_training_inputs():
         train(["한 줄"], None, TrainConfig(epochs=1))
     with pytest.raises(RnnkitError, match="hidden"):
         train(KOREAN, None, TrainConfig(hidden=0))
-    train_part, valid_part = split_validation(list(map(str, range(100))), 0.05)
-    assert len(valid_part) == 5 and len(train_part) == 95 and not set(train_part) & set(valid_part)
-    assert split_validation(["a", "b", "c"], 0.05) == (["a", "b"], ["c"])   # a short corpus holds one out
     with pytest.raises(CorpusError, match="^the validation text has no lines$"):
         train(KOREAN, [], TrainConfig(epochs=1))
 
@@ -303,7 +313,7 @@ def test_weight_decay_shrinks_matrices_not_biases():
     lanes = batching.split_lanes(batching.make_stream([np.arange(3, 20, dtype=np.int32)] * 4), 4)
     steps = {}
     for decay in (0.0, 2.0):
-        model, _ = new_model(KOREAN, TrainConfig(**config))
+        model = fresh_model(TrainConfig(**config))
         trainer = Trainer(model, TrainConfig(**config, weight_decay=decay), lanes)
         inputs, targets, resets = next(lanes.windows(8))
         trainer.step(inputs, targets, resets, np.zeros((4, 16), np.float32))

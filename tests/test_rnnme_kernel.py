@@ -339,8 +339,8 @@ def score_lanes(case, sentences, B, T):
     the state and the direct history carried from window to window."""
     from rnnkit import batching
     lanes = batching.split_lanes(batching.make_stream(sentences), B)
-    out = np.zeros(lanes.inputs.shape)
-    h = np.zeros((lanes.inputs.shape[1], case["h0"].shape[1]), np.float32)
+    out = np.zeros((lanes.steps, lanes.width))
+    h = np.zeros((lanes.width, case["h0"].shape[1]), np.float32)
     history = None
     step = 0
     for inputs, targets, resets in lanes.windows(T):
@@ -351,7 +351,7 @@ def score_lanes(case, sentences, B, T):
         out[step:step + len(inputs)] = logp
         h, history = hs[-1].copy(), layout.next_history(history, inputs, resets)
         step += len(inputs)
-    flat = out.T[(lanes.targets >= 0).T]
+    flat = lanes.unlane(out)
     lengths = [len(s) + 1 for s in sentences]
     return np.split(flat, np.cumsum(lengths)[:-1])
 

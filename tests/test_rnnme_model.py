@@ -9,8 +9,8 @@ import pytest
 
 from rnnkit import layout, rnnlm
 from rnnkit.errors import ConfigError, RnnkitError
-from rnnkit.train import TrainConfig, _restore, _snapshot, new_model, train, training_bytes
-from test_rnnlm import KOREAN, small_model
+from rnnkit.train import TrainConfig, _restore, _snapshot, train, training_bytes
+from test_rnnlm import KOREAN, fresh_model, small_model
 
 
 def class_model(classes=5, direct_order=3, table_size=997, seed=0, hidden=8):
@@ -132,10 +132,10 @@ def test_seeded_class_training_is_bit_identical(optimizer):
 def test_class_init_starts_from_the_unigram_model():
     """b_c = log P(c) and b_y = log P(w | c): with the output matrices at zero the model's
     next-unit distribution is the training unigram distribution."""
-    model, ids = new_model(KOREAN, TrainConfig(hidden=8, classes=4))
+    model = fresh_model(TrainConfig(hidden=8, classes=4))
     model.W_hy[:] = 0
     model.W_c[:] = 0
-    counts = np.bincount(np.concatenate(ids), minlength=model.V).astype(np.float64)
+    counts = np.bincount(np.concatenate([model.unit_ids(line) for line in KOREAN]), minlength=model.V).astype(np.float64)
     counts[model.vocab.id("</s>")] += len(KOREAN)
     expected = np.maximum(counts / counts.sum(), 1e-8)
     np.testing.assert_allclose(model.next_distribution(""), expected / expected.sum(), rtol=1e-4, atol=1e-7)
@@ -143,7 +143,7 @@ def test_class_init_starts_from_the_unigram_model():
 
 def test_worse_epoch_rolls_back_the_table():
     """The epoch-start snapshot holds the direct table, and restoring it puts it back."""
-    model, _ = new_model(KOREAN, TrainConfig(hidden=8, classes=4, direct_order=2, direct_size=64))
+    model = fresh_model(TrainConfig(hidden=8, classes=4, direct_order=2, direct_size=64))
     snapshot = _snapshot(model)
     model.direct_table[:] = 1.0
     _restore(model, snapshot)

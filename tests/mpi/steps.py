@@ -48,7 +48,7 @@ def train(ranks, kind: str, pack: bool | None, steps: int, fail: bool) -> dict:
     ranks.pack = pack
     model, config, lanes = setup(kind)
     trainer = Trainer(model, config, lanes, ranks=ranks)
-    h, history = np.zeros((lanes.inputs.shape[1], model.hidden), dtype=np.float32), None
+    h, history = np.zeros((lanes.width, model.hidden), dtype=np.float32), None
     for _, window in zip(range(steps), lanes.windows(config.bptt)):
         _, _, h, history = trainer.step(*window, h, history)
         if fail and ranks.rank == 1:
