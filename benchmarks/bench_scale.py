@@ -12,9 +12,11 @@ spill   a corpus made by concatenating the shared corpora `--scale` times (4: at
         the same build of one copy (what does not grow with the corpus is the constant).
 dask    the memory part's build on a local Dask cluster of 1 and 2 workers: time, the
         client's and each worker's peak RSS; same model as the local build.
-mpi     training steps of configuration C1 (V=10000 H=256 B=32 T=35, random ids, Adam):
-        1 process x 1 thread, 1 x 2 threads, 2 MPI ranks x 1 thread: tokens/s, and the
-        Allreduce's bytes and seconds per step.
+mpi     training steps of configuration C1 (V=10000 H=256 B=32 T=35, random ids, Adam) and
+        of `rnnkit train`'s default RNNME model of the bundled sample: 1 process x 1 thread,
+        1 x 2 threads, 2 MPI ranks x 1 thread (the embedding rows and direct table summed
+        as rnnkit.mpi chooses, packed, dense): tokens/s, and the bytes summed and the
+        exchange's seconds per step.
 Then a projection to 10 billion tokens, with its arithmetic.
 
 Each build runs in its own child process so that its peak RSS is its own. Timing is wall
@@ -43,6 +45,9 @@ LMPLZ = {"build_s": 20.5, "rss_mib": 1008}   # ../shared/reference/kenlm/README.
 CONCATENATED = [("nsmc", "train.txt"), ("kowiki", "train.txt"), ("wikitext-2", "train.txt"),
                 ("ptb", "ptb.train.txt"), ("tinyshakespeare", "train.txt")]
 C1 = {"V": 10000, "H": 256, "B": 32, "T": 35}
+# how MPI ranks sum the embedding rows and the direct table (rnnkit.mpi.Exchange): as it
+# chooses, always packed, always dense
+EXCHANGES = {"auto": None, "packed": True, "dense": False}
 
 
 def peak_mib() -> float:
@@ -79,41 +84,66 @@ def child_build(corpus: list[str], unit: str, order: int, memory: str, workers: 
             "corpus_mib": sum(os.path.getsize(p) for p in corpus) / 2**20}
 
 
-def child_mpi(steps: int, threads: int) -> dict | None:
-    """C1 steps on random ids through Trainer (data-parallel under mpiexec); rank 0 reports."""
+def child_mpi(setup: str, steps: int, threads: int, exchange: str) -> dict | None:
+    """Training steps through Trainer (data-parallel under mpiexec, the exchange's choice
+    forced or not) of C1 or RNNME; rank 0 reports."""
     import numpy as np
-    from rnnkit import batching, kernel, mpi
-    from rnnkit.rnnlm import RNNModel
-    from rnnkit.train import TrainConfig, Trainer, init_params
-    from rnnkit.vocab import Vocab
+    from rnnkit import kernel, mpi
+    from rnnkit.train import Trainer
     kernel.set_num_threads(threads)
     ranks = mpi.world()
-    V, H, B, T = C1["V"], C1["H"], C1["B"], C1["T"]
-    rng = np.random.default_rng(1)
-    ids = [rng.integers(3, V, 40).astype(np.int32) for _ in range(B * (steps + 2))]
-    lanes = batching.split_lanes(batching.make_stream(ids), B)
-    config = TrainConfig(unit="word", hidden=H, batch=B, bptt=T)
-    vocab = Vocab(["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(V - 3)])
-    model = RNNModel(vocab, "word", H, init_params(V, H, np.random.default_rng(1), None), train_state={"step": 0})
-    trainer = Trainer(model, config, lanes, ranks=ranks)
-    h = np.zeros((B, H), dtype=np.float32)
-    windows = lanes.windows(T)
-    for _ in range(2):   # warm-up: buffers, BLAS threads, the first collectives
-        _, _, h, _ = trainer.step(*next(windows), h)   # (loss, tokens, state, direct history)
     if ranks is not None:
-        ranks.allreduce_bytes, ranks.allreduce_seconds = 0, 0.0
+        ranks.pack = EXCHANGES[exchange]
+    model, config, lanes = (c1_model if setup == "C1" else rnnme_model)(steps)
+    trainer = Trainer(model, config, lanes, ranks=ranks)
+    h = np.zeros((lanes.width, model.hidden), dtype=np.float32)
+    history = None
+    windows = lanes.windows(config.bptt)
+    for _ in range(2):   # warm-up: buffers, BLAS threads, the first collectives
+        _, _, h, history = trainer.step(*next(windows), h, history)
+    if ranks is not None:
+        ranks.exchange_bytes, ranks.exchange_seconds = 0, 0.0
         ranks.comm.Barrier()
     tokens, started = 0, time.perf_counter()
     for _ in range(steps):
-        _, count, h, _ = trainer.step(*next(windows), h)
+        _, count, h, history = trainer.step(*next(windows), h, history)
         tokens += count
     seconds = time.perf_counter() - started
     if ranks is not None and not ranks.lead:
         return None
-    return {"ranks": ranks.size if ranks else 1, "threads": threads, "tokens_per_s": tokens / seconds,
-            "step_s": seconds / steps, "params": int(model.params.size),
-            "allreduce_bytes": ranks.allreduce_bytes / steps if ranks else 0,
-            "allreduce_s": ranks.allreduce_seconds / steps if ranks else 0.0}
+    return {"setup": setup, "ranks": ranks.size if ranks else 1, "threads": threads, "exchange": exchange,
+            "tokens_per_s": tokens / seconds, "step_s": seconds / steps, "params": int(model.params.size),
+            "exchange_bytes": ranks.exchange_bytes / steps if ranks else 0,
+            "exchange_s": ranks.exchange_seconds / steps if ranks else 0.0}
+
+
+def c1_model(steps: int):
+    """C1 on random ids, Adam."""
+    import numpy as np
+    from rnnkit import batching
+    from rnnkit.rnnlm import RNNModel
+    from rnnkit.train import TrainConfig, init_params
+    from rnnkit.vocab import Vocab
+    V, H, B, T = C1["V"], C1["H"], C1["B"], C1["T"]
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(3, V, 40).astype(np.int32) for _ in range(B * (steps + 2))]
+    config = TrainConfig(unit="word", hidden=H, batch=B, bptt=T)
+    vocab = Vocab(["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(V - 3)])
+    model = RNNModel(vocab, "word", H, init_params(V, H, np.random.default_rng(1), None), train_state={"step": 0})
+    return model, config, batching.split_lanes(batching.make_stream(ids), B)
+
+
+def rnnme_model(steps: int):
+    """`rnnkit train`'s default model of the bundled sample: RNNME (classes, direct connections)."""
+    from rnnkit import batching, cli, idcorpus
+    from rnnkit.train import TrainConfig, new_model
+    from rnnkit.units import Tokenizer
+    config = TrainConfig(classes=cli.DEFAULT_CLASSES, direct_order=cli.DEFAULT_DIRECT_ORDER,
+                         direct_size=cli.TableSize().convert(cli.DEFAULT_DIRECT_SIZE, None, None))
+    lines, tokenizer = cli.bundled_corpus().read_text(encoding="utf-8").splitlines(), Tokenizer(config.unit)
+    with idcorpus.number([lines], tokenizer, idcorpus.hold_out_every(config.valid_fraction)) as numbered:
+        model = new_model(numbered, config, tokenizer)
+        return model, config, batching.split_lanes(numbered.stream(model.vocab), config.batch)
 
 
 def run_child(args: list[str], launcher: list[str] = ()) -> dict:
@@ -200,18 +230,30 @@ def part_mpi(args) -> list[dict] | None:
         print("\nMPI part skipped: mpi4py / mpiexec not installed (pip install 'rnnkit[mpi]')")
         return None
     steps = str(args.mpi_steps)
-    rows = [run_child(["mpi", steps, "1"]), run_child(["mpi", steps, "2"]),
-            run_child(["mpi", steps, "1"], [mpiexec, "-launcher", "fork", "-n", "2"])]
-    print(f"\n## MPI data-parallel training, C1 (V={C1['V']:,} H={C1['H']} B={C1['B']} T={C1['T']}), "
-          f"{steps} steps after 2 warm-up\n")
-    print("| layout | tokens/s | step | Allreduce per step |")
-    print("|---|---|---|---|")
+    two = [mpiexec, "-launcher", "fork", "-n", "2"]
+    # (model, threads, exchange, launcher): one process at 1 and 2 threads, 2 ranks at 1
+    # thread as the exchange chooses and with the choice forced each way
+    runs = [(setup, threads, exchange, launcher) for setup in ("C1", "RNNME")
+            for threads, exchange, launcher in ((1, "auto", ()), (2, "auto", ()), (1, "auto", two),
+                                                (1, "packed", two), (1, "dense", two))]
+    rows = [run_child(["mpi", setup, steps, str(threads), exchange], launcher)
+            for setup, threads, exchange, launcher in runs]
+    print(f"\n## MPI data-parallel training, {steps} steps after 2 warm-up\n")
+    print(f"C1: V={C1['V']:,} H={C1['H']} B={C1['B']} T={C1['T']}, random ids, Adam. RNNME: `rnnkit train`'s "
+          "default model of the bundled sample (char, H=128 B=32 T=32, sqrt(V) classes, direct order 6 in a "
+          "4M-entry table), Adam. Exchange: how the ranks sum the embedding rows and the direct table "
+          "(auto: packed when the window uses less than 30% of the rows, 10% of the table). Summed per step: the buffers "
+          "summed, and the time of the whole exchange (packing, the Allreduces, the table's step).\n")
+    print("| model | layout | exchange | tokens/s | step | summed per step |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        reduce = (f"{r['allreduce_bytes'] / 2**20:.1f} MiB in {r['allreduce_s'] * 1e3:.1f} ms"
+        summed = (f"{r['exchange_bytes'] / 2**20:.1f} MiB in {r['exchange_s'] * 1e3:.1f} ms"
                   if r["ranks"] > 1 else "-")
         plural = ("s" if r["ranks"] > 1 else "", "s" if r["threads"] > 1 else "")
         layout = f"{r['ranks']} rank{plural[0]} x {r['threads']} thread{plural[1]}"
-        print(f"| {layout} | {r['tokens_per_s']:,.0f} | {r['step_s'] * 1e3:.0f} ms | {reduce} |")
+        exchange = r["exchange"] if r["ranks"] > 1 else "-"
+        print(f"| {r['setup']} | {layout} | {exchange} | {r['tokens_per_s']:,.0f} | {r['step_s'] * 1e3:.0f} ms "
+              f"| {summed} |")
     return rows
 
 
@@ -230,7 +272,7 @@ def projection(memory_rows, mpi_rows) -> None:
               f"{sum(spilled['ngrams']) / spilled['tokens']:.1f} per token) must fit one machine; pruning or "
               "more memory is the way past that.")
     if mpi_rows:
-        one, two = mpi_rows[0], mpi_rows[2]
+        one, two = mpi_rows[0], mpi_rows[2]   # C1: 1 process x 1 thread, 2 ranks x 1 thread
         grad_mib = 4 * one["params"] / 2**20
         print(f"- RNN (C1): 2 ranks x 1 thread run {two['tokens_per_s']:,.0f} tokens/s, 1 x 1 thread "
               f"{one['tokens_per_s']:,.0f}; one epoch over 10e9 tokens at 2 ranks: 10e9 / {two['tokens_per_s']:,.0f} "
@@ -267,7 +309,7 @@ def main() -> int:
         if kind == "build":
             result = child_build(json.loads(rest[0]), rest[1], int(rest[2]), rest[3], int(rest[4]), rest[5])
         else:
-            result = child_mpi(int(rest[0]), int(rest[1]))
+            result = child_mpi(rest[0], int(rest[1]), int(rest[2]), rest[3])
         if result is not None:
             print(json.dumps(result))
         return 0

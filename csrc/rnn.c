@@ -96,6 +96,7 @@ const char *rnn_strerror(int status) {
     case RNN_E_NONFINITE: return "non-finite value (NaN or infinity) encountered";
     case RNN_E_CLASS: return "class_start must rise strictly from 0 to V (C classes in [1, V], none empty)";
     case RNN_E_HISTORY: return "direct history id out of range [-1, V)";
+    case RNN_E_INDEX: return "sparse index not rising strictly within [0, size)";
     default: return "unknown rnnkit kernel error";
     }
 }
@@ -1054,16 +1055,38 @@ static void add_direct(float *row, int len, const uint64_t *f, int count, uint64
     }
 }
 
-/* The sparse SGD step of rnn.h on the entries add_direct read, in the same order. */
-static void update_direct(float *table, uint64_t D, const uint64_t *f, int count, uint64_t o,
-                          const float *grad, int len, float scale, float lr, float l2) {
+/* The sparse SGD step of rnn.h on the entries add_direct read, in the same order, into
+ * out = table; or with `gradient`, rnn_class_direct_gradient's accumulation into out. */
+static void update_direct(float *out, const float *table, int gradient, uint64_t D,
+                          const uint64_t *f, int count, uint64_t o, const float *grad, int len,
+                          float scale, float lr, float l2) {
     for (int k = 0; k < count; k++) {
         uint64_t i = (f[k] + o) % D;
         for (int j = 0; j < len; j++) {
             float w = table[i];
-            table[i] = w - lr * (scale * grad[j] + l2 * w);
+            float step = scale * grad[j] + l2 * w;
+            out[i] = gradient ? out[i] + step : w - lr * step;
             if (++i == D) i = 0;
         }
+    }
+}
+
+/* The direct connections' part of backward, slot by slot in dword's order (rows slots,
+ * perm and cls from sort_by_class): update_direct on each slot's class and word units. */
+static void direct_backward(float *out, int gradient, const struct direct_set *d,
+                            const int32_t *perm, const int32_t *cls, int64_t rows,
+                            const int32_t *class_start, int C, int M, const float *dclass,
+                            const float *dword, float scale, float lr, float l2) {
+    uint64_t f[RNN_MAX_DIRECT_ORDER];
+    for (int64_t k = 0; k < rows; k++) {
+        int32_t n = perm[k];
+        int c = cls[n];
+        int32_t start = class_start[c];
+        int count = row_features(f, d, n);
+        update_direct(out, d->table, gradient, d->D, f, count, 0, dclass + (size_t)n * C, C,
+                      scale, lr, l2);
+        update_direct(out, d->table, gradient, d->D, f, count, (uint64_t)C + start,
+                      dword + (size_t)k * M, class_start[c + 1] - start, scale, lr, l2);
     }
 }
 
@@ -1311,21 +1334,99 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
      * updates of an entry used by several positions happen in a fixed order */
     if (direct_order > 0 && direct_lr > 0.0f) {
         struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
-        uint64_t f[RNN_MAX_DIRECT_ORDER];
-        for (int64_t k = 0; k < rows; k++) {
-            int32_t n = perm[k];
-            int c = cls[n];
-            int32_t start = class_start[c];
-            int count = row_features(f, &d, n);
-            update_direct(table, d.D, f, count, 0, dclass + (size_t)n * C, C, loss_scale,
-                          direct_lr, direct_l2);
-            update_direct(table, d.D, f, count, (uint64_t)C + start, dword + (size_t)k * M,
-                          class_start[c + 1] - start, loss_scale, direct_lr, direct_l2);
-        }
+        direct_backward(table, 0, &d, perm, cls, rows, class_start, C, M, dclass, dword,
+                        loss_scale, direct_lr, direct_l2);
     }
 
     bptt(grads, dh0, dz, gathered, dh_next, hs, inputs, resets, in_mask, h0, params, activation,
          T, B, H, V);
+    return RNN_OK;
+}
+
+int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
+                              const float *dclass, const float *dword,
+                              const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                              const int32_t *history, const int32_t *class_start,
+                              const float *table, int64_t table_size, int direct_order,
+                              float loss_scale, float direct_l2, int T, int B, int H, int V, int C) {
+    int rc = check_sizes(T, B, H, V);
+    if (rc) return rc;
+    int M;
+    rc = check_classes(class_start, C, V, &M);
+    if (rc) return rc;
+    if (direct_order < 1) return RNN_E_ARGUMENT;
+    rc = check_direct(table, table_size, direct_order);
+    if (rc) return rc;
+    if (!dtable || !work || !dclass || !dword || !inputs || !targets || !resets) return RNN_E_NULL;
+    if (!isfinite(loss_scale) || !isfinite(direct_l2) || direct_l2 < 0.0f) return RNN_E_ARGUMENT;
+    if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
+    if (dtable == table) return RNN_E_ALIAS;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+
+    int32_t *perm = (int32_t *)(void *)work;      /* sort_floats(N, C) <= the workspace */
+    int32_t *cls = perm + N, *class_rows = cls + N;
+    int64_t rows = sort_by_class(perm, cls, class_rows, targets, N, class_start, C);
+    struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
+    direct_backward(dtable, 1, &d, perm, cls, rows, class_start, C, M, dclass, dword, loss_scale,
+                    0.0f, direct_l2);
+    return RNN_OK;
+}
+
+/* Marks in the bitmap `seen` the entries of len units from unit o of feature f. */
+static void mark_entries(uint8_t *seen, uint64_t f, uint64_t o, int len, uint64_t D) {
+    uint64_t i = (f + o) % D;
+    for (int j = 0; j < len; j++) {
+        seen[i >> 3] |= (uint8_t)(1u << (i & 7));
+        if (++i == D) i = 0;
+    }
+}
+
+int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
+                       const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                       const int32_t *history, const int32_t *class_start,
+                       int64_t table_size, int direct_order, int T, int B, int V, int C) {
+    int rc = check_sizes(T, B, 1, V);
+    if (rc) return rc;
+    int M;
+    rc = check_classes(class_start, C, V, &M);
+    if (rc) return rc;
+    if (direct_order < 1 || direct_order > RNN_MAX_DIRECT_ORDER || capacity < 0) return RNN_E_ARGUMENT;
+    if (table_size < 1 || table_size > RNN_MAX_TABLE) return RNN_E_SIZE;
+    if (!entries || !count || !seen || !inputs || !targets || !resets) return RNN_E_NULL;
+    const int64_t N = (int64_t)T * B;
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+
+    const uint64_t D = (uint64_t)table_size, bytes = (D + 7) / 8;
+    memset(seen, 0, (size_t)bytes);
+    struct direct_set d = {NULL, D, direct_order, inputs, resets, history, B};
+    uint64_t f[RNN_MAX_DIRECT_ORDER];
+    for (int64_t n = 0; n < N; n++) {
+        if (targets[n] < 0) continue;
+        int c = class_of(class_start, C, targets[n]);
+        int32_t start = class_start[c];
+        int features = row_features(f, &d, n);
+        for (int k = 0; k < features; k++) {
+            mark_entries(seen, f[k], 0, C, D);
+            mark_entries(seen, f[k], (uint64_t)C + start, class_start[c + 1] - start, D);
+        }
+    }
+    /* the marked entries in ascending order (bits past D are never marked) */
+    int64_t listed = 0;
+    for (uint64_t byte = 0; byte < bytes; byte++) {
+        for (unsigned bits = seen[byte], b = 0; bits; bits >>= 1, b++) {
+            if (!(bits & 1)) continue;
+            if (listed == capacity) return RNN_E_SIZE;
+            entries[listed++] = (int64_t)(byte * 8 + b);
+        }
+    }
+    *count = listed;
     return RNN_OK;
 }
 
@@ -1404,6 +1505,17 @@ int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
     /* memory-bound: two cores stream faster than one */
     struct vec_job job = {params, grads, lr, NULL};
     parallel_for(threads_for(n, 1 << 20), n, sgd_slice, &job);
+    return RNN_OK;
+}
+
+int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, const float *grads,
+                          float lr, int64_t n) {
+    if (!params || !index || !grads) return RNN_E_NULL;
+    if (size < 0 || size > RNN_MAX_FLAT || n < 0) return RNN_E_SIZE;
+    if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
+    for (int64_t k = 0; k < n; k++)
+        if (index[k] < (k ? index[k - 1] + 1 : 0) || index[k] >= size) return RNN_E_INDEX;
+    for (int64_t k = 0; k < n; k++) params[index[k]] -= lr * grads[k];
     return RNN_OK;
 }
 

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 4 };
+enum rnn_abi { RNN_ABI_VERSION = 5 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -51,7 +51,8 @@ enum rnn_status {
     RNN_E_ARGUMENT = 9,     /* a scalar argument is out of range (lr, betas, norm, ...) */
     RNN_E_NONFINITE = 10,   /* a non-finite value where a finite one is required */
     RNN_E_CLASS = 11,       /* class_start does not rise strictly from 0 to V */
-    RNN_E_HISTORY = 12      /* a direct history id is outside [-1, V) */
+    RNN_E_HISTORY = 12,     /* a direct history id is outside [-1, V) */
+    RNN_E_INDEX = 13        /* a sparse index does not rise strictly within its array */
 };
 
 enum rnn_activation {
@@ -186,7 +187,8 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
  * per use (the others are untouched, as in RNNLM), in that fixed order, so training is
  * reproducible bit for bit. direct_lr = 0 leaves the table unchanged. Why not a gradient
  * buffer: the entries used per step are N * n * (C + |c|) (a million at C = 100, n = 4),
- * the table is not read by the rest of backward, and the update needs no second pass.
+ * the table is not read by the rest of backward, and the update needs no second pass
+ * (processes that must sum their updates first use rnn_class_direct_gradient).
  * dclass, dword, hs, hd, inputs, targets, resets, history, in_mask, out_mask, h0, params,
  * class_start, table_size, direct_order: exactly as passed to / written by the forward. */
 int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
@@ -197,6 +199,39 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
                        int64_t table_size, int direct_order, float loss_scale,
                        float direct_lr, float direct_l2,
                        int activation, int T, int B, int H, int V, int C);
+
+/* The direct table's part of rnn_class_backward as a gradient instead of an update, for
+ * data-parallel training (rnnkit/mpi.py), where every process must take the same summed
+ * step: for each use of an entry, in rnn_class_backward's order,
+ *   dtable[(f + o) mod D] += loss_scale * g + direct_l2 * table[(f + o) mod D]
+ * dtable:   (D,) accumulated (+=); only the entries the batch uses change
+ * work:     (work_size,) scratch of rnn_class_workspace_size(T, B, H, V, C, M) floats
+ * dclass, dword, inputs, targets, resets, history, class_start, table, table_size,
+ * direct_order: exactly as passed to / written by rnn_class_forward (direct_order >= 1).
+ * The SGD step dtable gives, table -= direct_lr * dtable, differs from rnn_class_backward's
+ * in-place one only in the L2 term: a use there sees the entry as the uses before it left
+ * it, here as the batch found it (second order in direct_lr * direct_l2). */
+int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
+                              const float *dclass, const float *dword,
+                              const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                              const int32_t *history, const int32_t *class_start,
+                              const float *table, int64_t table_size, int direct_order,
+                              float loss_scale, float direct_l2, int T, int B, int H, int V, int C);
+
+/* The distinct direct-table entries a T x B batch uses (rnn_class_backward updates them,
+ * rnn_class_direct_gradient accumulates into them; all others stay), in ascending order.
+ * They depend on the ids alone, so processes that hold the same batch list the same
+ * entries without communicating.
+ * entries:  (capacity,) int64: receives them; *count their number. RNN_E_SIZE when there
+ *           are more than capacity (at most min(D, direct_order * the sum over positions
+ *           with a target of (C + |class of the target|)))
+ * seen:     ((D + 7) / 8,) bytes of scratch (a bitmap of the entries used)
+ * inputs, targets, resets, history, class_start, table_size, direct_order (>= 1): as for
+ * rnn_class_forward. */
+int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
+                       const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                       const int32_t *history, const int32_t *class_start,
+                       int64_t table_size, int direct_order, int T, int B, int V, int C);
 
 /* One inference step with the class-factored output, giving the FULL distribution:
  * h_out:          (B, H) new state; must not alias h_in
@@ -215,6 +250,11 @@ int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
 /* Optimizers over flat buffers of n floats. */
 /* params -= lr * grads */
 int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n);
+/* params[index[k]] -= lr * grads[k] for k < n: the step of a sparse gradient (the direct
+ * table's, summed across processes: rnnkit/mpi.py) on params of `size` floats. index (n,)
+ * rises strictly within [0, size); else RNN_E_INDEX and nothing is written. */
+int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, const float *grads,
+                          float lr, int64_t n);
 /* Adam (Kingma & Ba) with bias correction; step counts from 1; m, v start at zero. */
 int rnn_adam_update(float *params, float *m, float *v, const float *grads,
                     float lr, float beta1, float beta2, float eps, int64_t step, int64_t n);

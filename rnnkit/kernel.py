@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -59,7 +59,8 @@ __all__ = [
     "ACTIVATIONS", "ForwardCache", "num_params", "param_shapes", "param_views",
     "set_num_threads", "get_num_threads", "forward", "backward", "step",
     "ClassForwardCache", "next_history", "class_forward", "class_backward", "class_step",
-    "sgd_update", "adam_update", "clip_grad_norm",
+    "class_direct_gradient", "direct_entries",
+    "sgd_update", "sparse_sgd_update", "adam_update", "clip_grad_norm",
 ]
 
 
@@ -159,7 +160,8 @@ def _flat_shape(name: str, array) -> tuple:
     return array.shape
 
 
-_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]"}
+_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]", np.dtype(np.int64): "int64_t[]",
+            np.dtype(np.uint8): "uint8_t[]"}
 
 
 def _pointer(name: str, array, dtype, shape: tuple, *, writable: bool = False):
@@ -542,6 +544,75 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
     return dh0
 
 
+def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale=1.0, direct_l2=0.0):
+    """The direct table's gradient of loss_scale * (summed loss) through a cached
+    class_forward with direct connections, its L2 term included, accumulated (+=) into
+    `dtable` (D,) float32: what class_backward's in-place update of `table` (the one the
+    forward read) would apply, for data-parallel training to sum first (rnn.h gives the
+    rule). Only the entries direct_entries lists change."""
+    if not isinstance(cache, ClassForwardCache):
+        raise KernelError(f"cache must be the ClassForwardCache returned by class_forward, got {type(cache).__name__}")
+    if cache.dclass is None or cache.dword is None:
+        raise KernelError("class_forward was run with keep_for_backward=False; nothing to backpropagate")
+    if cache.direct_order == 0:
+        raise KernelError("class_forward was run without direct connections (direct_order = 0); no table gradient")
+    T, B, H = _dims("cache.hs", cache.hs, ("T", "B", "H"))
+    V = _dim("cache.V", cache.V)
+    C, M, p_classes = _class_map(cache.class_start, V)
+    order, D, p_table = _direct(table, cache.direct_order)
+    if D != cache.table_size:
+        raise KernelError(f"table has {D} entries but the forward read one of {cache.table_size}")
+    scale = _real("loss_scale", loss_scale, -FLOAT32_MAX, FLOAT32_MAX)
+    l2 = _real("direct_l2", direct_l2, 0.0, FLOAT32_MAX)
+    work_size = _class_workspace_size(T, B, H, V, C, M)
+    p_dtable = _pointer("dtable", dtable, np.float32, (D,), writable=True)
+    read = [("table", table), ("cache.dclass", cache.dclass), ("cache.dword", cache.dword),
+            ("cache.inputs", cache.inputs), ("cache.targets", cache.targets), ("cache.resets", cache.resets),
+            ("cache.history", cache.history), ("cache.class_start", cache.class_start)]
+    _check_disjoint([("dtable", dtable)], read)
+    work = _reused(cache, "work", (work_size,), [dtable] + [a for _, a in read if a is not None])
+    _run(lib.rnn_class_direct_gradient, p_dtable,
+         _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
+         _pointer("cache.dclass", cache.dclass, np.float32, (T, B, C)),
+         _pointer("cache.dword", cache.dword, np.float32, (T * B, M)),
+         _pointer("cache.inputs", cache.inputs, np.int32, (T, B)),
+         _pointer("cache.targets", cache.targets, np.int32, (T, B)),
+         _pointer("cache.resets", cache.resets, np.int32, (T, B)), _history(cache.history, B),
+         p_classes, p_table, D, order, scale, l2, T, B, H, V, C,
+         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
+              lib.RNN_E_TARGET: ("cache.targets", cache.targets, -1, V),
+              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2),
+              lib.RNN_E_HISTORY: ("cache.history", cache.history, -1, V)})
+
+
+def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, table_size, history=None):
+    """The distinct entries of a `table_size`-entry direct table that a (T, B) batch uses
+    (the ones class_backward updates), int64, ascending. They follow from the ids alone:
+    processes holding the same batch get the same list."""
+    T, B = _dims("inputs", inputs, ("T", "B"))
+    V = _dim("V", V)
+    C, _, p_classes = _class_map(class_start, V)
+    order = _integer("direct_order", direct_order, 1, lib.RNN_MAX_DIRECT_ORDER)
+    D = _integer("table_size", table_size, 1, MAX_TABLE)
+    p_in = _pointer("inputs", inputs, np.int32, (T, B))
+    p_tg = _pointer("targets", targets, np.int32, (T, B))
+    p_rs = _pointer("resets", resets, np.int32, (T, B))
+    # rnn.h's bound: each target's features use C + |its class| entries (an id out of range,
+    # which the kernel refuses, counts as some class here)
+    used = targets[targets >= 0]
+    classes = np.clip(np.searchsorted(class_start, used, side="right") - 1, 0, C - 1)
+    capacity = min(D, order * int((C + class_start[classes + 1] - class_start[classes]).sum()))
+    entries, count = _new("entries", (max(capacity, 1),), np.int64), _new("count", (1,), np.int64)
+    seen = _new("seen", ((D + 7) // 8,), np.uint8)
+    _run(lib.rnn_direct_entries, _pointer("entries", entries, np.int64, entries.shape, writable=True),
+         _pointer("count", count, np.int64, (1,), writable=True), capacity,
+         _pointer("seen", seen, np.uint8, seen.shape, writable=True), p_in, p_tg, p_rs, _history(history, B),
+         p_classes, D, order, T, B, V, C,
+         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
+              lib.RNN_E_RESET: ("resets", resets, 0, 2), lib.RNN_E_HISTORY: ("history", history, -1, V)})
+    return entries[:int(count[0])]
+
+
 def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0, history=None,
                activation="tanh"):
     """One step for B rows with the class-factored output: returns (h_new (B, H),
@@ -579,6 +650,20 @@ def sgd_update(params, grads, lr):
     p_grads = _pointer("grads", grads, np.float32, shape)
     _check_disjoint([("params", params)], [("grads", grads)])
     _run(lib.rnn_sgd_update, p_params, p_grads, lr, params.size)
+
+
+def sparse_sgd_update(params, index, grads, lr):
+    """params[index] -= lr * grads, in place: the step of a sparse gradient, `grads` (n,)
+    float32 for the entries `index` (n,) int64, which rise strictly within params."""
+    shape = _flat_shape("params", params)
+    (n,) = _flat_shape("grads", grads)
+    lr = _real("lr", lr, 0.0, FLOAT32_MAX)
+    p_params = _pointer("params", params, np.float32, shape, writable=True)
+    p_index = _pointer("index", index, np.int64, (n,))
+    p_grads = _pointer("grads", grads, np.float32, (n,))
+    _check_disjoint([("params", params)], [("index", index), ("grads", grads)])
+    _run(lib.rnn_sparse_sgd_update, p_params, params.size, p_index, p_grads, lr, n,
+         ids={lib.RNN_E_INDEX: ("index", index, 0, params.size)})
 
 
 def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):

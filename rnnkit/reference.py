@@ -237,19 +237,26 @@ class _Output:
             logits = logits + self.table[self.entries(f, o, logits.size)]
         return logits
 
-    def update_direct(self, features, o, grad, scale, lr, l2):
-        """rnn.h's sparse SGD step for one softmax's units, in the kernel's order."""
+    def update_direct(self, features, o, grad, scale, lr, l2, dtable=None):
+        """rnn.h's sparse SGD step for one softmax's units, in the kernel's order; with
+        dtable, class_direct_gradient's accumulation into it instead."""
         kind = self.table.dtype.type
         scale, lr, l2 = kind(scale), kind(lr), kind(l2)
         for f in features:
             index = self.entries(f, o, grad.size)
             if grad.size <= self.table.size:     # distinct entries: one vector step
                 w = self.table[index]
-                self.table[index] = w - lr * (scale * grad + l2 * w)
+                if dtable is None:
+                    self.table[index] = w - lr * (scale * grad + l2 * w)
+                else:
+                    dtable[index] += scale * grad + l2 * w
             else:                                # the run wraps onto itself: in order
                 for i, g in zip(index, grad):
                     w = self.table[i]
-                    self.table[i] = w - lr * (scale * g + l2 * w)
+                    if dtable is None:
+                        self.table[i] = w - lr * (scale * g + l2 * w)
+                    else:
+                        dtable[i] += scale * g + l2 * w
 
     def slots(self, targets):
         """Positions with a target ordered by the target's class, then by position: dword's
@@ -341,15 +348,48 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
     if cache.out_mask is not None:
         dh = dh * cache.out_mask
     if cache.direct_order and direct_lr > 0:
-        for k, n in enumerate(slots):
-            _, start, end = out.word_range(flat_targets[n])
-            features = out.features(n // B, n % B)
-            out.update_direct(features, 0, cache.dclass.reshape(T * B, C)[n], loss_scale,
-                              direct_lr, direct_l2)
-            out.update_direct(features, C + start, cache.dword[k, :end - start], loss_scale,
-                              direct_lr, direct_l2)
+        _direct_backward(out, cache, loss_scale, direct_lr, direct_l2)
     _bptt(g, p, dh, cache, dh0)
     return dh0
+
+
+def _direct_backward(out, cache, loss_scale, direct_lr, direct_l2, dtable=None):
+    """The direct connections' part of backward, slot by slot: out.update_direct."""
+    T, B = cache.targets.shape
+    flat_targets = cache.targets.reshape(-1)
+    for k, n in enumerate(out.slots(cache.targets)):
+        _, start, end = out.word_range(flat_targets[n])
+        features = out.features(n // B, n % B)
+        out.update_direct(features, 0, cache.dclass.reshape(T * B, out.C)[n], loss_scale,
+                          direct_lr, direct_l2, dtable)
+        out.update_direct(features, out.C + start, cache.dword[k, :end - start], loss_scale,
+                          direct_lr, direct_l2, dtable)
+
+
+def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale=1.0, direct_l2=0.0):
+    """Same contract as kernel.class_direct_gradient: accumulates into dtable."""
+    if cache.dclass is None or cache.dword is None:
+        raise KernelError("class_forward was run with keep_for_backward=False; nothing to backpropagate")
+    if not cache.direct_order:
+        raise KernelError("class_forward was run without direct connections (direct_order = 0); no table gradient")
+    out = _Output(cache.V, cache.class_start, table, cache.direct_order, cache.inputs, cache.resets,
+                  cache.history)
+    _direct_backward(out, cache, loss_scale, 0.0, direct_l2, dtable)
+
+
+def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, table_size, history=None):
+    """Same contract as kernel.direct_entries: the distinct entries a batch uses, ascending."""
+    _check_batch(inputs, targets, resets, V)
+    if not 1 <= direct_order <= MAX_DIRECT_ORDER:
+        raise KernelError(f"direct_order = {direct_order} is out of range [1, {MAX_DIRECT_ORDER}]")
+    out = _Output(V, class_start, np.zeros(table_size, np.float32), direct_order, inputs, resets, history)
+    T, B = inputs.shape
+    used = [np.zeros(0, np.int64)]
+    for n in np.flatnonzero(targets.reshape(-1) >= 0):
+        _, start, end = out.word_range(targets.reshape(-1)[n])
+        for f in out.features(n // B, n % B):
+            used += [out.entries(f, 0, out.C), out.entries(f, out.C + start, end - start)]
+    return np.unique(np.concatenate(used)).astype(np.int64)
 
 
 def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0, history=None,
@@ -374,6 +414,12 @@ def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0,
 
 def sgd_update(params, grads, lr):
     params -= lr * grads
+
+
+def sparse_sgd_update(params, index, grads, lr):
+    if index.size and (index[0] < 0 or index[-1] >= params.size or (np.diff(index) < 1).any()):
+        raise KernelError("sparse index not rising strictly within [0, size)")
+    params[index] -= lr * grads
 
 
 def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):

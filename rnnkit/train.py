@@ -19,7 +19,8 @@ With `classes` > 0 the output layer is class-factored (RNNLM's frequency classes
 with `direct_order` > 0 it has direct connections (csrc/rnn.h): their table is not part of
 the weights the optimizer steps but is updated inside the backward pass by sparse SGD,
 at `direct_lr` per token (following the main rate's schedule) with L2 `direct_l2` per use,
-as in RNNLM; the direct history rides along with the carried hidden state.
+as in RNNLM (under MPI the ranks sum its gradient first: rnnkit/mpi.py); the direct
+history rides along with the carried hidden state.
 
 With `average` > 0 the optimizer steps a raw copy of the weights and the model keeps an
 exponential moving average of them, which is what validation, the model file and its
@@ -59,7 +60,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import batching, idcorpus, kernel, modelfile
-from .errors import ConfigError, CorpusError, ModelFileError, RnnkitError
+from .errors import CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
 from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
 from .schema import CARRIED_HISTORY, CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
@@ -238,6 +239,7 @@ class Trainer:
         self.cache = None
         self.planned_steps = config.epochs * train_lanes.num_windows(config.bptt)
         self.time_window = time_window
+        self.exchange = None if ranks is None else ranks.exchange(model)
 
     def adam_rate(self) -> float:
         """Linear decay over the planned run: by steps, or by time when that runs out sooner."""
@@ -263,27 +265,36 @@ class Trainer:
         (None without direct connections) to carry into the next window)."""
         model = self.model
         count = int((targets >= 0).sum())
+        window = inputs, targets, resets, history
+        carried_history = model.next_history(history, inputs, resets)
         if self.ranks is not None:   # this rank's lanes of the window
-            inputs, targets, resets, h0 = self.ranks.share(inputs, targets, resets, h0)
+            inputs, targets, resets, h0, history = self.ranks.share(inputs, targets, resets, h0, history)
         masks = self.dropout_masks((*inputs.shape, model.hidden))
         loss, _, hs, self.cache = model.forward(self.weights, inputs, targets, resets, h0, history,
                                                 table=self.table, reuse=self.cache, **masks)
         state = hs[-1].copy() if self.ranks is None else self.ranks.gather_state(hs[-1])
-        carried = state, model.next_history(history, inputs, resets)
+        carried = state, carried_history
         if count == 0:
             return 0.0, 0, *carried
         self.grads.fill(0.0)
+        table_step = None
         if model.classes:
             # the table's per-token rate follows the main rate's schedule; in the kernel's
             # terms (a mean loss) the rate is times count and the per-use L2 divided by it
-            rate = self.config.direct_lr * self.lr / self.config.learning_rate()
+            rate = self.config.direct_lr * self.lr / self.config.learning_rate() * count
+            l2 = self.config.direct_l2 / count
+            if self.exchange is not None and model.direct_order and rate > 0:
+                # the ranks sum the table's gradient before every rank steps it (rnnkit/mpi.py)
+                table_step = self.table, rate
+                kernel.class_direct_gradient(self.exchange.table_grads, self.cache, table=self.table,
+                                             loss_scale=1.0 / count, direct_l2=l2)
             kernel.class_backward(self.grads, self.cache, table=self.table, loss_scale=1.0 / count,
-                                  direct_lr=rate * count if model.direct_order else 0.0,
-                                  direct_l2=self.config.direct_l2 / count)
+                                  direct_lr=rate if model.direct_order and table_step is None else 0.0,
+                                  direct_l2=l2)
         else:
             kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
-        if self.ranks is not None:   # every rank's gradient (one Allreduce) and loss
-            loss = self.ranks.sum_gradients(self.grads, loss)
+        if self.exchange is not None:   # every rank's gradients and loss
+            loss = self.exchange.sum(self.grads, loss, window, table_step)
         try:
             kernel.clip_grad_norm(self.grads, self.config.clip)
         except RnnkitError:
@@ -539,11 +550,6 @@ def train(corpus, valid_lines: list[str] | None, config: TrainConfig, output_pat
     rank steps its share of every window's lanes with the summed gradient.
     """
     config.check()
-    if ranks is not None and (config.classes or (resume_from is not None and resume_from.classes)):
-        # each rank would update its own copy of the sparse direct table, and the class
-        # gradients are not yet exchanged: the ranks would drift apart
-        raise ConfigError("MPI training takes the full-softmax RNN (--classes 0); class-factored "
-                          "and direct-connection models train in one process")
     if resume_from is not None and not resume_from.train_state:
         raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
                           "so training cannot resume from it")

@@ -1,7 +1,8 @@
 """MPI (rnnkit[mpi]: mpi4py and MPICH from PyPI), two ranks on this machine only.
 
 Data-parallel steps equal one process that adds the gradients of the same two halves of
-each window, bit for bit; the CLI trains, checkpoints and resumes under mpiexec; a
+each window, bit for bit, for the plain RNN and RNNME (with the direct table's summed
+step); the CLI trains the default RNNME model, checkpoints and resumes under mpiexec; a
 failure on one rank ends both with its one-line error.
 """
 
@@ -20,7 +21,7 @@ pytest.importorskip("mpi4py")   # in the test extras: CI runs these
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "mpi"))
-from steps import setup  # noqa: E402
+from steps import RUNS, setup  # noqa: E402
 
 from rnnkit import kernel  # noqa: E402
 
@@ -33,62 +34,84 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*LAUNCH, *map(str, args)], capture_output=True, text=True, timeout=120, env=env, **kwargs)
 
 
-def one_process(steps: int) -> np.ndarray:
+def one_process(kind: str, steps: int) -> dict:
     """The reference: each window's two halves of lanes (the two ranks' shares) run one
     after the other with the loss scaled by the whole window's tokens; their gradients
-    are added, clipped and stepped once."""
-    model, config, lanes = setup()
+    (and direct-table gradients) are added, clipped and stepped once."""
+    model, config, lanes = setup(kind)
     V, H, B = model.V, model.hidden, lanes.width
-    weights = model.params
+    weights, table = model.params, model.direct_table
     halves = [slice(0, B // 2), slice(B // 2, B)]
-    h = np.zeros((B, H), dtype=np.float32)
+    h, history = np.zeros((B, H), dtype=np.float32), None
     for _, (inputs, targets, resets) in zip(range(steps), lanes.windows(config.bptt)):
         count = int((targets >= 0).sum())
-        grads = []
+        grads, table_grads, states = np.zeros_like(weights), 0, []
         for half in halves:
             part = [np.ascontiguousarray(a[:, half]) for a in (inputs, targets, resets)]
-            _, _, hs, cache = kernel.forward(weights, *part, np.ascontiguousarray(h[half]), V=V)
+            h0 = np.ascontiguousarray(h[half])
             grad = np.zeros_like(weights)
-            kernel.backward(grad, cache, loss_scale=1.0 / count)
-            grads.append((grad, hs[-1].copy()))
-        total = grads[0][0] + grads[1][0]
-        h = np.concatenate([grads[0][1], grads[1][1]])
-        kernel.clip_grad_norm(total, config.clip)
-        kernel.sgd_update(weights, total, config.learning_rate())   # sgd: W_xh's rate is the others'
-    return np.concatenate([weights, h.ravel()])
+            if kind == "rnn":
+                _, _, hs, cache = kernel.forward(weights, *part, h0, V=V)
+                kernel.backward(grad, cache, loss_scale=1.0 / count)
+            else:
+                own = None if history is None else np.ascontiguousarray(history[half])
+                _, _, hs, cache = kernel.class_forward(weights, *part, h0, V=V, history=own, **model.output_args())
+                kernel.class_backward(grad, cache, table=table, loss_scale=1.0 / count)   # direct_lr 0
+                if table is not None:
+                    dtable = np.zeros_like(table)
+                    kernel.class_direct_gradient(dtable, cache, table=table, loss_scale=1.0 / count,
+                                                 direct_l2=config.direct_l2 / count)
+                    table_grads = table_grads + dtable
+            grads = grads + grad if len(states) else grad
+            states.append(hs[-1].copy())
+        h = np.concatenate(states)
+        history = model.next_history(history, inputs, resets)
+        kernel.clip_grad_norm(grads, config.clip)
+        kernel.sgd_update(weights, grads, config.learning_rate())   # sgd: W_xh's rate is the others'
+        if table is not None:
+            table -= np.float32(config.direct_lr * count) * table_grads
+    return {"params": weights, "h": h, **({} if table is None else {"table": table, "history": history})}
 
 
 def test_two_ranks_equal_one_process_adding_both_halves(tmp_path):
-    """After 7 steps the weights and the carried state (all lanes) are the reference's to
-    the bit: an Allreduce of two buffers adds them once, and addition commutes."""
-    out = tmp_path / "weights.npy"
+    """After 7 steps the weights, the carried state (all lanes) and history and the direct
+    table are the reference's to the bit, for the plain RNN, a class model and one with
+    direct connections, whether the embedding rows and table entries are summed packed or
+    dense: an Allreduce of two buffers adds them once, and addition commutes."""
+    out = tmp_path / "steps.npz"
     result = run([sys.executable, HERE / "mpi" / "steps.py", out, "7"])
     assert result.returncode == 0, result.stderr
-    expected = one_process(7)
     got = np.load(out)
-    assert got.dtype == np.float32 and np.array_equal(got, expected)
-    assert not np.array_equal(expected, one_process(6))   # the steps did change the weights
+    for kind, pack in RUNS:
+        expected = one_process(kind, 7)
+        for name, array in expected.items():
+            assert np.array_equal(got[f"{kind}-{pack}-{name}"], array), (kind, pack, name)
+        assert not np.array_equal(expected["params"], one_process(kind, 6)["params"])   # the steps did change them
+    assert not np.array_equal(one_process("direct", 7)["table"], setup("direct")[0].direct_table)
 
 
 def test_cli_trains_checkpoints_and_resumes_under_mpiexec(tmp_path):
-    """`mpiexec -n 2 python -m mpi4py -m rnnkit train`: rank 0 alone prints and writes; two
-    epochs in one run equal one epoch, then --resume for the second, bit for bit (the
-    checkpoint holds every lane's state, gathered from both ranks)."""
+    """`mpiexec -n 2 python -m mpi4py -m rnnkit train` trains the default RNNME model: rank 0
+    alone prints and writes; two epochs in one run equal one epoch, then --resume for the
+    second, bit for bit, weights and direct table (the checkpoint holds every lane's state,
+    gathered from both ranks)."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"문장 {i % 7} 하나 {i % 5}\n" for i in range(120)), encoding="utf-8")
     # sgd: Adam's rate decays over the planned epochs, which --epochs 1 then 2 changes
     common = [sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", corpus, "--hidden", 8, "--batch", 4,
-              "--bptt", 6, "--threads", 1, "--seed", 2, "--optimizer", "sgd", "--classes", 0]
+              "--bptt", 6, "--threads", 1, "--seed", 2, "--optimizer", "sgd"]
     straight = run([*common, "-o", tmp_path / "a.model", "--epochs", 2])
     assert straight.returncode == 0, straight.stderr
     assert straight.stderr.count("Wrote") == 1 and "2 MPI ranks" in straight.stderr
+    assert "classes, direct order 6 (4,194,304 entries)" in straight.stderr
     assert straight.stderr.count("epoch 1:") == 1
     first = run([*common, "-o", tmp_path / "b.model", "--epochs", 1])
     resumed = run([*common, "-o", tmp_path / "b.model", "--epochs", 2, "--resume"])
     assert first.returncode == 0 and resumed.returncode == 0, first.stderr + resumed.stderr
     from rnnkit.rnnlm import RNNModel
     a, b = RNNModel.load(tmp_path / "a.model"), RNNModel.load(tmp_path / "b.model")
-    assert np.array_equal(a.params, b.params)
+    assert np.array_equal(a.params, b.params) and np.array_equal(a.direct_table, b.direct_table)
+    assert a.direct_table.any()
     assert a.record["epochs"][1]["valid_bpc"] == b.record["epochs"][1]["valid_bpc"]
 
 
@@ -101,7 +124,7 @@ def test_failures_end_every_rank_with_one_line(tmp_path):
     assert missing.stderr.strip() == f"Error: file not found: {tmp_path / 'absent.txt'}"
     ngram = run([sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", "--type", "ngram", "-o", tmp_path / "m"])
     assert ngram.returncode == 2 and ngram.stderr.count("Error:") == 1 and "MPI ranks train RNNs" in ngram.stderr
-    alone = run([sys.executable, HERE / "mpi" / "steps.py", tmp_path / "w.npy", "5", "fail"])
-    assert alone.returncode != 0 and not (tmp_path / "w.npy").exists()
+    alone = run([sys.executable, HERE / "mpi" / "steps.py", tmp_path / "w.npz", "5", "fail"])
+    assert alone.returncode != 0 and not (tmp_path / "w.npz").exists()
     errors = [line for line in alone.stderr.splitlines() if line.startswith("Error")]
     assert errors == ["Error: rank 1: the disk of rank 1 is full"], alone.stderr
