@@ -88,9 +88,10 @@ import numpy as np
 
 from . import loader
 from .errors import ConfigError
+from .kernel import NGRAM_STATE_LENGTHS, NotAProbability
 from .lm import POSITIVE_SLACK, checked
 from .mix import MixModel
-from .ngram import NgramModel
+from .ngram import NgramModel, not_a_probability
 from .rnnlm import LOG10_E, RNNModel
 from .units import decode_utf8, nfc
 from .vocab import BOS_ID, EOS, UNK_ID
@@ -98,6 +99,8 @@ from .vocab import BOS_ID, EOS, UNK_ID
 # the order of a model that conditions on the whole history (an RNN)
 UNBOUNDED_ORDER = sys.maxsize
 _F32 = np.float32
+# distinct words an n-gram Model remembers the ids of (then it starts over)
+WORD_CACHE = 1 << 20
 
 
 class FullScoreReturn(NamedTuple):
@@ -160,7 +163,10 @@ class State:
 # data what the next step needs. step(raw, word) -> (log10, n-gram length, next raw).
 
 class _NgramScorer:
-    """KenLM's state machine on NgramModel's arrays (FullScore in lm/model.cc)."""
+    """KenLM's state machine (FullScore in lm/model.cc), in C on NgramModel's arrays
+    (NgramModel.kenlm_steppers). The raw state is (length, state code, None): the code
+    names the n-gram the state holds (its words and their backoffs follow from it), so
+    equal codes are equal states; the null context is (0, (), None), as State()'s."""
 
     nullable = True
 
@@ -168,29 +174,36 @@ class _NgramScorer:
         self.model = model
         self.order = model.order
         self.vocab = model.vocab
+        self.base, self.full_base = model.kenlm_steppers()
+        self.word_ids: dict = {}   # word as given -> id: NFC and lookup once per word
 
     def begin(self) -> tuple:
-        # KenLM's begin-sentence state always holds <s>, with its backoff
-        _, backoff, _ = self.model.context_match(BOS_ID, ())[0]
-        return 1, (BOS_ID,), (backoff,)
+        # KenLM's begin-sentence state always holds <s> (a unigram: its index is its id)
+        return self.raw(BOS_ID * NGRAM_STATE_LENGTHS + 1)
 
     def null(self) -> tuple:
-        return 0, (), ()
+        return 0, (), None
+
+    def word_id(self, word: str) -> int:
+        try:
+            return self.word_ids[word]
+        except KeyError:
+            pass
+        if len(self.word_ids) >= WORD_CACHE:   # any number of distinct words, bounded memory
+            self.word_ids.clear()
+        found = self.word_ids[word] = self.vocab.id(nfc(word))
+        return found
 
     def step(self, raw: tuple, word: str) -> tuple:
-        _, words, backoffs = raw
-        wid = self.vocab.id(word)
-        rows = self.model.context_match(wid, words)
-        matched = len(rows)
-        log10 = rows[-1][0]
-        for backoff in backoffs[matched - 1:]:   # the longer contexts the match did not use
-            log10 = log10 + backoff              # float32 sums, as KenLM
-        # keep the longest match that can still be extended (at most order - 1 words)
-        length = min(matched, self.order - 1)
-        while length and not rows[length - 1][2]:
-            length -= 1
-        out_words = ((wid,) + words)[:length]
-        return log10, matched, (length, out_words, tuple([row[1] for row in rows[:length]]))
+        try:
+            log10, code, length, _ = self.full_base(raw[1] or 0, self.word_id(word))
+        except NotAProbability as exc:
+            not_a_probability(exc)
+        return log10, length, self.raw(code)
+
+    @staticmethod
+    def raw(code: int) -> tuple:
+        return (code % NGRAM_STATE_LENGTHS, code, None) if code else (0, (), None)
 
 
 class _RnnScorer:
@@ -288,6 +301,10 @@ class Model:
         self._lm = loader.load(os.fsdecode(self.path))
         self._scorer = scorer_for(self._lm)
         self._vocab = self._lm.vocab
+        self._ngram = self._lm if isinstance(self._lm, NgramModel) else None
+        if self._ngram is not None:
+            # decoders call BaseScore for every word: an n-gram model's skips the layers
+            self.BaseScore = self._ngram_base_score
 
     @property
     def order(self) -> int:
@@ -296,6 +313,8 @@ class Model:
     # -- whole sentences ----------------------------------------------------------------
     def score(self, sentence, bos: bool = True, eos: bool = True) -> float:
         """log10 P(sentence [</s>] | <s> or the null context), summed in float32 as KenLM."""
+        if self._ngram is not None:   # the same sums, in one C call
+            return self._ngram.kenlm_score(_text(sentence), bos, eos)
         total = _F32(0.0)
         for log10, _, _ in self.full_scores(sentence, bos, eos):
             total = total + _F32(log10)
@@ -303,6 +322,9 @@ class Model:
 
     def full_scores(self, sentence, bos: bool = True, eos: bool = True) -> Iterator[tuple[float, int, bool]]:
         """(log10 prob, n-gram length, oov) for each word and, when eos, for </s>."""
+        if self._ngram is not None:   # the same numbers, in one C call
+            yield from self._ngram.kenlm_full_scores(_text(sentence), bos, eos)
+            return
         words = self._words(sentence)
         raw = self._scorer.begin() if bos else self._null()
         for word in words:
@@ -355,6 +377,34 @@ class Model:
         log10, length, raw = self._step(self._read(in_state), word)
         _check_state(out_state)._write(self._scorer, raw)
         return log10, length, word
+
+    def _ngram_base_score(self, in_state: State, word: str, out_state: State) -> float:
+        """BaseScore of an n-gram model: what _base and _NgramScorer.step do, inlined."""
+        scorer = self._scorer
+        try:
+            word_id = scorer.word_ids[word]
+        except (KeyError, TypeError):
+            if not isinstance(word, str):
+                raise ConfigError(f"a word must be a str, got {type(word).__name__}") from None
+            word_id = scorer.word_id(word)
+        try:
+            key = in_state._key if in_state._owner is scorer else self._read(in_state)[1]
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(in_state).__name__}") from None
+        try:
+            log10, code = scorer.base(key or 0, word_id)
+        except NotAProbability as exc:
+            not_a_probability(exc)
+        try:
+            out_state._owner = scorer
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(out_state).__name__}") from None
+        if code:
+            out_state._length, out_state._key = code % NGRAM_STATE_LENGTHS, code
+        else:
+            out_state._length, out_state._key = 0, ()
+        out_state._data = None
+        return log10
 
     def _step(self, raw: tuple, word: str) -> tuple:
         log10, length, raw = self._scorer.step(raw, word)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 
 import numpy as np
 
@@ -157,7 +158,8 @@ def _flat_shape(name: str, array) -> tuple:
     return array.shape
 
 
-_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]"}
+_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]",
+            np.dtype(np.float64): "double[]", np.dtype(np.int64): "int64_t[]", np.dtype(np.uint8): "uint8_t[]"}
 
 
 def _pointer(name: str, array, dtype, shape: tuple, *, writable: bool = False):
@@ -405,3 +407,288 @@ def clip_grad_norm(grads, max_norm):
     _run(lib.rnn_clip_grad_norm, _pointer("norm", norm, np.float32, (1,), writable=True),
          _pointer("grads", grads, np.float32, shape, writable=True), max_norm, grads.size)
     return float(norm[0])
+
+
+# ----------------------------------------------------------------------------------
+# n-gram queries (csrc/ngram.c): hash tables, text to ids, scoring, KenLM's states
+# ----------------------------------------------------------------------------------
+# The arrays of a model are checked once, by ngram_vocab_tables and ngram_tables, and
+# pinned in the struct they return; a query then passes one struct pointer plus its
+# own text or ids, checked here per call. Only the 64-bit platforms rnnkit builds on
+# are meant: sizes are int64 throughout.
+
+NGRAM_SPLITS = {"words": lib.NGRAM_SPLIT_WORDS, "chars": lib.NGRAM_SPLIT_CHARS, "none": lib.NGRAM_SPLIT_NONE}
+NGRAM_PRECISIONS = {"float64": lib.NGRAM_FLOAT64, "float32": lib.NGRAM_FLOAT32}
+NGRAM_STATE_LENGTHS = lib.NGRAM_STATE_LENGTHS
+
+
+class NotAProbability(KernelError):
+    """A score that is NaN or above the slack: the model's numbers are broken. `value`
+    is the score, for lm.checked to name."""
+
+    def __init__(self, value: float):
+        super().__init__(f"log10 probability {value!r} is NaN or above 0")
+        self.value = value
+
+
+class NgramVocab:
+    """The C view of a vocabulary (ngram_vocab): made only by ngram_vocab_tables."""
+
+    __slots__ = ("struct", "size", "_pinned")
+
+
+class NgramTables:
+    """The C view of an n-gram model (ngram_model): made only by ngram_tables."""
+
+    __slots__ = ("struct", "order", "vocab", "_pinned")
+
+
+def _ngram_status(status: int, bad_value=None) -> None:
+    if status == lib.NGRAM_E_NOT_PROBABILITY:
+        raise NotAProbability(bad_value)
+    if status:
+        raise KernelError(ffi.string(lib.ngram_strerror(status)).decode())
+
+
+def _vector(name: str, array, dtype, length: int | None = None):
+    """(pointer, length) of a flat array of `dtype`, `length` long when given."""
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise KernelError(f"{name} must be a flat {np.dtype(dtype).name} array, got {_described(array)}")
+    length = array.size if length is None else length
+    return _pointer(name, array, dtype, (length,)), length
+
+
+def _count(name: str, value) -> int:
+    return _integer(name, value, 0, lib.NGRAM_MAX_COUNT)
+
+
+def ngram_table_size(count: int) -> int:
+    """Slots of the hash table of `count` keys or units."""
+    return int(lib.ngram_table_size(_count("count", count)))
+
+
+def ngram_hash_table(keys) -> np.ndarray:
+    """The int32 hash table of one order's sorted n-gram keys."""
+    p_keys, count = _vector("keys", keys, np.int64)
+    size = ngram_table_size(count)
+    table = _new("table", (size,), np.int32)
+    _ngram_status(_cffi(lib.ngram_table_build, _pointer("table", table, np.int32, (size,), writable=True),
+                        size, p_keys, count))
+    return table
+
+
+def ngram_table_misses(table, keys, stride: int) -> int:
+    """The first of keys[0], keys[stride], ... that `table` does not find at its own
+    index, or -1 when it finds them all."""
+    p_keys, count = _vector("keys", keys, np.int64)
+    p_table, _ = _vector("table", table, np.int32, ngram_table_size(count))
+    bad = ffi.new("int64_t *")
+    status = _cffi(lib.ngram_table_check, p_table, table.size, p_keys, count,
+                   _integer("stride", stride, 1, INT64_MAX), bad)
+    if status not in (0, lib.NGRAM_E_TABLE):
+        _ngram_status(status)
+    return int(bad[0])
+
+
+def _vocab_arrays(text, offsets):
+    p_text, text_size = _vector("vocab text", text, np.uint8)
+    p_offsets, entries = _vector("vocab offsets", offsets, np.int64)
+    size = _count("vocabulary size", entries - 1)
+    return p_text, text_size, p_offsets, size
+
+
+def vocab_hash_table(text, offsets) -> np.ndarray:
+    """The int32 hash table of a vocabulary: unit i is text[offsets[i]:offsets[i + 1]]."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    table_size = ngram_table_size(size)
+    table = _new("vocab table", (table_size,), np.int32)
+    bad = ffi.new("int64_t *")
+    _ngram_status(_cffi(lib.ngram_vocab_build, _pointer("vocab table", table, np.int32, (table_size,), writable=True),
+                        table_size, p_text, text_size, p_offsets, size, bad))
+    return table
+
+
+def vocab_table_fault(table, text, offsets) -> tuple[str, int] | None:
+    """None when every unit is UTF-8 and `table` finds it at its own id (so no two are
+    equal); else ("offsets" | "utf8" | "duplicate", the first unit id at fault)."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    p_table, table_size = _vector("vocab table", table, np.int32, ngram_table_size(size))
+    bad = ffi.new("int64_t *")
+    status = _cffi(lib.ngram_vocab_check, p_table, table_size, p_text, text_size, p_offsets, size, bad)
+    faults = {lib.NGRAM_E_OFFSETS: "offsets", lib.NGRAM_E_UTF8: "utf8", lib.NGRAM_E_DUPLICATE: "duplicate"}
+    if status in faults:
+        return faults[status], int(bad[0])
+    _ngram_status(status)
+    return None
+
+
+def ngram_vocab_tables(text, offsets, table) -> NgramVocab:
+    """The C view of a vocabulary's arrays (checked as vocab_table_fault's arguments)."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    p_table, table_size = _vector("vocab table", table, np.int32, ngram_table_size(size))
+    struct = ffi.new("ngram_vocab *")
+    struct.text, struct.text_size, struct.offsets, struct.size = p_text, text_size, p_offsets, size
+    struct.table, struct.table_size = p_table, table_size
+    vocab = NgramVocab()
+    vocab.struct, vocab.size, vocab._pinned = struct, size, (text, offsets, table, p_text, p_offsets, p_table)
+    return vocab
+
+
+def _per_order(name: str, arrays, order: int, first: int, last: int) -> list:
+    """arrays[first..last] of a list indexed by order (entries outside are ignored)."""
+    if not isinstance(arrays, (list, tuple)) or len(arrays) != order + 1:
+        raise KernelError(f"{name} must be a list of {order + 1} entries (index = order), got {_described(arrays)}")
+    return [(n, arrays[n]) for n in range(first, last + 1)]
+
+
+def ngram_tables(order: int, vocab: NgramVocab, keys, prob, backoff, extendable, tables) -> NgramTables:
+    """The C view of an n-gram model. Lists indexed by order: keys[n] (n >= 2, int64),
+    prob[n] (n >= 1, float32), backoff[n] and extendable[n] (n < order; float32, uint8),
+    tables[n] (n >= 2, int32 of ngram_table_size(count))."""
+    order, vocab = _integer("order", order, 1, lib.NGRAM_MAX_ORDER), _vocab(vocab)
+    if vocab.size < 3:
+        raise KernelError(f"the vocabulary must hold <unk>, <s> and </s>; it has {vocab.size} units")
+    struct = ffi.new("ngram_model *")
+    struct.order, struct.vocab = order, vocab.struct[0]
+    pinned = [vocab]
+    counts = [0, vocab.size]
+    for n, array in _per_order("keys", keys, order, 2, order):
+        pointer, count = _vector(f"keys[{n}]", array, np.int64)
+        struct.keys[n], struct.count[n] = pointer, _count(f"n-grams of order {n}", count)
+        counts.append(count)
+        pinned += [array, pointer]
+    struct.count[1] = vocab.size
+    columns = (("prob", prob, np.float32, 1, order), ("backoff", backoff, np.float32, 1, order - 1),
+               ("extendable", extendable, np.uint8, 1, order - 1))
+    for name, arrays, dtype, first, last in columns:
+        for n, array in _per_order(name, arrays, order, first, last):
+            pointer, _ = _vector(f"{name}[{n}]", array, dtype, counts[n])
+            getattr(struct, name)[n] = pointer
+            pinned += [array, pointer]
+    for n, array in _per_order("tables", tables, order, 2, order):
+        pointer, size = _vector(f"tables[{n}]", array, np.int32, ngram_table_size(counts[n]))
+        struct.table[n], struct.table_size[n] = pointer, size
+        pinned += [array, pointer]
+    model = NgramTables()
+    model.struct, model.order, model.vocab, model._pinned = struct, order, vocab, pinned
+    return model
+
+
+def _split_code(split) -> int:
+    if split not in NGRAM_SPLITS:
+        raise KernelError(f"split must be one of {sorted(NGRAM_SPLITS)}, got {split!r}")
+    return NGRAM_SPLITS[split]
+
+
+def _precision_code(precision) -> int:
+    if precision not in NGRAM_PRECISIONS:
+        raise KernelError(f"precision must be one of {sorted(NGRAM_PRECISIONS)}, got {precision!r}")
+    return NGRAM_PRECISIONS[precision]
+
+
+def _text(name: str, text) -> bytes:
+    if not isinstance(text, bytes):
+        raise KernelError(f"{name} must be bytes (UTF-8), got {type(text).__name__}")
+    return text
+
+
+def _model(tables) -> NgramTables:
+    if not isinstance(tables, NgramTables):
+        raise KernelError(f"tables must come from ngram_tables, got {type(tables).__name__}")
+    return tables
+
+
+def _vocab(vocab) -> NgramVocab:
+    if not isinstance(vocab, NgramVocab):
+        raise KernelError(f"vocab must come from ngram_vocab_tables, got {type(vocab).__name__}")
+    return vocab
+
+
+def ngram_unit_id(vocab: NgramVocab, unit) -> int:
+    """The id of one unit (UTF-8 bytes); 0 (<unk>) when the vocabulary lacks it."""
+    vocab, unit = _vocab(vocab), _text("unit", unit)
+    found = ffi.new("int64_t *")
+    _ngram_status(_cffi(lib.ngram_unit_id, vocab.struct, unit, len(unit), found))
+    return found[0]
+
+
+def ngram_lookup(vocab: NgramVocab, split, text, ends):
+    """(ids, lengths): the vocabulary ids of the units of each text[ends[s-1]:ends[s]]
+    (unknown units: 0), split by `split`, and the number of units of each."""
+    vocab, code, text = _vocab(vocab), _split_code(split), _text("text", text)
+    p_ends, n = _vector("ends", ends, np.int64)
+    capacity = len(text) + n   # a unit has a byte (or is a whole, possibly empty, range)
+    ids, lengths = _new("ids", (capacity,), np.int64), _new("lengths", (n,), np.int64)
+    _ngram_status(_cffi(lib.ngram_lookup, vocab.struct, code, text, len(text), p_ends, n,
+                        _pointer("ids", ids, np.int64, (capacity,), writable=True), capacity,
+                        _pointer("lengths", lengths, np.int64, (n,), writable=True)))
+    return ids[:int(lengths.sum())], lengths
+
+
+def ngram_score_ids(tables: NgramTables, ids, lengths, *, bos, eos, precision, slack, tokens=True):
+    """Scores sentences of ids (lengths[s] ids each). Returns (logp, match, oov, totals):
+    per scored position log10 (float64), n-gram length (int32) and OOV flag (bool), or
+    three Nones with tokens=False, and per sentence the total (summed in order)."""
+    tables = _model(tables)
+    p_ids, n_ids = _vector("ids", ids, np.int64)
+    p_lengths, n = _vector("lengths", lengths, np.int64)
+    bos, eos = _flag("bos", bos), _flag("eos", eos)
+    code, slack = _precision_code(precision), _real("slack", slack, 0.0, 1.0)
+    totals = _new("totals", (n,), np.float64)
+    capacity = n_ids + n * eos if tokens else 0
+    logp, match, oov = ((_new("logp", (capacity,), np.float64), _new("match", (capacity,), np.int32),
+                         _new("oov", (capacity,), np.uint8)) if tokens else (None, None, None))
+    outputs = [ffi.NULL if array is None else _pointer(name, array, array.dtype, (capacity,), writable=True)
+               for name, array in (("logp", logp), ("match", match), ("oov", oov))]
+    bad = ffi.new("double *")
+    _ngram_status(_cffi(lib.ngram_score_ids, tables.struct, p_ids, n_ids, p_lengths, n, bos, eos, code, slack,
+                        *outputs, capacity, _pointer("totals", totals, np.float64, (n,), writable=True), bad),
+                  bad[0])
+    return logp, match, None if oov is None else oov.view(bool), totals
+
+
+def ngram_score_text(tables: NgramTables, split, text, *, bos, eos, precision, slack):
+    """log10 P of one sentence given as UTF-8 bytes, or None when it has more than
+    NGRAM_MAX_SENTENCE positions in float64 (score it with ngram_score_ids then)."""
+    tables, code, text = _model(tables), _split_code(split), _text("text", text)
+    total, bad = ffi.new("double *"), ffi.new("double *")
+    status = _cffi(lib.ngram_score_text, tables.struct, code, text, len(text), _flag("bos", bos), _flag("eos", eos),
+                   _precision_code(precision), _real("slack", slack, 0.0, 1.0), total, bad)
+    if status == lib.NGRAM_E_LONG:
+        return None
+    _ngram_status(status, bad[0])
+    return total[0]
+
+
+def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
+    """KenLM's BaseScore on one model at the least cost per call (decoders call it for
+    every word): a function (state code, word id) -> (log10 as a float32 value, state
+    code after the word), or with full=True (log10, state code, n-gram length, oov).
+    The model and slack are checked here, once; per call the C code checks the state
+    code and the word id (NGRAM_E_STATE, RNN_E_TOKEN), which must be Python ints. A
+    state code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
+    tables, slack = _model(tables), _real("slack", slack, 0.0, 1.0)
+    run, struct, local = lib.ngram_base_score, tables.struct, threading.local()
+
+    def scored(state, word):
+        try:
+            out = local.out
+        except AttributeError:   # one output per thread: the call releases the GIL
+            out = local.out = ffi.new("ngram_step *")
+        try:
+            status = run(struct, state, word, slack, out)
+        except (OverflowError, TypeError) as exc:
+            raise KernelError(f"a state code and a word id must be integers in int64: {exc}") from None
+        if status:
+            _ngram_status(status, out.log10)
+        return out
+
+    def step(state, word):
+        out = scored(state, word)
+        return out.log10, out.state
+
+    def full_step(state, word):
+        out = scored(state, word)
+        return out.log10, out.state, out.length, bool(out.oov)
+
+    return full_step if _flag("full", full) else step

@@ -276,9 +276,10 @@ RNN_META = Record({"unit": UNIT, "vocab": VocabList(), "hidden": Integer(1, MAX_
                    "hyperparameters": Record({}, extra=Json()), "training": TRAINING,
                    "train_state": TRAIN_STATE},
                   required=("unit", "vocab", "hidden"))
+# "vocab": format 1 kept an n-gram model's vocabulary here; format 2 stores it as arrays
 NGRAM_META = Record({"order": Integer(1, MAX_ORDER), "unit": UNIT, "smoothing": OneOf(_smoothings),
                      "vocab": VocabList(), "training": TRAINING},
-                    required=("order", "unit", "vocab"))
+                    required=("order", "unit"))
 COMPONENT = Record({"type": OneOf(("rnn", "ngram")), "meta": Record({}, extra=Anything())},
                    required=("type", "meta"))
 MIX_META = Record({"unit": UNIT, "weights": ListOf(Number(lo=0, finite=True)), "training": TRAINING,
@@ -333,7 +334,11 @@ def _rnn_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
 
 
 def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
-    V, order = len(meta["vocab"]), meta["order"]
+    """The n-gram arrays; with the vocabulary as arrays (format 2), also the query
+    structures: a hash table per order n >= 2 and KenLM's extendable flags per n < N."""
+    packed = "vocab" not in meta
+    V = _packed_vocabulary(arrays, prefix) if packed else len(meta["vocab"])
+    order = meta["order"]
     lower = V  # n-grams of the order below
     for n in range(1, order + 1):
         length = V
@@ -344,13 +349,81 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
             # key = index of the (n-1)-gram suffix * V + first word, sorted for lookups
             if length and not (keys[0] >= 0 and keys[-1] < lower * V and (keys[1:] > keys[:-1]).all()):
                 raise SchemaError(f"array {name!r} must hold increasing n-gram keys in 0..{lower * V - 1}")
+            if packed:
+                _hash_table(arrays, f"{prefix}table_{n}", keys, name)
         prob = _take(arrays, f"{prefix}prob_{n}", np.float32, length)
         _values_within(prob, f"{prefix}prob_{n}", -np.inf, 0.0, "log10 probabilities (<= 0)")
         if n < order:
             bo = _take(arrays, f"{prefix}bo_{n}", np.float32, length)
             _values_within(bo, f"{prefix}bo_{n}", -np.inf, float(np.finfo(np.float32).max),
                            "log10 backoff weights (not NaN or +inf)")
+            if packed:
+                flags = _take(arrays, f"{prefix}extendable_{n}", np.uint8, length)
+                _values_within(flags, f"{prefix}extendable_{n}", 0, 1, "flags (0 or 1)")
         lower = length
+
+
+# A hash table (int32 entries) holds at most this many keys or units (csrc/ngram.c).
+MAX_TABLE_KEYS = 2**31 - 1
+# Keys of an n-gram table looked up at load, evenly spaced: a table is checked whole for
+# its size, its entries' range and how many it holds, and by sampled lookups for where
+# they sit. The C lookup compares the key at every probe, so a table can never make it
+# read out of bounds or return a wrong n-gram; at worst a crafted table hides an n-gram
+# (scored by backing off, as if the file's probabilities were changed). Accidental damage
+# fails the zip checksum first. Looking up every key would cost about a second per 10
+# million n-grams; the sample costs nothing.
+TABLE_SAMPLE = 4096
+
+
+def _table_of(arrays: dict, name: str, entries: int, what: str) -> np.ndarray:
+    """arrays[name]: an int32 hash table for `entries` keys, holding each of 0..entries-1
+    (-1 in the empty slots: then every probe sequence ends)."""
+    from . import kernel   # the C kernel loads only when a model with tables is read
+    if entries > MAX_TABLE_KEYS:
+        raise SchemaError(f"{what} hold {entries} entries; a hash table holds at most {MAX_TABLE_KEYS}")
+    table = _take(arrays, name, np.int32, kernel.ngram_table_size(entries))
+    _values_within(table, name, -1, entries - 1, f"-1 or indices in 0..{entries - 1}")
+    if np.count_nonzero(table >= 0) != entries:
+        raise SchemaError(f"array {name!r} must hold {entries} entries, holds {np.count_nonzero(table >= 0)}")
+    return table
+
+
+def _hash_table(arrays: dict, name: str, keys: np.ndarray, keys_name: str) -> None:
+    from . import kernel
+    table = _table_of(arrays, name, keys.size, f"array {keys_name!r}")
+    miss = kernel.ngram_table_misses(table, keys, max(1, keys.size // TABLE_SAMPLE))
+    if miss >= 0:
+        raise SchemaError(f"array {name!r} does not find n-gram {miss} of {keys_name!r}")
+
+
+def _packed_vocabulary(arrays: dict, prefix: str) -> int:
+    """The vocabulary as arrays: UTF-8 text, offsets, hash table. Every unit is checked
+    (UTF-8, found at its own id, so no two are equal): a million units take ~0.1 s.
+    Returns its size V."""
+    from . import kernel
+    text_name, offsets_name, table_name = (prefix + name for name in ("vocab_text", "vocab_offsets", "vocab_table"))
+    text = _take(arrays, text_name, np.uint8)
+    offsets = _take(arrays, offsets_name, np.int64)
+    V = offsets.size - 1
+    if V < len(SPECIALS) or offsets[0] != 0 or offsets[-1] != text.size or (offsets[1:] < offsets[:-1]).any():
+        raise SchemaError(f"array {offsets_name!r} must increase from 0 to the {text.size} bytes of {text_name!r} "
+                          f"and delimit at least {len(SPECIALS)} units")
+    firsts = [text[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(SPECIALS))]
+    if firsts != [special.encode() for special in SPECIALS]:
+        raise SchemaError(f"array {text_name!r} must start with the units " + ", ".join(map(repr, SPECIALS)))
+    table = _table_of(arrays, table_name, V, f"array {offsets_name!r} (the units)")
+    fault = kernel.vocab_table_fault(table, text, offsets)
+    if fault is None:
+        return V
+    kind, unit = fault
+    raw = text[offsets[unit]:offsets[unit + 1]].tobytes()
+    if kind == "utf8":
+        raise SchemaError(f"array {text_name!r} holds unit {unit} that is not UTF-8: {shown(raw)}")
+    found = kernel.ngram_unit_id(kernel.ngram_vocab_tables(text, offsets, table), raw)
+    if found != unit and text[offsets[found]:offsets[found + 1]].tobytes() == raw:
+        raise SchemaError(f"array {text_name!r} holds {shown(raw.decode('utf-8', 'surrogatepass'))} twice "
+                          f"(units {min(found, unit)} and {max(found, unit)})")
+    raise SchemaError(f"array {table_name!r} does not find unit {unit}")
 
 
 def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:

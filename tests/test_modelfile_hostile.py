@@ -115,7 +115,7 @@ def test_bomb_through_the_cli_is_one_error_line(models, tmp_path):
 
 
 @pytest.mark.parametrize("descr, expected", [
-    ("<f8", "dtype <f8"), (">f4", "dtype >f4"), ("<c8", "dtype <c8"), ("|O", "dtype |O"), ("<i4", "dtype <i4"),
+    ("<f8", "dtype <f8"), (">f4", "dtype >f4"), ("<c8", "dtype <c8"), ("|O", "dtype |O"), ("<u4", "dtype <u4"),
 ])
 def test_dtypes_rnnkit_does_not_write(models, tmp_path, descr, expected):
     meta, members = read_members(models["rnn"])
@@ -124,7 +124,7 @@ def test_dtypes_rnnkit_does_not_write(models, tmp_path, descr, expected):
     data = npy(params.astype(np.dtype(descr))) if descr != "|O" else \
         npy(params.astype(object), allow_pickle=True)  # a pickle: must never be unpickled
     write_members(path, meta, replace(members, "params", data))
-    assert load_error(path) == f"array 'params' has {expected}; rnnkit stores only <f4, <i8"
+    assert load_error(path) == f"array 'params' has {expected}; rnnkit stores only <f4, <i8, <i4, |u1"
 
 
 def test_fortran_order_and_shapes(models, tmp_path):
@@ -269,7 +269,7 @@ BAD_FIELDS = [
     ("rnn", "surprise", 1, "unexpected field 'surprise'"),
     ("rnn", "a\n" * 30, 1, "unexpected field " + repr("a\n" * 18 + "a...")),  # file keys are cut
     ("rnn", "version", "1", "field 'version' must be an integer >= 1, got '1'"),
-    ("rnn", "version", 2, "model file format version 2 is newer than this rnnkit understands (1); upgrade rnnkit"),
+    ("rnn", "version", 3, "model file format version 3 is newer than this rnnkit understands (2); upgrade rnnkit"),
     ("rnn", "type", "lstm", "field 'type' must be one of 'rnn', 'ngram', 'mix', got 'lstm'"),
     ("ngram", "order", 0, "field 'order' must be an integer in 1..100, got 0"),
     ("ngram", "order", 128, "field 'order' must be an integer in 1..100, got 128"),
@@ -288,7 +288,7 @@ BAD_FIELDS = [
     ("mix", "weights", [1e308, 10**308], "field 'weights' must sum to 1, got inf"),
     ("mix", "components", [], "field 'components' must be a list of at least 2 items, got a list of 0 items"),
     ("mix", "components.0.type", "mix", "field 'components[0].type' must be one of 'rnn', 'ngram', got 'mix'"),
-    ("mix", "components.1.type", "rnn", "field 'components[1].meta.hidden' is missing"),
+    ("mix", "components.1.type", "rnn", "field 'components[1].meta.vocab' is missing"),
     ("mix", "components.1.meta", [], "field 'components[1].meta' must be an object, got a list of 0 items"),
     ("mix", "components.1.meta.order", 2, "unexpected array 'c1.bo_2'"),
     ("mix", "components.0.meta.unit", "char", "field 'components[0].meta.unit' must be 'word' (the mixture's unit), got 'char'"),
