@@ -2,27 +2,45 @@
  *
  * Purpose: KenLM-speed scoring of whole sentences and of KenLM's word-by-word state
  * machine, straight on the arrays of a model file (memory-mapped by rnnkit/modelfile.py),
- * with exactly the numbers of rnnkit's NumPy scoring (NgramModel._score_flat) and of
- * rnnkit.kenlm: the same float64 or float32 sums in the same order.
+ * with exactly the numbers of rnnkit's NumPy scoring (NgramModel._numpy_token_scores)
+ * and of rnnkit.kenlm: the same float64 or float32 sums in the same order.
  *
  * Layout (rnnkit/ngram.py): the n-grams of order n are numbered 0..count[n]-1 in
  * increasing key order, key = (index of the (n-1)-gram suffix) * V + id(first word); a
- * unigram's index is its word id. Per order n >= 2 an open-addressing table (int32,
- * linear probing from slot_of(key, size), -1 = empty) gives the index of a key; the
- * vocabulary has one over the UTF-8 bytes of its units. Tables hold 2 count + 1 slots,
- * so at most half are full and an unsuccessful probe ends after ~2.5 slots.
+ * unigram's index is its word id. Per order n >= 2 an open-addressing hash table gives
+ * the index of a key; the vocabulary has one over the UTF-8 bytes of its units.
+ *
+ * Tables: ngram_table_size(count) int64 entries (~1.5 per key), linear probing from
+ * slot = high 64 bits of hash * size. An entry is 0 when empty, else
+ * (index << 32) | fingerprint, the fingerprint being the hash's low 32 bits with the
+ * lowest bit set (never 0). A probe decides from the entry alone whether the key can be
+ * there, so it reads the keys (or the vocabulary's bytes) only to confirm a match: one
+ * cache miss per lookup instead of two. Speed is all cache misses here (the tables are
+ * far bigger than the caches), and the code is shaped by that: see NGRAM_BLOCK.
  *
  * Nothing here trusts the arrays' contents: every index read from them is range-checked
- * before use and every probe sequence visits at most `size` slots, so corrupt or hostile
- * contents give a wrong answer or an error status, never an out-of-bounds access. The
- * struct itself (pointers and sizes) is filled by rnnkit/kernel.py from arrays it checked.
+ * before use and every probe sequence visits at most `size` entries, so corrupt or
+ * hostile contents give a wrong answer or an error status, never an out-of-bounds access.
+ * The struct itself (pointers and sizes) is filled by rnnkit/kernel.py from arrays it
+ * checked.
  *
- * Non-goals: allocation (caller-owned buffers; the one-sentence path keeps its values on
- * the stack), threads, building models.
+ * Non-goals: allocation (caller-owned buffers; a call keeps its working set on the
+ * stack, < 64 KiB), threads, building models.
  */
 #include "rnn.h"
 
 #include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PREFETCH(address) ((void)(address))
+#endif
+
+/* Lookups run in blocks, one step at a time for every member (hash and prefetch the
+ * entry; read it and prefetch what it points to; confirm), which keeps some NGRAM_BLOCK
+ * cache misses in flight at once instead of one. */
+#define NGRAM_BLOCK 64
 
 /* ------------------------------------------------------------------------------------
  * status
@@ -37,16 +55,16 @@ const char *ngram_strerror(int status) {
     case NGRAM_E_TABLE: return "an n-gram is not found at its own index (a table that does not fit the keys)";
     case NGRAM_E_CORRUPT: return "an n-gram key names a suffix outside the order below";
     case NGRAM_E_NOT_PROBABILITY: return "a log10 probability is NaN or above 0";
-    case NGRAM_E_LONG: return "sentence longer than NGRAM_MAX_SENTENCE positions";
+    case NGRAM_E_LONG: return "sentence longer than NGRAM_MAX_SENTENCE units";
     default: return rnn_strerror(status);
     }
 }
 
 /* ------------------------------------------------------------------------------------
- * hashing
+ * hash tables
  * ---------------------------------------------------------------------------------- */
 
-/* MurmurHash3's 64-bit finaliser: every key bit reaches every slot bit. */
+/* MurmurHash3's 64-bit finaliser: every key bit reaches every bit of the hash. */
 static uint64_t mix64(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
@@ -66,52 +84,96 @@ static uint64_t hash_bytes(const uint8_t *bytes, int64_t size) {
     return mix64(h);
 }
 
-/* A modulo, not a mask: sizes are 2 count + 1, and `%` is the same on every compiler. */
+/* The high 64 bits of a * b, the same on every compiler (tables are stored in files). */
+static uint64_t mul_high(uint64_t a, uint64_t b) {
+#if defined(__SIZEOF_INT128__)
+    return (uint64_t)(((unsigned __int128)a * b) >> 64);
+#else
+    uint64_t a_lo = a & 0xffffffffu, a_hi = a >> 32, b_lo = b & 0xffffffffu, b_hi = b >> 32;
+    uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi;
+    uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xffffffffu) + lo_hi;
+    return a_hi * b_hi + (hi_lo >> 32) + (cross >> 32);
+#endif
+}
+
 static int64_t slot_of(uint64_t hash, int64_t size) {
-    return (int64_t)(hash % (uint64_t)size);
+    return (int64_t)mul_high(hash, (uint64_t)size);
+}
+
+static uint32_t fingerprint(uint64_t hash) {
+    return (uint32_t)hash | 1u;
+}
+
+static int64_t entry_index(int64_t entry) {
+    return (int64_t)((uint64_t)entry >> 32);
+}
+
+/* An entry that may hold the key of this hash: its fingerprint matches. */
+static int may_hold(int64_t entry, uint64_t hash) {
+    return (uint32_t)(uint64_t)entry == fingerprint(hash);
 }
 
 int64_t ngram_table_size(int64_t count) {
     if (count < 0 || count > NGRAM_MAX_COUNT) return -1;
-    return 2 * count + 1;
+    return count + count / 2 + 1;
 }
 
 static int table_args_ok(const void *table, int64_t size, const void *data, int64_t count) {
     return table && (data || count == 0) && ngram_table_size(count) == size;
 }
 
+static void insert(int64_t *table, int64_t size, uint64_t hash, int64_t index) {
+    int64_t slot = slot_of(hash, size);
+    while (table[slot]) {   /* ends: the table has more entries than keys */
+        if (++slot == size) slot = 0;
+    }
+    table[slot] = (int64_t)(((uint64_t)index << 32) | fingerprint(hash));
+}
+
 /* Index of `key` in order n (>= 2), probing from `slot` on; -1 when it is absent. */
-static int64_t find_key_from(const ngram_model *m, int n, uint64_t key, int64_t slot) {
-    const int32_t *table = m->table[n];
-    const int64_t *keys = m->keys[n];
+static int64_t find_key_from(const ngram_model *m, int n, uint64_t key, uint64_t hash, int64_t slot) {
+    const int64_t *table = m->table[n];
     int64_t size = m->table_size[n], count = m->count[n];
     for (int64_t probes = 0; probes < size; probes++) {
-        int32_t index = table[slot];
-        if (index < 0) return -1;
-        if (index < count && (uint64_t)keys[index] == key) return index;
+        int64_t entry = table[slot];
+        if (!entry) return -1;
+        if (may_hold(entry, hash)) {
+            int64_t index = entry_index(entry);
+            if (index < count && (uint64_t)m->keys[n][index] == key) return index;
+        }
+        if (++slot == size) slot = 0;
+    }
+    return -1;
+}
+
+/* The index in the first entry of a probe sequence whose fingerprint fits (the key is
+ * not confirmed), or -1 when the sequence ends first (the key is absent): a lookup that
+ * costs one memory round trip, confirmed later together with others. */
+static int64_t find_candidate(const ngram_model *m, int n, uint64_t hash, int64_t slot) {
+    const int64_t *table = m->table[n];
+    int64_t size = m->table_size[n], count = m->count[n];
+    for (int64_t probes = 0; probes < size; probes++) {
+        int64_t entry = table[slot];
+        if (!entry) return -1;
+        if (may_hold(entry, hash) && entry_index(entry) < count) return entry_index(entry);
         if (++slot == size) slot = 0;
     }
     return -1;
 }
 
 static int64_t find_key(const ngram_model *m, int n, uint64_t key) {
-    return find_key_from(m, n, key, slot_of(mix64(key), m->table_size[n]));
+    uint64_t hash = mix64(key);
+    return find_key_from(m, n, key, hash, slot_of(hash, m->table_size[n]));
 }
 
-int ngram_table_build(int32_t *table, int64_t table_size, const int64_t *keys, int64_t count) {
+int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count) {
     if (!table_args_ok(table, table_size, keys, count)) return table ? RNN_E_SIZE : RNN_E_NULL;
-    for (int64_t s = 0; s < table_size; s++) table[s] = -1;
-    for (int64_t i = 0; i < count; i++) {
-        int64_t slot = slot_of(mix64((uint64_t)keys[i]), table_size);
-        while (table[slot] >= 0) {   /* ends: the table has more slots than keys */
-            if (++slot == table_size) slot = 0;
-        }
-        table[slot] = (int32_t)i;
-    }
+    memset(table, 0, (size_t)table_size * sizeof(int64_t));
+    for (int64_t i = 0; i < count; i++) insert(table, table_size, mix64((uint64_t)keys[i]), i);
     return RNN_OK;
 }
 
-int ngram_table_check(const int32_t *table, int64_t table_size, const int64_t *keys, int64_t count,
+int ngram_table_check(const int64_t *table, int64_t table_size, const int64_t *keys, int64_t count,
                       int64_t stride, int64_t *bad) {
     if (!bad) return RNN_E_NULL;
     *bad = -1;
@@ -166,13 +228,17 @@ static int valid_utf8(const uint8_t *text, int64_t size) {
     return 1;
 }
 
-static int vocab_args_ok(const int32_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+static int vocab_args_ok(const int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
                          const int64_t *offsets, int64_t size) {
     return table && offsets && (text || text_size == 0) && text_size >= 0
            && ngram_table_size(size) == table_size;
 }
 
-/* Unit `id`'s bytes, or NULL when the offsets around it are out of order. */
+static int vocab_ok(const ngram_vocab *v) {
+    return v->size >= 0 && v->table_size == ngram_table_size(v->size) && v->text_size >= 0;
+}
+
+/* Unit `id`'s bytes (id in [0, size)), or NULL when its offsets are out of order. */
 static const uint8_t *unit_bytes(const ngram_vocab *v, int64_t id, int64_t *length) {
     int64_t start = v->offsets[id], end = v->offsets[id + 1];
     if (start < 0 || start > end || end > v->text_size) return NULL;
@@ -180,31 +246,67 @@ static const uint8_t *unit_bytes(const ngram_vocab *v, int64_t id, int64_t *leng
     return v->text + start;
 }
 
+static int is_unit(const ngram_vocab *v, int64_t id, const uint8_t *bytes, int64_t size) {
+    int64_t length;
+    const uint8_t *unit = id < v->size ? unit_bytes(v, id, &length) : NULL;
+    return unit && length == size && memcmp(unit, bytes, (size_t)size) == 0;
+}
+
 /* Id of the unit with these bytes, probing from `slot` on; 0 (<unk>) when it is absent. */
-static int64_t find_unit_from(const ngram_vocab *v, const uint8_t *bytes, int64_t size, int64_t slot) {
+static int64_t find_unit_from(const ngram_vocab *v, const uint8_t *bytes, int64_t size, uint64_t hash, int64_t slot) {
     for (int64_t probes = 0; probes < v->table_size; probes++) {
-        int32_t id = v->table[slot];
-        if (id < 0) return 0;
-        int64_t length;
-        const uint8_t *unit = id < v->size ? unit_bytes(v, id, &length) : NULL;
-        if (unit && length == size && memcmp(unit, bytes, (size_t)size) == 0) return id;
+        int64_t entry = v->table[slot];
+        if (!entry) return 0;
+        if (may_hold(entry, hash) && is_unit(v, entry_index(entry), bytes, size)) return entry_index(entry);
         if (++slot == v->table_size) slot = 0;
     }
     return 0;
 }
 
 static int64_t find_unit(const ngram_vocab *v, const uint8_t *bytes, int64_t size) {
-    return find_unit_from(v, bytes, size, slot_of(hash_bytes(bytes, size), v->table_size));
+    uint64_t hash = hash_bytes(bytes, size);
+    return find_unit_from(v, bytes, size, hash, slot_of(hash, v->table_size));
 }
 
-int ngram_vocab_build(int32_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+/* Ids of n units (their bytes at text + start[i], length[i]), written to ids[i]. */
+static void find_units(const ngram_vocab *v, const uint8_t *text, const int64_t *start, const int64_t *length,
+                       int n, int64_t *ids) {
+    uint64_t hash[NGRAM_BLOCK];
+    int64_t slot[NGRAM_BLOCK], entry[NGRAM_BLOCK];
+    for (int i = 0; i < n; i++) {
+        hash[i] = hash_bytes(text + start[i], length[i]);
+        slot[i] = slot_of(hash[i], v->table_size);
+        PREFETCH(v->table + slot[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        entry[i] = v->table[slot[i]];
+        if (may_hold(entry[i], hash[i]) && entry_index(entry[i]) < v->size)
+            PREFETCH(v->offsets + entry_index(entry[i]));
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t id = entry_index(entry[i]);
+        if (may_hold(entry[i], hash[i]) && id < v->size && v->offsets[id] >= 0 && v->offsets[id] < v->text_size)
+            PREFETCH(v->text + v->offsets[id]);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!entry[i])
+            ids[i] = 0;
+        else if (may_hold(entry[i], hash[i]) && is_unit(v, entry_index(entry[i]), text + start[i], length[i]))
+            ids[i] = entry_index(entry[i]);
+        else   /* another unit there: walk on */
+            ids[i] = find_unit_from(v, text + start[i], length[i], hash[i],
+                                    slot[i] + 1 == v->table_size ? 0 : slot[i] + 1);
+    }
+}
+
+int ngram_vocab_build(int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
                       const int64_t *offsets, int64_t size, int64_t *bad) {
     if (!bad) return RNN_E_NULL;
     *bad = -1;
     if (!vocab_args_ok(table, table_size, text, text_size, offsets, size)) return table && offsets ? RNN_E_SIZE : RNN_E_NULL;
     if (offsets[0] != 0 || offsets[size] != text_size) return NGRAM_E_OFFSETS;
     ngram_vocab v = {text, text_size, offsets, size, table, table_size};
-    for (int64_t s = 0; s < table_size; s++) table[s] = -1;
+    memset(table, 0, (size_t)table_size * sizeof(int64_t));
     for (int64_t id = 0; id < size; id++) {
         int64_t length;
         const uint8_t *unit = unit_bytes(&v, id, &length);
@@ -212,30 +314,48 @@ int ngram_vocab_build(int32_t *table, int64_t table_size, const uint8_t *text, i
             *bad = id;
             return NGRAM_E_OFFSETS;
         }
-        int64_t slot = slot_of(hash_bytes(unit, length), table_size);
-        while (table[slot] >= 0) {
-            if (++slot == table_size) slot = 0;
-        }
-        table[slot] = (int32_t)id;
+        insert(table, table_size, hash_bytes(unit, length), id);
     }
+    return RNN_OK;
+}
+
+int ngram_vocab_check(const int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+                      const int64_t *offsets, int64_t size, int64_t *bad) {
+    if (!bad) return RNN_E_NULL;
+    *bad = -1;
+    if (!vocab_args_ok(table, table_size, text, text_size, offsets, size)) return table && offsets ? RNN_E_SIZE : RNN_E_NULL;
+    if (offsets[0] != 0 || offsets[size] != text_size) return NGRAM_E_OFFSETS;
+    ngram_vocab v = {text, text_size, offsets, size, table, table_size};
+    int64_t start[NGRAM_BLOCK], length[NGRAM_BLOCK], ids[NGRAM_BLOCK];
+    for (int64_t first = 0; first < size; first += NGRAM_BLOCK) {
+        int n = size - first < NGRAM_BLOCK ? (int)(size - first) : NGRAM_BLOCK;
+        for (int i = 0; i < n; i++) {
+            const uint8_t *unit = unit_bytes(&v, first + i, length + i);
+            *bad = first + i;
+            if (!unit) return NGRAM_E_OFFSETS;
+            if (!valid_utf8(unit, length[i])) return NGRAM_E_UTF8;   /* so no offset splits a character */
+            start[i] = unit - text;
+        }
+        find_units(&v, text, start, length, n, ids);
+        for (int i = 0; i < n; i++) {
+            *bad = first + i;
+            if (ids[i] != first + i) return NGRAM_E_DUPLICATE;
+        }
+    }
+    *bad = -1;
+    return RNN_OK;
+}
+
+int ngram_unit_id(const ngram_vocab *vocab, const char *unit, int64_t size, int64_t *id) {
+    if (!vocab || !id || (!unit && size)) return RNN_E_NULL;
+    if (size < 0 || !vocab_ok(vocab)) return RNN_E_SIZE;
+    *id = find_unit(vocab, (const uint8_t *)unit, size);
     return RNN_OK;
 }
 
 /* ------------------------------------------------------------------------------------
  * splitting text into units, looking them up
  * ---------------------------------------------------------------------------------- */
-
-#if defined(__GNUC__) || defined(__clang__)
-#define PREFETCH(address) __builtin_prefetch(address)
-#else
-#define PREFETCH(address) ((void)(address))
-#endif
-
-/* Lookups and n-gram probes are cache misses (the tables are far bigger than the caches):
- * done one after another they cost a memory round trip each. So they run in blocks, one
- * step at a time for every member (hash and prefetch the slot; read it and prefetch what
- * it points to; compare), which keeps some NGRAM_BLOCK misses in flight at once. */
-#define NGRAM_BLOCK 64
 
 /* KenLM's word separators (units.py split_words): ASCII whitespace only. */
 static int is_space(uint8_t c) {
@@ -268,84 +388,8 @@ static int next_unit(int split, const uint8_t *text, int64_t *at, int64_t end, i
     return 1;
 }
 
-static int vocab_ok(const ngram_vocab *v) {
-    return v->size >= 0 && v->table_size == ngram_table_size(v->size) && v->text_size >= 0;
-}
-
-/* The sizes kernel.py set agree (the arrays' contents are never trusted). */
-static int model_ok(const ngram_model *m) {
-    if (m->order < 1 || m->order > NGRAM_MAX_ORDER || m->vocab.size < 3 || m->count[1] != m->vocab.size
-        || !vocab_ok(&m->vocab))
-        return 0;
-    for (int n = 2; n <= m->order; n++)
-        if (m->table_size[n] != ngram_table_size(m->count[n])) return 0;
-    return 1;
-}
-
 static int split_ok(int split) {
     return split == NGRAM_SPLIT_WORDS || split == NGRAM_SPLIT_CHARS || split == NGRAM_SPLIT_NONE;
-}
-
-/* Ids of n units (their bytes at text + start[i], length[i]), written to ids[i]. */
-static void find_units(const ngram_vocab *v, const uint8_t *text, const int64_t *start, const int64_t *length,
-                       int n, int64_t *ids) {
-    int64_t slot[NGRAM_BLOCK];
-    int32_t found[NGRAM_BLOCK];
-    for (int i = 0; i < n; i++) {
-        slot[i] = slot_of(hash_bytes(text + start[i], length[i]), v->table_size);
-        PREFETCH(v->table + slot[i]);
-    }
-    for (int i = 0; i < n; i++) {
-        found[i] = v->table[slot[i]];
-        if (found[i] >= 0 && found[i] < v->size) PREFETCH(v->offsets + found[i]);
-    }
-    for (int i = 0; i < n; i++)
-        if (found[i] >= 0 && found[i] < v->size && v->offsets[found[i]] >= 0 && v->offsets[found[i]] < v->text_size)
-            PREFETCH(v->text + v->offsets[found[i]]);
-    for (int i = 0; i < n; i++) {
-        int64_t unit_length;
-        const uint8_t *unit = found[i] >= 0 && found[i] < v->size ? unit_bytes(v, found[i], &unit_length) : NULL;
-        if (found[i] < 0)
-            ids[i] = 0;
-        else if (unit && unit_length == length[i] && memcmp(unit, text + start[i], (size_t)length[i]) == 0)
-            ids[i] = found[i];
-        else   /* a collision: walk on from the next slot */
-            ids[i] = find_unit_from(v, text + start[i], length[i], slot[i] + 1 == v->table_size ? 0 : slot[i] + 1);
-    }
-}
-
-int ngram_vocab_check(const int32_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
-                      const int64_t *offsets, int64_t size, int64_t *bad) {
-    if (!bad) return RNN_E_NULL;
-    *bad = -1;
-    if (!vocab_args_ok(table, table_size, text, text_size, offsets, size)) return table && offsets ? RNN_E_SIZE : RNN_E_NULL;
-    if (offsets[0] != 0 || offsets[size] != text_size) return NGRAM_E_OFFSETS;
-    ngram_vocab v = {text, text_size, offsets, size, table, table_size};
-    int64_t start[NGRAM_BLOCK], length[NGRAM_BLOCK], ids[NGRAM_BLOCK];
-    for (int64_t first = 0; first < size; first += NGRAM_BLOCK) {
-        int n = size - first < NGRAM_BLOCK ? (int)(size - first) : NGRAM_BLOCK;
-        for (int i = 0; i < n; i++) {
-            const uint8_t *unit = unit_bytes(&v, first + i, length + i);
-            *bad = first + i;
-            if (!unit) return NGRAM_E_OFFSETS;
-            if (!valid_utf8(unit, length[i])) return NGRAM_E_UTF8;   /* so no offset splits a character */
-            start[i] = unit - text;
-        }
-        find_units(&v, text, start, length, n, ids);
-        for (int i = 0; i < n; i++) {
-            *bad = first + i;
-            if (ids[i] != first + i) return NGRAM_E_DUPLICATE;
-        }
-    }
-    *bad = -1;
-    return RNN_OK;
-}
-
-int ngram_unit_id(const ngram_vocab *vocab, const char *unit, int64_t size, int64_t *id) {
-    if (!vocab || !id || (!unit && size)) return RNN_E_NULL;
-    if (size < 0 || !vocab_ok(vocab)) return RNN_E_SIZE;
-    *id = find_unit(vocab, (const uint8_t *)unit, size);
-    return RNN_OK;
 }
 
 /* Splits texts[ends[s-1]..ends[s]) and looks the units up: ids (at most capacity) and
@@ -385,15 +429,25 @@ int ngram_lookup(const ngram_vocab *vocab, int split, const char *text, int64_t 
 /* ------------------------------------------------------------------------------------
  * scoring
  *
- * NgramModel._score_flat's rule, position by position: the longest n-gram ending at the
- * position (found order by order, stopping at the first order without it, never
+ * NgramModel._numpy_token_scores's rule, position by position: the longest n-gram ending
+ * at the position (found order by order, stopping at the first order without it, never
  * reaching before the segment's start), its log10 prob, plus the backoffs of the
  * k-grams ending at the previous position for k = match .. min(previous match, order-1),
  * summed from the lowest k up.
  * ---------------------------------------------------------------------------------- */
 
-static float backoff_of(const ngram_model *m, int n, int64_t index) {
-    return n < m->order ? m->backoff[n][index] : 0.0f;
+/* The sizes kernel.py set agree (the arrays' contents are never trusted). */
+static int model_ok(const ngram_model *m) {
+    if (m->order < 1 || m->order > NGRAM_MAX_ORDER || m->vocab.size < 3 || m->count[1] != m->vocab.size
+        || !vocab_ok(&m->vocab))
+        return 0;
+    for (int n = 2; n <= m->order; n++)
+        if (m->table_size[n] != ngram_table_size(m->count[n])) return 0;
+    return 1;
+}
+
+static int precision_ok(int precision) {
+    return precision == NGRAM_FLOAT64 || precision == NGRAM_FLOAT32;
 }
 
 /* One position of a stream of segments. */
@@ -416,8 +470,7 @@ typedef struct {
     position at[NGRAM_BLOCK];
     int size;
     int32_t match[NGRAM_BLOCK];
-    int64_t index[NGRAM_BLOCK];                  /* of the n-gram matched */
-    float backoff[NGRAM_BLOCK][NGRAM_MAX_ORDER]; /* backoff[i][k-1]: of the k-gram ending at i */
+    int32_t index[NGRAM_BLOCK][NGRAM_MAX_ORDER]; /* index[i][n-1]: the n-gram of order n ending at i */
 } stream;
 
 /* The word `back` positions before block member i (back <= its offset). */
@@ -425,61 +478,75 @@ static int64_t word_before(const stream *s, int i, int back) {
     return back <= i ? s->at[i - back].word : s->history[back - i - 1];
 }
 
-/* Longest matches for every member, order by order, their probes overlapped. */
+static uint64_t key_at(const stream *s, int i, int n) {
+    return (uint64_t)s->index[i][n - 2] * (uint64_t)s->m->vocab.size + (uint64_t)word_before(s, i, n - 1);
+}
+
+/* Member i's longest match, one exact lookup after the other. */
+static void match_exactly(stream *s, int i) {
+    const ngram_model *m = s->m;
+    int top = s->at[i].offset + 1 < m->order ? (int)s->at[i].offset + 1 : m->order, n = 1;
+    while (n < top) {
+        int64_t found = find_key(m, n + 1, key_at(s, i, n + 1));
+        if (found < 0) break;
+        s->index[i][n++] = (int32_t)found;
+    }
+    s->match[i] = n;
+}
+
+/* Longest matches for every member, order by order, every member's probe of an order
+ * in flight at once. A match is taken on the fingerprint (one round trip per order);
+ * the keys, fetched meanwhile, confirm them all at the end, and a member whose
+ * fingerprint fitted another key is matched again exactly. */
 static void match_block(stream *s) {
     const ngram_model *m = s->m;
-    uint64_t V = (uint64_t)m->vocab.size;
     int active[NGRAM_BLOCK], next[NGRAM_BLOCK], count = 0;
-    uint64_t key[NGRAM_BLOCK];
-    int64_t slot[NGRAM_BLOCK], found[NGRAM_BLOCK];
+    uint64_t hash[NGRAM_BLOCK];
+    int64_t slot[NGRAM_BLOCK];
     for (int i = 0; i < s->size; i++) {
+        int64_t word = s->at[i].word;
         s->match[i] = 1;
-        s->index[i] = s->at[i].word;
-        if (m->order > 1) s->backoff[i][0] = m->backoff[1][s->at[i].word];
+        s->index[i][0] = (int32_t)word;
+        PREFETCH(m->prob[1] + word);
+        if (m->order > 1) PREFETCH(m->backoff[1] + word);
         if (m->order > 1 && s->at[i].offset >= 1) active[count++] = i;
     }
     for (int n = 2; n <= m->order && count; n++) {
-        const int32_t *table = m->table[n];
-        const int64_t *keys = m->keys[n];
-        int64_t size = m->table_size[n], entries = m->count[n];
+        int64_t size = m->table_size[n];
         for (int a = 0; a < count; a++) {
             int i = active[a];   /* key arithmetic in uint64: a corrupt index cannot overflow a signed type */
-            key[i] = (uint64_t)s->index[i] * V + (uint64_t)word_before(s, i, n - 1);
-            slot[i] = slot_of(mix64(key[i]), size);
-            PREFETCH(table + slot[i]);
-        }
-        for (int a = 0; a < count; a++) {
-            int i = active[a];
-            found[i] = table[slot[i]];
-            if (found[i] >= 0 && found[i] < entries) PREFETCH(keys + found[i]);
+            hash[i] = mix64(key_at(s, i, n));
+            slot[i] = slot_of(hash[i], size);
+            PREFETCH(m->table[n] + slot[i]);
         }
         int kept = 0;
         for (int a = 0; a < count; a++) {
             int i = active[a];
-            int64_t index = found[i];
-            if (index >= 0 && !(index < entries && (uint64_t)keys[index] == key[i]))
-                index = find_key_from(m, n, key[i], slot[i] + 1 == size ? 0 : slot[i] + 1);
-            found[i] = index;
-            if (index < 0) continue;
-            PREFETCH(m->prob[n] + index);
-            if (n < m->order) PREFETCH(m->backoff[n] + index);
+            int64_t found = find_candidate(m, n, hash[i], slot[i]);
+            if (found < 0) continue;
+            PREFETCH(m->keys[n] + found);
+            PREFETCH(m->prob[n] + found);
+            if (n < m->order) PREFETCH(m->backoff[n] + found);
+            s->index[i][n - 1] = (int32_t)found;
             s->match[i] = n;
-            s->index[i] = index;
             if (s->at[i].offset >= n) next[kept++] = i;
         }
-        if (n < m->order)
-            for (int a = 0; a < count; a++)
-                if (found[active[a]] >= 0) s->backoff[active[a]][n - 1] = m->backoff[n][found[active[a]]];
         memcpy(active, next, (size_t)kept * sizeof(int));
         count = kept;
     }
+    for (int i = 0; i < s->size; i++)
+        for (int n = 2; n <= s->match[i]; n++)
+            if ((uint64_t)m->keys[n][s->index[i][n - 1]] != key_at(s, i, n)) {
+                match_exactly(s, i);
+                break;
+            }
 }
 
 /* log10 P of block member i as rnnkit computes it: float64 sums (NgramModel) or float32
  * (rnnkit.kenlm, as KenLM); `previous` holds the backoffs the position may charge. */
 static double word_log10(const stream *s, int i) {
     int match = s->match[i], state = s->at[i].offset ? s->previous_state : 0;
-    float prob = s->m->prob[match][s->index[i]];
+    float prob = s->m->prob[match][s->index[i][match - 1]];
     if (s->precision == NGRAM_FLOAT32) {
         float sum = prob;
         for (int k = match; k <= state; k++) sum += s->previous[k];
@@ -544,7 +611,7 @@ static int flush(stream *s, sink *out, double *bad_value) {
             if (out->totals32) out->totals32[p->sentence] += (float)value;
         }
         s->previous_state = s->match[i] < keep ? s->match[i] : keep;
-        for (int k = 1; k <= s->previous_state; k++) s->previous[k] = s->backoff[i][k - 1];
+        for (int k = 1; k <= s->previous_state; k++) s->previous[k] = m->backoff[k][s->index[i][k - 1]];
     }
     /* the words the next block may reach back to */
     int64_t words[NGRAM_MAX_ORDER];
@@ -585,10 +652,6 @@ static int push_sentence(stream *s, sink *out, const int64_t *words, int64_t n, 
     }
     if (eos && !status) status = push(s, out, 2, offset, sentence, bad_value);   /* </s>: id 2 */
     return status;
-}
-
-static int precision_ok(int precision) {
-    return precision == NGRAM_FLOAT64 || precision == NGRAM_FLOAT32;
 }
 
 int ngram_score_ids(const ngram_model *m, const int64_t *ids, int64_t n_ids, const int64_t *lengths,
@@ -661,33 +724,98 @@ static double numpy_sum(const double *a, int64_t n) {
     return numpy_sum(a, half) + numpy_sum(a + half, n - half);
 }
 
+/* One sentence's units, looked up on their fingerprints alone: one memory round trip
+ * for all of them. fitted[i]: a fingerprint fitted (ids[i] must be confirmed); else the
+ * unit is surely absent (<unk>, 0). */
+static void unit_candidates(const ngram_vocab *v, const uint8_t *text, const int64_t *start, const int64_t *length,
+                            int64_t n, int64_t *ids, uint8_t *fitted) {
+    for (int64_t first = 0; first < n; first += NGRAM_BLOCK) {
+        uint64_t hash[NGRAM_BLOCK];
+        int64_t slot[NGRAM_BLOCK];
+        int count = n - first < NGRAM_BLOCK ? (int)(n - first) : NGRAM_BLOCK;
+        for (int i = 0; i < count; i++) {
+            hash[i] = hash_bytes(text + start[first + i], length[first + i]);
+            slot[i] = slot_of(hash[i], v->table_size);
+            PREFETCH(v->table + slot[i]);
+        }
+        for (int i = 0; i < count; i++) {
+            int64_t id = 0, at = slot[i];
+            fitted[first + i] = 0;
+            for (int64_t probes = 0; probes < v->table_size; probes++) {
+                int64_t entry = v->table[at];
+                if (!entry) break;
+                if (may_hold(entry, hash[i]) && entry_index(entry) < v->size) {
+                    id = entry_index(entry);
+                    fitted[first + i] = 1;
+                    PREFETCH(v->offsets + id);
+                    break;
+                }
+                if (++at == v->table_size) at = 0;
+            }
+            ids[first + i] = id;
+        }
+    }
+}
+
+/* Every fitted candidate is the unit (its bytes were fetched while the sentence scored). */
+static int units_confirmed(const ngram_vocab *v, const uint8_t *text, const int64_t *start, const int64_t *length,
+                           int64_t n, const int64_t *ids, const uint8_t *fitted) {
+    for (int64_t i = 0; i < n; i++)
+        if (fitted[i] && v->offsets[ids[i]] >= 0 && v->offsets[ids[i]] < v->text_size)
+            PREFETCH(v->text + v->offsets[ids[i]]);
+    for (int64_t i = 0; i < n; i++)
+        if (fitted[i] && !is_unit(v, ids[i], text + start[i], length[i])) return 0;
+    return 1;
+}
+
+/* One sentence of ids into `out` (values or a float32 total). */
+static int score_words(const ngram_model *m, const int64_t *words, int64_t n, int bos, int eos, int precision,
+                       double slack, sink *out, double *bad_value) {
+    stream s;
+    open_stream(&s, m, precision, slack);
+    int status = push_sentence(&s, out, words, n, bos, eos, 0, bad_value);
+    return status ? status : flush(&s, out, bad_value);
+}
+
 int ngram_score_text(const ngram_model *m, int split, const char *text, int64_t text_size, int bos, int eos,
                      int precision, double slack, double *total, double *bad_value) {
     if (!m || !total || !bad_value || (!text && text_size)) return RNN_E_NULL;
     if (!model_ok(m) || text_size < 0) return RNN_E_SIZE;
     if ((bos != 0 && bos != 1) || (eos != 0 && eos != 1) || !precision_ok(precision) || !split_ok(split))
         return RNN_E_ARGUMENT;
-    int64_t words[NGRAM_MAX_SENTENCE], n = 0;
-    double values[NGRAM_MAX_SENTENCE];
-    int status = lookup(&m->vocab, split, (const uint8_t *)text, text_size, &text_size, 1, words,
-                        NGRAM_MAX_SENTENCE - eos, &n);
-    if (status == RNN_E_SIZE) return NGRAM_E_LONG;
-    if (status) return status;
-    stream s;
+    const uint8_t *bytes = (const uint8_t *)text;
+    int64_t start[NGRAM_MAX_SENTENCE], length[NGRAM_MAX_SENTENCE], words[NGRAM_MAX_SENTENCE], n = 0, at = 0;
+    uint8_t fitted[NGRAM_MAX_SENTENCE];
+    double values[NGRAM_MAX_SENTENCE + 1];   /* the float64 total is numpy's sum of the values */
     float total32 = 0.0f;
-    sink out = {NULL, NULL, NULL, 0, NGRAM_MAX_SENTENCE, NULL, NULL, NULL};
-    if (precision == NGRAM_FLOAT32) out.totals32 = &total32;
-    else out.values = values;   /* the float64 total is numpy's sum of the values */
-    open_stream(&s, m, precision, slack);
-    status = push_sentence(&s, &out, words, n, bos, eos, 0, bad_value);
-    if (!status) status = flush(&s, &out, bad_value);
+    int64_t unit_start, unit_length;
+    while (next_unit(split, bytes, &at, text_size, &unit_start, &unit_length)) {
+        if (n == NGRAM_MAX_SENTENCE) return NGRAM_E_LONG;
+        start[n] = unit_start;
+        length[n++] = unit_length;
+    }
+    /* the units on their fingerprints, confirmed after scoring (their bytes come in
+     * meanwhile); when one was another unit, all are looked up exactly and scored again */
+    unit_candidates(&m->vocab, bytes, start, length, n, words, fitted);
+    sink out = {NULL, NULL, NULL, 0, NGRAM_MAX_SENTENCE + 1, NULL, precision == NGRAM_FLOAT32 ? &total32 : NULL,
+                precision == NGRAM_FLOAT32 ? NULL : values};
+    int status = score_words(m, words, n, bos, eos, precision, slack, &out, bad_value);
+    if (!units_confirmed(&m->vocab, bytes, start, length, n, words, fitted)) {
+        for (int64_t first = 0; first < n; first += NGRAM_BLOCK)
+            find_units(&m->vocab, bytes, start + first, length + first,
+                       n - first < NGRAM_BLOCK ? (int)(n - first) : NGRAM_BLOCK, words + first);
+        out.used = 0;
+        total32 = 0.0f;
+        status = score_words(m, words, n, bos, eos, precision, slack, &out, bad_value);
+    }
     if (status) return status;
     *total = precision == NGRAM_FLOAT32 ? total32 : numpy_sum(values, out.used);
     return RNN_OK;
 }
 
 /* ------------------------------------------------------------------------------------
- * KenLM's state machine: one word after a state, no blocks to overlap
+ * KenLM's state machine: one word after a state. Nothing to overlap with, so every
+ * load that does not depend on the previous one is issued early.
  * ---------------------------------------------------------------------------------- */
 
 int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double slack, ngram_step *out) {
@@ -700,11 +828,11 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
     uint64_t V = (uint64_t)m->vocab.size;
     if (state < 0 || length > longest || (length == 0 && index != 0) || (length && index >= m->count[length]))
         return NGRAM_E_STATE;
-    /* the state's n-gram: its words (most recent first) and the backoffs of its suffixes */
-    int64_t context[NGRAM_MAX_ORDER];
-    float backoff[NGRAM_MAX_ORDER + 1];
+    /* the state's n-gram: its words, most recent first, and the index of each suffix
+     * (the keys were read when the previous word matched them: they are in the cache) */
+    int64_t context[NGRAM_MAX_ORDER], suffix[NGRAM_MAX_ORDER + 1];
     for (int k = length; k >= 1; k--) {
-        backoff[k] = backoff_of(m, k, index);
+        suffix[k] = index;
         if (k == 1) {
             context[0] = index;
             break;
@@ -714,17 +842,37 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
         context[k - 1] = (int64_t)(key % V);   /* the n-gram's first (oldest) word */
         index = (int64_t)(key / V);
     }
-    /* the longest match of `word` after them */
+    for (int k = 1; k <= length && k < m->order; k++) PREFETCH(m->backoff[k] + suffix[k]);   /* charged below */
+    /* the longest match of `word` after them, taken on the fingerprints alone, so that
+     * each order costs one memory round trip; the keys are confirmed afterwards, all
+     * at once (a fingerprint that fits the wrong key: matched again, exactly) */
     int64_t found[NGRAM_MAX_ORDER + 1];
+    uint64_t key[NGRAM_MAX_ORDER + 1];
     int top = m->order < length + 1 ? m->order : length + 1, match = 1;
     found[1] = word;
+    PREFETCH(m->prob[1] + word);
     while (match < top) {
-        int64_t next = find_key(m, match + 1, (uint64_t)found[match] * V + (uint64_t)context[match - 1]);
+        key[match + 1] = (uint64_t)found[match] * V + (uint64_t)context[match - 1];
+        uint64_t hash = mix64(key[match + 1]);
+        int64_t next = find_candidate(m, match + 1, hash, slot_of(hash, m->table_size[match + 1]));
         if (next < 0) break;
         found[++match] = next;
+        PREFETCH(m->keys[match] + next);
+        PREFETCH(m->prob[match] + next);
+        if (match < m->order) PREFETCH(m->extendable[match] + next);
     }
+    for (int n = 2; n <= match; n++) {
+        if ((uint64_t)m->keys[n][found[n]] == key[n]) continue;
+        for (match = 1; match < top; match++) {
+            int64_t next = find_key(m, match + 1, (uint64_t)found[match] * V + (uint64_t)context[match - 1]);
+            if (next < 0) break;
+            found[match + 1] = next;
+        }
+        break;
+    }
+    /* the backoffs of the state's n-grams the match did not reach */
     float sum = m->prob[match][found[match]];
-    for (int k = match; k <= length; k++) sum += backoff[k];
+    for (int k = match; k <= length; k++) sum += k < m->order ? m->backoff[k][suffix[k]] : 0.0f;
     double value = sum;
     int status = checked(&value, NGRAM_FLOAT32, slack, &out->log10);
     if (status) return status;

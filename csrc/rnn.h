@@ -133,8 +133,9 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);
  * Scoring on an n-gram model's arrays as rnnkit/ngram.py lays them out: order n's
  * n-grams numbered 0..count[n]-1 by key = (index of the suffix in order n-1) * V +
  * id(first word); a unigram's index is its word id. Every order n >= 2 and the
- * vocabulary have an int32 hash table of ngram_table_size(count) slots (-1 = empty)
- * built by ngram_table_build / ngram_vocab_build. An ngram_model is filled by
+ * vocabulary have a hash table of ngram_table_size(count) int64 entries (0 = empty,
+ * else index << 32 | a fingerprint of the key; see ngram.c) built by ngram_table_build
+ * / ngram_vocab_build. An ngram_model is filled by
  * rnnkit/kernel.py from arrays it checked; the functions never trust the arrays'
  * contents (indices read from them are range-checked), never allocate and return
  * RNN_OK or a status (ngram_strerror names it).
@@ -150,8 +151,8 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);
 enum ngram_limits {
     NGRAM_MAX_ORDER = 100,          /* rnnkit/arpa.py MAX_ORDER */
     NGRAM_STATE_LENGTHS = 128,      /* > NGRAM_MAX_ORDER */
-    NGRAM_MAX_SENTENCE = 1024,      /* units of one ngram_score_text call */
-    NGRAM_MAX_COUNT = 2147483647    /* n-grams of one order (and units): int32 table entries */
+    NGRAM_MAX_SENTENCE = 512,       /* units of one ngram_score_text call */
+    NGRAM_MAX_COUNT = 2147483647    /* n-grams of one order (and units): 31-bit indices in table entries */
 };
 
 enum ngram_split {
@@ -170,7 +171,7 @@ enum ngram_status {
     NGRAM_E_TABLE = 68,             /* an n-gram not found at its own index */
     NGRAM_E_CORRUPT = 69,           /* a key whose suffix is outside the order below */
     NGRAM_E_NOT_PROBABILITY = 70,   /* a log10 probability NaN or above slack */
-    NGRAM_E_LONG = 71               /* more than NGRAM_MAX_SENTENCE positions */
+    NGRAM_E_LONG = 71               /* more than NGRAM_MAX_SENTENCE units */
 };
 
 typedef struct {
@@ -178,7 +179,7 @@ typedef struct {
     int64_t text_size;
     const int64_t *offsets;         /* (size + 1,): unit i is text[offsets[i]..offsets[i+1]) */
     int64_t size;                   /* V */
-    const int32_t *table;           /* (table_size,) */
+    const int64_t *table;           /* (table_size,) */
     int64_t table_size;
 } ngram_vocab;
 
@@ -191,7 +192,7 @@ typedef struct {
     const float *prob[101];         /* (count[n],) log10 */
     const float *backoff[101];      /* n < order: (count[n],) log10 */
     const uint8_t *extendable[101]; /* n < order: 1 where KenLM's state keeps the n-gram */
-    const int32_t *table[101];      /* n >= 2: (table_size[n],) */
+    const int64_t *table[101];      /* n >= 2: (table_size[n],) */
     int64_t table_size[101];
 } ngram_model;
 
@@ -205,16 +206,16 @@ typedef struct {
 
 const char *ngram_strerror(int status);
 
-/* Slots of a table for `count` keys (2 count + 1); -1 outside [0, NGRAM_MAX_COUNT]. */
+/* Entries of a table for `count` keys (count + count / 2 + 1); -1 outside [0, NGRAM_MAX_COUNT]. */
 int64_t ngram_table_size(int64_t count);
-int ngram_table_build(int32_t *table, int64_t table_size, const int64_t *keys, int64_t count);
+int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count);
 /* Looks up keys[0], keys[stride], ...: each must be found at its own index (*bad: the first that is not). */
-int ngram_table_check(const int32_t *table, int64_t table_size, const int64_t *keys, int64_t count,
+int ngram_table_check(const int64_t *table, int64_t table_size, const int64_t *keys, int64_t count,
                       int64_t stride, int64_t *bad);
-int ngram_vocab_build(int32_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+int ngram_vocab_build(int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
                       const int64_t *offsets, int64_t size, int64_t *bad);
 /* Every unit valid UTF-8 and found at its own id (so no two are equal); *bad: the first that is not. */
-int ngram_vocab_check(const int32_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+int ngram_vocab_check(const int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
                       const int64_t *offsets, int64_t size, int64_t *bad);
 
 /* The id of one unit (its UTF-8 bytes); 0 (<unk>) when the vocabulary lacks it. */

@@ -302,9 +302,8 @@ class Model:
         self._scorer = scorer_for(self._lm)
         self._vocab = self._lm.vocab
         self._ngram = self._lm if isinstance(self._lm, NgramModel) else None
-        if self._ngram is not None:
-            # decoders call BaseScore for every word: an n-gram model's skips the layers
-            self.BaseScore = self._ngram_base_score
+        if self._ngram is not None:   # decoders call BaseScore for every word
+            self.BaseScore = _ngram_base_score(self, self._scorer)
 
     @property
     def order(self) -> int:
@@ -378,34 +377,6 @@ class Model:
         _check_state(out_state)._write(self._scorer, raw)
         return log10, length, word
 
-    def _ngram_base_score(self, in_state: State, word: str, out_state: State) -> float:
-        """BaseScore of an n-gram model: what _base and _NgramScorer.step do, inlined."""
-        scorer = self._scorer
-        try:
-            word_id = scorer.word_ids[word]
-        except (KeyError, TypeError):
-            if not isinstance(word, str):
-                raise ConfigError(f"a word must be a str, got {type(word).__name__}") from None
-            word_id = scorer.word_id(word)
-        try:
-            key = in_state._key if in_state._owner is scorer else self._read(in_state)[1]
-        except AttributeError:
-            raise ConfigError(f"expected a kenlm State, got {type(in_state).__name__}") from None
-        try:
-            log10, code = scorer.base(key or 0, word_id)
-        except NotAProbability as exc:
-            not_a_probability(exc)
-        try:
-            out_state._owner = scorer
-        except AttributeError:
-            raise ConfigError(f"expected a kenlm State, got {type(out_state).__name__}") from None
-        if code:
-            out_state._length, out_state._key = code % NGRAM_STATE_LENGTHS, code
-        else:
-            out_state._length, out_state._key = 0, ()
-        out_state._data = None
-        return log10
-
     def _step(self, raw: tuple, word: str) -> tuple:
         log10, length, raw = self._scorer.step(raw, word)
         return _log10_out(log10), length, raw
@@ -428,6 +399,41 @@ class Model:
 
 class LanguageModel(Model):
     """Backwards compatibility stub (as in kenlm). Use Model."""
+
+
+def _ngram_base_score(model: Model, scorer: _NgramScorer):
+    """Model.BaseScore for an n-gram model: what Model._base and _NgramScorer.step do,
+    with their layers folded into one function of local names."""
+    word_ids, word_id, base, read = scorer.word_ids, scorer.word_id, scorer.base, model._read
+
+    def BaseScore(in_state: State, word: str, out_state: State) -> float:
+        try:
+            wid = word_ids[word]
+        except (KeyError, TypeError):
+            if not isinstance(word, str):
+                raise ConfigError(f"a word must be a str, got {type(word).__name__}") from None
+            wid = word_id(word)
+        try:
+            key = in_state._key if in_state._owner is scorer else read(in_state)[1]
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(in_state).__name__}") from None
+        try:
+            log10, code = base(key or 0, wid)
+        except NotAProbability as exc:
+            not_a_probability(exc)
+        try:
+            out_state._owner = scorer
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(out_state).__name__}") from None
+        if code:
+            out_state._length, out_state._key = code % NGRAM_STATE_LENGTHS, code
+        else:
+            out_state._length, out_state._key = 0, ()
+        out_state._data = None
+        return log10
+
+    BaseScore.__doc__ = Model.BaseScore.__doc__
+    return BaseScore
 
 
 def _check_state(state) -> State:

@@ -468,11 +468,11 @@ def ngram_table_size(count: int) -> int:
 
 
 def ngram_hash_table(keys) -> np.ndarray:
-    """The int32 hash table of one order's sorted n-gram keys."""
+    """The hash table (int64 entries, see csrc/ngram.c) of one order's n-gram keys."""
     p_keys, count = _vector("keys", keys, np.int64)
     size = ngram_table_size(count)
-    table = _new("table", (size,), np.int32)
-    _ngram_status(_cffi(lib.ngram_table_build, _pointer("table", table, np.int32, (size,), writable=True),
+    table = _new("table", (size,), np.int64)
+    _ngram_status(_cffi(lib.ngram_table_build, _pointer("table", table, np.int64, (size,), writable=True),
                         size, p_keys, count))
     return table
 
@@ -481,7 +481,7 @@ def ngram_table_misses(table, keys, stride: int) -> int:
     """The first of keys[0], keys[stride], ... that `table` does not find at its own
     index, or -1 when it finds them all."""
     p_keys, count = _vector("keys", keys, np.int64)
-    p_table, _ = _vector("table", table, np.int32, ngram_table_size(count))
+    p_table, _ = _vector("table", table, np.int64, ngram_table_size(count))
     bad = ffi.new("int64_t *")
     status = _cffi(lib.ngram_table_check, p_table, table.size, p_keys, count,
                    _integer("stride", stride, 1, INT64_MAX), bad)
@@ -498,12 +498,13 @@ def _vocab_arrays(text, offsets):
 
 
 def vocab_hash_table(text, offsets) -> np.ndarray:
-    """The int32 hash table of a vocabulary: unit i is text[offsets[i]:offsets[i + 1]]."""
+    """The hash table of a vocabulary (as ngram_hash_table's): unit i is
+    text[offsets[i]:offsets[i + 1]]."""
     p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
     table_size = ngram_table_size(size)
-    table = _new("vocab table", (table_size,), np.int32)
+    table = _new("vocab table", (table_size,), np.int64)
     bad = ffi.new("int64_t *")
-    _ngram_status(_cffi(lib.ngram_vocab_build, _pointer("vocab table", table, np.int32, (table_size,), writable=True),
+    _ngram_status(_cffi(lib.ngram_vocab_build, _pointer("vocab table", table, np.int64, (table_size,), writable=True),
                         table_size, p_text, text_size, p_offsets, size, bad))
     return table
 
@@ -512,7 +513,7 @@ def vocab_table_fault(table, text, offsets) -> tuple[str, int] | None:
     """None when every unit is UTF-8 and `table` finds it at its own id (so no two are
     equal); else ("offsets" | "utf8" | "duplicate", the first unit id at fault)."""
     p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
-    p_table, table_size = _vector("vocab table", table, np.int32, ngram_table_size(size))
+    p_table, table_size = _vector("vocab table", table, np.int64, ngram_table_size(size))
     bad = ffi.new("int64_t *")
     status = _cffi(lib.ngram_vocab_check, p_table, table_size, p_text, text_size, p_offsets, size, bad)
     faults = {lib.NGRAM_E_OFFSETS: "offsets", lib.NGRAM_E_UTF8: "utf8", lib.NGRAM_E_DUPLICATE: "duplicate"}
@@ -525,7 +526,7 @@ def vocab_table_fault(table, text, offsets) -> tuple[str, int] | None:
 def ngram_vocab_tables(text, offsets, table) -> NgramVocab:
     """The C view of a vocabulary's arrays (checked as vocab_table_fault's arguments)."""
     p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
-    p_table, table_size = _vector("vocab table", table, np.int32, ngram_table_size(size))
+    p_table, table_size = _vector("vocab table", table, np.int64, ngram_table_size(size))
     struct = ffi.new("ngram_vocab *")
     struct.text, struct.text_size, struct.offsets, struct.size = p_text, text_size, p_offsets, size
     struct.table, struct.table_size = p_table, table_size
@@ -544,7 +545,7 @@ def _per_order(name: str, arrays, order: int, first: int, last: int) -> list:
 def ngram_tables(order: int, vocab: NgramVocab, keys, prob, backoff, extendable, tables) -> NgramTables:
     """The C view of an n-gram model. Lists indexed by order: keys[n] (n >= 2, int64),
     prob[n] (n >= 1, float32), backoff[n] and extendable[n] (n < order; float32, uint8),
-    tables[n] (n >= 2, int32 of ngram_table_size(count))."""
+    tables[n] (n >= 2, int64 of ngram_table_size(count))."""
     order, vocab = _integer("order", order, 1, lib.NGRAM_MAX_ORDER), _vocab(vocab)
     if vocab.size < 3:
         raise KernelError(f"the vocabulary must hold <unk>, <s> and </s>; it has {vocab.size} units")
@@ -566,7 +567,7 @@ def ngram_tables(order: int, vocab: NgramVocab, keys, prob, backoff, extendable,
             getattr(struct, name)[n] = pointer
             pinned += [array, pointer]
     for n, array in _per_order("tables", tables, order, 2, order):
-        pointer, size = _vector(f"tables[{n}]", array, np.int32, ngram_table_size(counts[n]))
+        pointer, size = _vector(f"tables[{n}]", array, np.int64, ngram_table_size(counts[n]))
         struct.table[n], struct.table_size[n] = pointer, size
         pinned += [array, pointer]
     model = NgramTables()
@@ -647,17 +648,32 @@ def ngram_score_ids(tables: NgramTables, ids, lengths, *, bos, eos, precision, s
     return logp, match, None if oov is None else oov.view(bool), totals
 
 
-def ngram_score_text(tables: NgramTables, split, text, *, bos, eos, precision, slack):
-    """log10 P of one sentence given as UTF-8 bytes, or None when it has more than
-    NGRAM_MAX_SENTENCE positions in float64 (score it with ngram_score_ids then)."""
-    tables, code, text = _model(tables), _split_code(split), _text("text", text)
-    total, bad = ffi.new("double *"), ffi.new("double *")
-    status = _cffi(lib.ngram_score_text, tables.struct, code, text, len(text), _flag("bos", bos), _flag("eos", eos),
-                   _precision_code(precision), _real("slack", slack, 0.0, 1.0), total, bad)
-    if status == lib.NGRAM_E_LONG:
-        return None
-    _ngram_status(status, bad[0])
-    return total[0]
+def ngram_text_scorer(tables: NgramTables, split, precision, slack):
+    """log10 P of one sentence at the least cost per call (score() one sentence at a
+    time is a common use): a function (UTF-8 bytes, bos, eos) -> the total, or None when
+    the sentence has more than NGRAM_MAX_SENTENCE units (score it with ngram_score_ids).
+    The model, split, precision and slack are checked here, once; per call, cffi checks
+    that the text is bytes and C that bos and eos are 0 or 1 (True or False)."""
+    tables, code = _model(tables), _split_code(split)
+    precision, slack = _precision_code(precision), _real("slack", slack, 0.0, 1.0)
+    run, struct, local, too_long = lib.ngram_score_text, tables.struct, threading.local(), lib.NGRAM_E_LONG
+
+    def score(text, bos, eos):
+        try:
+            out = local.out
+        except AttributeError:   # one output per thread: the call releases the GIL
+            out = local.out = ffi.new("double[2]")
+        try:
+            status = run(struct, code, text, len(text), bos, eos, precision, slack, out, out + 1)
+        except (OverflowError, TypeError) as exc:
+            raise KernelError(f"a sentence must be bytes and bos, eos True or False: {exc}") from None
+        if status:
+            if status == too_long:
+                return None
+            _ngram_status(status, out[1])
+        return out[0]
+
+    return score
 
 
 def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
@@ -667,10 +683,10 @@ def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
     The model and slack are checked here, once; per call the C code checks the state
     code and the word id (NGRAM_E_STATE, RNN_E_TOKEN), which must be Python ints. A
     state code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
-    tables, slack = _model(tables), _real("slack", slack, 0.0, 1.0)
+    tables, slack, full = _model(tables), _real("slack", slack, 0.0, 1.0), _flag("full", full)
     run, struct, local = lib.ngram_base_score, tables.struct, threading.local()
 
-    def scored(state, word):
+    def step(state, word):
         try:
             out = local.out
         except AttributeError:   # one output per thread: the call releases the GIL
@@ -681,14 +697,6 @@ def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
             raise KernelError(f"a state code and a word id must be integers in int64: {exc}") from None
         if status:
             _ngram_status(status, out.log10)
-        return out
+        return (out.log10, out.state, out.length, bool(out.oov)) if full else (out.log10, out.state)
 
-    def step(state, word):
-        out = scored(state, word)
-        return out.log10, out.state
-
-    def full_step(state, word):
-        out = scored(state, word)
-        return out.log10, out.state, out.length, bool(out.oov)
-
-    return full_step if _flag("full", full) else step
+    return step

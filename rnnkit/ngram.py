@@ -679,11 +679,19 @@ class NgramModel(LanguageModel):
         """log10 P(w1 .. wn </s> | <s>), split, looked up and scored in one C call (the
         sum is numpy's sum of token_logprobs, as the base class defines it)."""
         if isinstance(sentence, str):
-            total = _checked_query(kernel.ngram_score_text, self._query, self._split_mode, self._utf8(sentence),
-                                   bos=bos, eos=eos, precision="float64", slack=POSITIVE_SLACK)
+            try:
+                total = self._text_scorers[0](self._utf8(sentence), bos, eos)
+            except kernel.NotAProbability as exc:
+                not_a_probability(exc)
             if total is not None:
                 return total
         return super().score(sentence, bos, eos)   # a list of units, or a very long sentence
+
+    @functools.cached_property
+    def _text_scorers(self) -> tuple:
+        """kernel.ngram_text_scorer in float64 (score) and float32 (kenlm_score)."""
+        return tuple(kernel.ngram_text_scorer(self._query, self._split_mode, precision, POSITIVE_SLACK)
+                     for precision in ("float64", "float32"))
 
     def score_many(self, sentences, bos: bool = True, eos: bool = True) -> np.ndarray:
         """log10 probabilities of many sentences (float64 array), each summed in order."""
@@ -771,8 +779,7 @@ class NgramModel(LanguageModel):
 
     def kenlm_score(self, sentence: str, bos: bool = True, eos: bool = True) -> float:
         """KenLM's Model.score (rnnkit.kenlm), in one C call."""
-        total = _checked_query(kernel.ngram_score_text, self._query, self._split_mode, self._utf8(sentence),
-                               bos=bos, eos=eos, precision="float32", slack=POSITIVE_SLACK)
+        total = _checked_query(self._text_scorers[1], self._utf8(sentence), bos, eos)
         if total is None:   # longer than one call takes
             (*_, totals), = self._token_scores([sentence], bos, eos, tokens=False, precision="float32")
             total = float(totals[0])

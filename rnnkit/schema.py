@@ -363,7 +363,7 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
         lower = length
 
 
-# A hash table (int32 entries) holds at most this many keys or units (csrc/ngram.c).
+# A hash table holds at most this many keys or units (31-bit indices, csrc/ngram.c).
 MAX_TABLE_KEYS = 2**31 - 1
 # Keys of an n-gram table looked up at load, evenly spaced: a table is checked whole for
 # its size, its entries' range and how many it holds, and by sampled lookups for where
@@ -376,15 +376,17 @@ TABLE_SAMPLE = 4096
 
 
 def _table_of(arrays: dict, name: str, entries: int, what: str) -> np.ndarray:
-    """arrays[name]: an int32 hash table for `entries` keys, holding each of 0..entries-1
-    (-1 in the empty slots: then every probe sequence ends)."""
+    """arrays[name]: a hash table for `entries` keys (int64 entries: 0 when empty, else
+    index << 32 | fingerprint, index < entries), holding that many: every probe
+    sequence then ends at an empty entry."""
     from . import kernel   # the C kernel loads only when a model with tables is read
     if entries > MAX_TABLE_KEYS:
         raise SchemaError(f"{what} hold {entries} entries; a hash table holds at most {MAX_TABLE_KEYS}")
-    table = _take(arrays, name, np.int32, kernel.ngram_table_size(entries))
-    _values_within(table, name, -1, entries - 1, f"-1 or indices in 0..{entries - 1}")
-    if np.count_nonzero(table >= 0) != entries:
-        raise SchemaError(f"array {name!r} must hold {entries} entries, holds {np.count_nonzero(table >= 0)}")
+    table = _take(arrays, name, np.int64, kernel.ngram_table_size(entries))
+    # index < entries for every entry, checked without a temporary: entries < entries << 32
+    _values_within(table, name, 0, max((entries << 32) - 1, 0), f"0 or entries of indices below {entries}")
+    if np.count_nonzero(table) != entries:
+        raise SchemaError(f"array {name!r} must hold {entries} entries, holds {np.count_nonzero(table)}")
     return table
 
 
