@@ -575,16 +575,18 @@ def ngram_tables(order: int, vocab: NgramVocab, keys, prob, backoff, extendable,
     return model
 
 
+def _choice(name: str, value, choices: dict) -> int:
+    if not isinstance(value, str) or value not in choices:
+        raise KernelError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return choices[value]
+
+
 def _split_code(split) -> int:
-    if split not in NGRAM_SPLITS:
-        raise KernelError(f"split must be one of {sorted(NGRAM_SPLITS)}, got {split!r}")
-    return NGRAM_SPLITS[split]
+    return _choice("split", split, NGRAM_SPLITS)
 
 
 def _precision_code(precision) -> int:
-    if precision not in NGRAM_PRECISIONS:
-        raise KernelError(f"precision must be one of {sorted(NGRAM_PRECISIONS)}, got {precision!r}")
-    return NGRAM_PRECISIONS[precision]
+    return _choice("precision", precision, NGRAM_PRECISIONS)
 
 
 def _text(name: str, text) -> bytes:
@@ -652,21 +654,21 @@ def ngram_text_scorer(tables: NgramTables, split, precision, slack):
     """log10 P of one sentence at the least cost per call (score() one sentence at a
     time is a common use): a function (UTF-8 bytes, bos, eos) -> the total, or None when
     the sentence has more than NGRAM_MAX_SENTENCE units (score it with ngram_score_ids).
-    The model, split, precision and slack are checked here, once; per call, cffi checks
-    that the text is bytes and C that bos and eos are 0 or 1 (True or False)."""
+    The model, split, precision and slack are checked here, once; per call, the types of
+    the text and flags (bytes, bool)."""
     tables, code = _model(tables), _split_code(split)
     precision, slack = _precision_code(precision), _real("slack", slack, 0.0, 1.0)
     run, struct, local, too_long = lib.ngram_score_text, tables.struct, threading.local(), lib.NGRAM_E_LONG
 
     def score(text, bos, eos):
+        if text.__class__ is not bytes or bos.__class__ is not bool or eos.__class__ is not bool:
+            raise KernelError(f"a sentence must be bytes and bos, eos True or False, got "
+                              f"{type(text).__name__}, {bos!r}, {eos!r}")
         try:
             out = local.out
         except AttributeError:   # one output per thread: the call releases the GIL
             out = local.out = ffi.new("double[2]")
-        try:
-            status = run(struct, code, text, len(text), bos, eos, precision, slack, out, out + 1)
-        except (OverflowError, TypeError) as exc:
-            raise KernelError(f"a sentence must be bytes and bos, eos True or False: {exc}") from None
+        status = run(struct, code, text, len(text), bos, eos, precision, slack, out, out + 1)
         if status:
             if status == too_long:
                 return None
@@ -680,21 +682,23 @@ def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
     """KenLM's BaseScore on one model at the least cost per call (decoders call it for
     every word): a function (state code, word id) -> (log10 as a float32 value, state
     code after the word), or with full=True (log10, state code, n-gram length, oov).
-    The model and slack are checked here, once; per call the C code checks the state
-    code and the word id (NGRAM_E_STATE, RNN_E_TOKEN), which must be Python ints. A
-    state code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
+    The model and slack are checked here, once; per call, that the state code and the
+    word id are ints, and C checks their values (NGRAM_E_STATE, RNN_E_TOKEN). A state
+    code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
     tables, slack, full = _model(tables), _real("slack", slack, 0.0, 1.0), _flag("full", full)
     run, struct, local = lib.ngram_base_score, tables.struct, threading.local()
 
     def step(state, word):
+        if state.__class__ is not int or word.__class__ is not int:
+            raise KernelError(f"a state code and a word id must be ints, got {state!r}, {word!r}")
         try:
             out = local.out
         except AttributeError:   # one output per thread: the call releases the GIL
             out = local.out = ffi.new("ngram_step *")
         try:
             status = run(struct, state, word, slack, out)
-        except (OverflowError, TypeError) as exc:
-            raise KernelError(f"a state code and a word id must be integers in int64: {exc}") from None
+        except OverflowError:
+            raise KernelError(f"a state code and a word id must fit in int64, got {state}, {word}") from None
         if status:
             _ngram_status(status, out.log10)
         return (out.log10, out.state, out.length, bool(out.oov)) if full else (out.log10, out.state)

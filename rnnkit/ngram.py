@@ -659,7 +659,7 @@ class NgramModel(LanguageModel):
             last = min(int(np.searchsorted(positions, base + _BATCH_POSITIONS)) + 1, len(lengths))
             logp, match, oov, totals = _checked_query(
                 kernel.ngram_score_ids, self._query, ids[starts[first]:starts[last]], lengths[first:last],
-                bos=bos, eos=eos, precision=precision, slack=POSITIVE_SLACK, tokens=tokens)
+                bos=bool(bos), eos=bool(eos), precision=precision, slack=POSITIVE_SLACK, tokens=tokens)
             yield logp, match, oov, lengths[first:last] + int(eos), totals
             first = last
 
@@ -680,7 +680,7 @@ class NgramModel(LanguageModel):
         sum is numpy's sum of token_logprobs, as the base class defines it)."""
         if isinstance(sentence, str):
             try:
-                total = self._text_scorers[0](self._utf8(sentence), bos, eos)
+                total = self._text_scorers[0](self._utf8(sentence), bool(bos), bool(eos))
             except kernel.NotAProbability as exc:
                 not_a_probability(exc)
             if total is not None:
@@ -779,7 +779,7 @@ class NgramModel(LanguageModel):
 
     def kenlm_score(self, sentence: str, bos: bool = True, eos: bool = True) -> float:
         """KenLM's Model.score (rnnkit.kenlm), in one C call."""
-        total = _checked_query(self._text_scorers[1], self._utf8(sentence), bos, eos)
+        total = _checked_query(self._text_scorers[1], self._utf8(sentence), bool(bos), bool(eos))
         if total is None:   # longer than one call takes
             (*_, totals), = self._token_scores([sentence], bos, eos, tokens=False, precision="float32")
             total = float(totals[0])
