@@ -15,8 +15,12 @@
  * (index << 32) | fingerprint, the fingerprint being the hash's low 32 bits with the
  * lowest bit set (never 0). A probe decides from the entry alone whether the key can be
  * there, so it reads the keys (or the vocabulary's bytes) only to confirm a match: one
- * cache miss per lookup instead of two. Speed is all cache misses here (the tables are
- * far bigger than the caches), and the code is shaped by that: see NGRAM_BLOCK.
+ * cache miss per lookup instead of two. An n-gram's hash is a hash of its word ids
+ * (ngram_hash), not of its key, as KenLM hashes them: a query computes every order's
+ * hash from the words alone and probes all orders at once, instead of one order after
+ * the other (a key needs the index the order below found). Speed is all cache misses
+ * here (the tables are far bigger than the caches), and the code is shaped by that:
+ * see NGRAM_BLOCK.
  *
  * Nothing here trusts the arrays' contents: every index read from them is range-checked
  * before use and every probe sequence visits at most `size` entries, so corrupt or
@@ -113,6 +117,16 @@ static int may_hold(int64_t entry, uint64_t hash) {
     return (uint32_t)(uint64_t)entry == fingerprint(hash);
 }
 
+/* The hash of a unigram, and of an n-gram from its suffix's (the n-gram without its
+ * first word) and its first word: every order's hash from the word ids alone. */
+static uint64_t word_hash(int64_t word) {
+    return mix64((uint64_t)word + 0x9e3779b97f4a7c15ULL);
+}
+
+static uint64_t ngram_hash(uint64_t suffix_hash, int64_t first) {
+    return mix64(suffix_hash ^ ((uint64_t)first * 0x9e3779b97f4a7c15ULL + 1));
+}
+
 int64_t ngram_table_size(int64_t count) {
     if (count < 0 || count > NGRAM_MAX_COUNT) return -1;
     return count + count / 2 + 1;
@@ -161,35 +175,61 @@ static int64_t find_candidate(const ngram_model *m, int n, uint64_t hash, int64_
     return -1;
 }
 
-static int64_t find_key(const ngram_model *m, int n, uint64_t key) {
-    uint64_t hash = mix64(key);
+static int64_t find_key(const ngram_model *m, int n, uint64_t key, uint64_t hash) {
     return find_key_from(m, n, key, hash, slot_of(hash, m->table_size[n]));
 }
 
-int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count) {
+int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count, int64_t V,
+                      const int64_t *lower_hashes, int64_t lower_count, int64_t *hashes) {
     if (!table_args_ok(table, table_size, keys, count)) return table ? RNN_E_SIZE : RNN_E_NULL;
+    if (V < 1 || lower_count < 0 || (!lower_hashes && lower_count != V)) return RNN_E_SIZE;
     memset(table, 0, (size_t)table_size * sizeof(int64_t));
-    for (int64_t i = 0; i < count; i++) insert(table, table_size, mix64((uint64_t)keys[i]), i);
+    for (int64_t i = 0; i < count; i++) {
+        uint64_t key = (uint64_t)keys[i], suffix = key / (uint64_t)V;
+        if (suffix >= (uint64_t)lower_count) return NGRAM_E_CORRUPT;
+        uint64_t suffix_hash = lower_hashes ? (uint64_t)lower_hashes[suffix] : word_hash((int64_t)suffix);
+        uint64_t hash = ngram_hash(suffix_hash, (int64_t)(key % (uint64_t)V));
+        insert(table, table_size, hash, i);
+        if (hashes) hashes[i] = (int64_t)hash;
+    }
     return RNN_OK;
 }
 
-int ngram_table_check(const int64_t *table, int64_t table_size, const int64_t *keys, int64_t count,
-                      int64_t stride, int64_t *bad) {
-    if (!bad) return RNN_E_NULL;
-    *bad = -1;
-    if (!table_args_ok(table, table_size, keys, count)) return table ? RNN_E_SIZE : RNN_E_NULL;
-    if (stride < 1) return RNN_E_ARGUMENT;
-    ngram_model probe;   /* find_key reads one order of a model */
-    probe.table[2] = table;
-    probe.keys[2] = keys;
-    probe.table_size[2] = table_size;
-    probe.count[2] = count;
-    for (int64_t i = 0; i < count; i += stride) {
-        if (find_key(&probe, 2, (uint64_t)keys[i]) != i) {
-            *bad = i;
-            return NGRAM_E_TABLE;
+/* The hash of n-gram `index` of order n, from its key and the keys below; 0 when a
+ * key names a suffix outside the order below. */
+static uint64_t hash_of(const ngram_model *m, int n, int64_t index, int *corrupt) {
+    int64_t first[NGRAM_MAX_ORDER + 1];
+    uint64_t V = (uint64_t)m->vocab.size;
+    for (int k = n; k >= 2; k--) {
+        uint64_t key = (uint64_t)m->keys[k][index];
+        if (key / V >= (uint64_t)m->count[k - 1]) {
+            *corrupt = 1;
+            return 0;
         }
+        first[k] = (int64_t)(key % V);
+        index = (int64_t)(key / V);
     }
+    uint64_t hash = word_hash(index);
+    for (int k = 2; k <= n; k++) hash = ngram_hash(hash, first[k]);
+    return hash;
+}
+
+int ngram_table_check(const ngram_model *m, int n, int64_t stride, int64_t *bad) {
+    if (!m || !bad) return RNN_E_NULL;
+    *bad = -1;
+    if (n < 2 || n > m->order || n > NGRAM_MAX_ORDER || m->vocab.size < 1) return RNN_E_SIZE;
+    for (int k = 2; k <= n; k++)
+        if (m->table_size[k] != ngram_table_size(m->count[k]) || !m->table[k] || (!m->keys[k] && m->count[k]))
+            return RNN_E_SIZE;
+    if (stride < 1) return RNN_E_ARGUMENT;
+    for (int64_t i = 0; i < m->count[n]; i += stride) {
+        int corrupt = 0;
+        uint64_t hash = hash_of(m, n, i, &corrupt);
+        *bad = i;
+        if (corrupt) return NGRAM_E_CORRUPT;
+        if (find_key(m, n, (uint64_t)m->keys[n][i], hash) != i) return NGRAM_E_TABLE;
+    }
+    *bad = -1;
     return RNN_OK;
 }
 
@@ -482,54 +522,60 @@ static uint64_t key_at(const stream *s, int i, int n) {
     return (uint64_t)s->index[i][n - 2] * (uint64_t)s->m->vocab.size + (uint64_t)word_before(s, i, n - 1);
 }
 
+static int top_order(const stream *s, int i) {
+    return s->at[i].offset + 1 < s->m->order ? (int)s->at[i].offset + 1 : s->m->order;
+}
+
 /* Member i's longest match, one exact lookup after the other. */
 static void match_exactly(stream *s, int i) {
     const ngram_model *m = s->m;
-    int top = s->at[i].offset + 1 < m->order ? (int)s->at[i].offset + 1 : m->order, n = 1;
+    int top = top_order(s, i), n = 1;
+    uint64_t hash = word_hash(s->at[i].word);
     while (n < top) {
-        int64_t found = find_key(m, n + 1, key_at(s, i, n + 1));
+        hash = ngram_hash(hash, word_before(s, i, n));
+        int64_t found = find_key(m, n + 1, key_at(s, i, n + 1), hash);
         if (found < 0) break;
         s->index[i][n++] = (int32_t)found;
     }
     s->match[i] = n;
 }
 
-/* Longest matches for every member, order by order, every member's probe of an order
- * in flight at once. A match is taken on the fingerprint (one round trip per order);
- * the keys, fetched meanwhile, confirm them all at the end, and a member whose
- * fingerprint fitted another key is matched again exactly. */
+/* Longest matches for every member. Every order's entry of every member is fetched at
+ * once (the hashes need only the words); then the matches are taken order by order on
+ * the fingerprints, which by then are in the cache; the keys, fetched meanwhile,
+ * confirm them all at the end, and a member whose fingerprint fitted another key is
+ * matched again exactly. */
 static void match_block(stream *s) {
     const ngram_model *m = s->m;
     int active[NGRAM_BLOCK], next[NGRAM_BLOCK], count = 0;
     uint64_t hash[NGRAM_BLOCK];
-    int64_t slot[NGRAM_BLOCK];
     for (int i = 0; i < s->size; i++) {
         int64_t word = s->at[i].word;
         s->match[i] = 1;
         s->index[i][0] = (int32_t)word;
         PREFETCH(m->prob[1] + word);
         if (m->order > 1) PREFETCH(m->backoff[1] + word);
-        if (m->order > 1 && s->at[i].offset >= 1) active[count++] = i;
+        hash[i] = word_hash(word);
+        uint64_t h = hash[i];
+        for (int n = 2; n <= top_order(s, i); n++) {
+            h = ngram_hash(h, word_before(s, i, n - 1));
+            PREFETCH(m->table[n] + slot_of(h, m->table_size[n]));
+        }
+        if (top_order(s, i) > 1) active[count++] = i;
     }
     for (int n = 2; n <= m->order && count; n++) {
-        int64_t size = m->table_size[n];
-        for (int a = 0; a < count; a++) {
-            int i = active[a];   /* key arithmetic in uint64: a corrupt index cannot overflow a signed type */
-            hash[i] = mix64(key_at(s, i, n));
-            slot[i] = slot_of(hash[i], size);
-            PREFETCH(m->table[n] + slot[i]);
-        }
         int kept = 0;
         for (int a = 0; a < count; a++) {
             int i = active[a];
-            int64_t found = find_candidate(m, n, hash[i], slot[i]);
+            hash[i] = ngram_hash(hash[i], word_before(s, i, n - 1));
+            int64_t found = find_candidate(m, n, hash[i], slot_of(hash[i], m->table_size[n]));
             if (found < 0) continue;
             PREFETCH(m->keys[n] + found);
             PREFETCH(m->prob[n] + found);
             if (n < m->order) PREFETCH(m->backoff[n] + found);
             s->index[i][n - 1] = (int32_t)found;
             s->match[i] = n;
-            if (s->at[i].offset >= n) next[kept++] = i;
+            if (n < top_order(s, i)) next[kept++] = i;
         }
         memcpy(active, next, (size_t)kept * sizeof(int));
         count = kept;
@@ -843,18 +889,21 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
         index = (int64_t)(key / V);
     }
     for (int k = 1; k <= length && k < m->order; k++) PREFETCH(m->backoff[k] + suffix[k]);   /* charged below */
-    /* the longest match of `word` after them, taken on the fingerprints alone, so that
-     * each order costs one memory round trip; the keys are confirmed afterwards, all
-     * at once (a fingerprint that fits the wrong key: matched again, exactly) */
+    /* the longest match of `word` after them: every order's entry fetched at once, the
+     * match taken on the fingerprints, the keys confirmed afterwards, all at once (a
+     * fingerprint that fits the wrong key: matched again, exactly) */
     int64_t found[NGRAM_MAX_ORDER + 1];
-    uint64_t key[NGRAM_MAX_ORDER + 1];
+    uint64_t hash[NGRAM_MAX_ORDER + 1];
     int top = m->order < length + 1 ? m->order : length + 1, match = 1;
     found[1] = word;
+    hash[1] = word_hash(word);
     PREFETCH(m->prob[1] + word);
+    for (int n = 2; n <= top; n++) {
+        hash[n] = ngram_hash(hash[n - 1], context[n - 2]);
+        PREFETCH(m->table[n] + slot_of(hash[n], m->table_size[n]));
+    }
     while (match < top) {
-        key[match + 1] = (uint64_t)found[match] * V + (uint64_t)context[match - 1];
-        uint64_t hash = mix64(key[match + 1]);
-        int64_t next = find_candidate(m, match + 1, hash, slot_of(hash, m->table_size[match + 1]));
+        int64_t next = find_candidate(m, match + 1, hash[match + 1], slot_of(hash[match + 1], m->table_size[match + 1]));
         if (next < 0) break;
         found[++match] = next;
         PREFETCH(m->keys[match] + next);
@@ -862,9 +911,10 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
         if (match < m->order) PREFETCH(m->extendable[match] + next);
     }
     for (int n = 2; n <= match; n++) {
-        if ((uint64_t)m->keys[n][found[n]] == key[n]) continue;
+        if ((uint64_t)m->keys[n][found[n]] == (uint64_t)found[n - 1] * V + (uint64_t)context[n - 2]) continue;
         for (match = 1; match < top; match++) {
-            int64_t next = find_key(m, match + 1, (uint64_t)found[match] * V + (uint64_t)context[match - 1]);
+            int64_t next = find_key(m, match + 1, (uint64_t)found[match] * V + (uint64_t)context[match - 1],
+                                    hash[match + 1]);
             if (next < 0) break;
             found[match + 1] = next;
         }

@@ -134,8 +134,8 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);
  * n-grams numbered 0..count[n]-1 by key = (index of the suffix in order n-1) * V +
  * id(first word); a unigram's index is its word id. Every order n >= 2 and the
  * vocabulary have a hash table of ngram_table_size(count) int64 entries (0 = empty,
- * else index << 32 | a fingerprint of the key; see ngram.c) built by ngram_table_build
- * / ngram_vocab_build. An ngram_model is filled by
+ * else index << 32 | a fingerprint of the n-gram's hash; see ngram.c) built by
+ * ngram_table_build / ngram_vocab_build. An ngram_model is filled by
  * rnnkit/kernel.py from arrays it checked; the functions never trust the arrays'
  * contents (indices read from them are range-checked), never allocate and return
  * RNN_OK or a status (ngram_strerror names it).
@@ -208,10 +208,15 @@ const char *ngram_strerror(int status);
 
 /* Entries of a table for `count` keys (count + count / 2 + 1); -1 outside [0, NGRAM_MAX_COUNT]. */
 int64_t ngram_table_size(int64_t count);
-int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count);
-/* Looks up keys[0], keys[stride], ...: each must be found at its own index (*bad: the first that is not). */
-int ngram_table_check(const int64_t *table, int64_t table_size, const int64_t *keys, int64_t count,
-                      int64_t stride, int64_t *bad);
+/* The table of one order n >= 2 of V words: keys (count,); lower_hashes (lower_count,)
+ * the hashes of order n-1 as this function wrote them to `hashes` (count,) or NULL for
+ * n = 2 (lower_count = V); hashes may be NULL at the top order. */
+int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count, int64_t V,
+                      const int64_t *lower_hashes, int64_t lower_count, int64_t *hashes);
+/* Looks up n-grams 0, stride, 2 stride, ... of order n of m (whose keys of orders 2..n,
+ * counts and table n are set): each must be found at its own index (*bad: the first
+ * that is not). */
+int ngram_table_check(const ngram_model *m, int n, int64_t stride, int64_t *bad);
 int ngram_vocab_build(int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
                       const int64_t *offsets, int64_t size, int64_t *bad);
 /* Every unit valid UTF-8 and found at its own id (so no two are equal); *bad: the first that is not. */

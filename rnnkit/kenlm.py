@@ -21,11 +21,13 @@ lm/model.cc, checked against the real module in tests/test_kenlm_api.py:
   are looked up like any word. `word in model`: in the vocabulary and not <unk>.
 - n-gram State: exactly KenLM's. It holds the words of the longest n-gram matched at the
   last word that can still be extended (its backoff is not 0, or it is the context of a
-  longer n-gram; NgramModel.context_match), most recent first, and their backoffs, so it
-  is often shorter than order - 1 (after an OOV, usually empty). States are equal when
-  their lengths and words are, hash on those, and sort by (length, words), as KenLM's.
-  A State() never written is the null context, as KenLM's zeroed State is. BaseScore is
-  one binary search per order; nothing before the state is re-scored.
+  longer n-gram: the model's extendable flags), most recent first, and their backoffs, so
+  it is often shorter than order - 1 (after an OOV, usually empty). rnnkit keeps it as one
+  code naming that n-gram (its words and backoffs follow from the model's arrays), so
+  States are equal when their n-grams are, as KenLM's are when their lengths and words
+  are. A State() never written is the null context, as KenLM's zeroed State is.
+  BaseScore, score and full_scores run in C (csrc/ngram.c: one hash probe per order, the
+  float32 sums KenLM makes, in its order); nothing before the state is re-scored.
 
 What a "word" is: one unit of the model. For word models these are KenLM's words
 (split on ASCII whitespace only, as KenLM splits); for char models one character (the
@@ -47,9 +49,9 @@ length and `order` the largest of the components'. A mixture has a null context 
 every component has one.
 
 Where rnnkit differs from kenlm:
-- Model(path) reads rnnkit model files and ARPA files (gzipped or not), not KenLM's
-  binary files; there is no `config` argument and no Config, LoadMethod or
-  ARPALoadComplain. A file that cannot be read raises ModelFileError or ArpaError (both
+- Model(path) reads rnnkit model files (memory-mapped, as KenLM's binary files are) and
+  ARPA files (gzipped or not), not KenLM's binary files; there is no `config` argument
+  and no Config, LoadMethod or ARPALoadComplain. A file that cannot be read raises ModelFileError or ArpaError (both
   ValueError), not IOError. An ARPA that rnnkit wrote from a char or jamo model loads
   as that model (kenlm reads its units as words, the space as `<sp>`).
 - Text is NFC-normalised before lookup (sentences and BaseScore words, as everywhere in
@@ -69,9 +71,12 @@ Where rnnkit differs from kenlm:
 - FullScoreReturn is a named tuple: the same read-only fields, and it also unpacks.
 - The n-gram length of an RNN (and of a mixture with one) grows with the sentence;
   kenlm's never exceeds the order.
-- Speed: BaseScore is Python, about 10-25 times slower than kenlm's C++ on an n-gram
-  (some 120,000-160,000 words a second on the KenLM fixtures); an RNN's costs one kernel
-  step (the full next-unit softmax).
+- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm): score
+  and full_scores are one C call per sentence, at about kenlm's speed. BaseScore is a
+  Python call around one C call, some 2-2.5 times slower than kenlm's: its C part alone
+  takes about as long as kenlm's whole call (the model's hash probes miss the cache
+  alike), and the Python around it (the State objects, the call) costs as much again.
+  An RNN's BaseScore costs one kernel step (the full next-unit softmax).
 - `path` is the absolute path as bytes, as kenlm's; repr(Model) is kenlm's. Loading
   prints nothing (kenlm prints its progress on stderr).
 """

@@ -9,7 +9,8 @@ checked by the kernel itself, and only on failure does Python find the bad posit
 Nothing is copied silently: callers prepare arrays once with
 np.ascontiguousarray(x, np.float32).
 
-reference.py has the same functions with the same signatures in plain NumPy.
+reference.py has the same functions with the same signatures in plain NumPy (for the
+n-gram queries at the end, NgramModel._numpy_token_scores states the rule they compute).
 
 Threading: kernel calls release the GIL. A parameter buffer must not be mutated from
 another thread while a call that reads it runs.
@@ -467,25 +468,44 @@ def ngram_table_size(count: int) -> int:
     return int(lib.ngram_table_size(_count("count", count)))
 
 
-def ngram_hash_table(keys) -> np.ndarray:
-    """The hash table (int64 entries, see csrc/ngram.c) of one order's n-gram keys."""
-    p_keys, count = _vector("keys", keys, np.int64)
-    size = ngram_table_size(count)
-    table = _new("table", (size,), np.int64)
-    _ngram_status(_cffi(lib.ngram_table_build, _pointer("table", table, np.int64, (size,), writable=True),
-                        size, p_keys, count))
-    return table
+def ngram_hash_tables(keys, V: int) -> list:
+    """The hash tables (int64 entries, see csrc/ngram.c) of orders 2.. of an n-gram model
+    of V words, from its keys (a list indexed by order, keys[n] for n >= 2)."""
+    V = _integer("V", V, 1, lib.NGRAM_MAX_COUNT)
+    if not isinstance(keys, (list, tuple)) or len(keys) < 2:
+        raise KernelError(f"keys must be a list indexed by order, got {_described(keys)}")
+    tables, lower, lower_count = [None, None], None, V
+    for n in range(2, len(keys)):
+        p_keys, count = _vector(f"keys[{n}]", keys[n], np.int64)
+        size = ngram_table_size(count)
+        table, hashes = _new("table", (size,), np.int64), _new("hashes", (count,), np.int64)
+        _ngram_status(_cffi(lib.ngram_table_build, _pointer("table", table, np.int64, (size,), writable=True),
+                            size, p_keys, count, V,
+                            ffi.NULL if lower is None else _pointer("hashes", lower, np.int64, (lower_count,)),
+                            lower_count, _pointer("hashes", hashes, np.int64, (count,), writable=True)))
+        tables.append(table)
+        lower, lower_count = hashes, count
+    return tables
 
 
-def ngram_table_misses(table, keys, stride: int) -> int:
-    """The first of keys[0], keys[stride], ... that `table` does not find at its own
-    index, or -1 when it finds them all."""
-    p_keys, count = _vector("keys", keys, np.int64)
-    p_table, _ = _vector("table", table, np.int64, ngram_table_size(count))
+def ngram_table_misses(keys, tables, V: int, n: int, stride: int) -> int:
+    """The first of n-grams 0, stride, 2 stride, ... of order n that tables[n] does not
+    find at its own index, or -1 when it finds them all (keys and tables: lists indexed
+    by order, of orders 2..n at least)."""
+    V, n = _integer("V", V, 1, lib.NGRAM_MAX_COUNT), _integer("n", n, 2, lib.NGRAM_MAX_ORDER)
+    struct, pinned = ffi.new("ngram_model *"), []
+    struct.order, struct.vocab.size, struct.count[1] = n, V, V
+    for order, array in _per_order("keys", list(keys[:n + 1]), n, 2, n):
+        pointer, count = _vector(f"keys[{order}]", array, np.int64)
+        struct.keys[order], struct.count[order] = pointer, _count(f"n-grams of order {order}", count)
+        pinned.append(pointer)
+    for order, array in _per_order("tables", list(tables[:n + 1]), n, 2, n):
+        pointer, size = _vector(f"tables[{order}]", array, np.int64, ngram_table_size(struct.count[order]))
+        struct.table[order], struct.table_size[order] = pointer, size
+        pinned.append(pointer)
     bad = ffi.new("int64_t *")
-    status = _cffi(lib.ngram_table_check, p_table, table.size, p_keys, count,
-                   _integer("stride", stride, 1, INT64_MAX), bad)
-    if status not in (0, lib.NGRAM_E_TABLE):
+    status = _cffi(lib.ngram_table_check, struct, n, _integer("stride", stride, 1, INT64_MAX), bad)
+    if status not in (0, lib.NGRAM_E_TABLE, lib.NGRAM_E_CORRUPT):
         _ngram_status(status)
     return int(bad[0])
 
@@ -498,7 +518,7 @@ def _vocab_arrays(text, offsets):
 
 
 def vocab_hash_table(text, offsets) -> np.ndarray:
-    """The hash table of a vocabulary (as ngram_hash_table's): unit i is
+    """The hash table of a vocabulary (as ngram_hash_tables'): unit i is
     text[offsets[i]:offsets[i + 1]]."""
     p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
     table_size = ngram_table_size(size)

@@ -34,7 +34,10 @@ Smoothing (every model is stored as a backoff model: log10 prob and backoff per 
 
 Scoring follows KenLM: the longest matching n-gram, plus the backoffs of the longer
 contexts that the previous word's match left in the state; an OOV word scores
-log10 P(<unk>) (+ backoffs) with n-gram length 1 and leaves an empty state.
+log10 P(<unk>) (+ backoffs) with n-gram length 1 and leaves an empty state. Queries run
+in C (csrc/ngram.c, through kernel.py) on the arrays and on a hash table per order that
+the model file stores, so a loaded model only maps its file; `_numpy_token_scores` states
+the same rule in NumPy, and the C code computes exactly its numbers.
 """
 
 from __future__ import annotations
@@ -511,7 +514,7 @@ class NgramModel(LanguageModel):
     @functools.cached_property
     def _tables(self) -> list:
         """tables[n]: the hash table of order n's keys (n >= 2), for the C lookups."""
-        return [None, None] + [kernel.ngram_hash_table(self._keys[n]) for n in range(2, self.order + 1)]
+        return kernel.ngram_hash_tables(self._keys, len(self.vocab))
 
     @functools.cached_property
     def _extendable(self) -> list:

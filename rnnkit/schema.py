@@ -16,6 +16,11 @@ Limits:
     order       1..MAX_ORDER (100, arpa.py)
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
+    n-grams     keys increasing and in range (a pass over each order: ~5 ms per 4M keys);
+                a packed vocabulary's every unit UTF-8 and found at its own id (~0.1 s per
+                million units); hash tables checked whole for size, range and occupancy,
+                and by TABLE_SAMPLE lookups per order for where the keys sit (why a sample
+                is enough: see TABLE_SAMPLE)
     nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
 """
 
@@ -340,6 +345,7 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
     V = _packed_vocabulary(arrays, prefix) if packed else len(meta["vocab"])
     order = meta["order"]
     lower = V  # n-grams of the order below
+    all_keys, tables = [None, None], [None, None]
     for n in range(1, order + 1):
         length = V
         if n > 1:
@@ -349,8 +355,9 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
             # key = index of the (n-1)-gram suffix * V + first word, sorted for lookups
             if length and not (keys[0] >= 0 and keys[-1] < lower * V and (keys[1:] > keys[:-1]).all()):
                 raise SchemaError(f"array {name!r} must hold increasing n-gram keys in 0..{lower * V - 1}")
+            all_keys.append(keys)
             if packed:
-                _hash_table(arrays, f"{prefix}table_{n}", keys, name)
+                tables.append(_hash_table(arrays, f"{prefix}table_{n}", all_keys, tables, V))
         prob = _take(arrays, f"{prefix}prob_{n}", np.float32, length)
         _values_within(prob, f"{prefix}prob_{n}", -np.inf, 0.0, "log10 probabilities (<= 0)")
         if n < order:
@@ -390,12 +397,15 @@ def _table_of(arrays: dict, name: str, entries: int, what: str) -> np.ndarray:
     return table
 
 
-def _hash_table(arrays: dict, name: str, keys: np.ndarray, keys_name: str) -> None:
+def _hash_table(arrays: dict, name: str, keys: list, tables: list, V: int) -> np.ndarray:
+    """Order n's table (n = len(keys) - 1), checked against the keys of orders 2..n."""
     from . import kernel
-    table = _table_of(arrays, name, keys.size, f"array {keys_name!r}")
-    miss = kernel.ngram_table_misses(table, keys, max(1, keys.size // TABLE_SAMPLE))
+    n = len(keys) - 1
+    table = _table_of(arrays, name, keys[n].size, f"array 'keys_{n}'")
+    miss = kernel.ngram_table_misses(keys, tables + [table], V, n, max(1, keys[n].size // TABLE_SAMPLE))
     if miss >= 0:
-        raise SchemaError(f"array {name!r} does not find n-gram {miss} of {keys_name!r}")
+        raise SchemaError(f"array {name!r} does not find n-gram {miss} of order {n}")
+    return table
 
 
 def _packed_vocabulary(arrays: dict, prefix: str) -> int:

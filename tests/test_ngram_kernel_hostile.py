@@ -130,7 +130,7 @@ def test_garbage_contents_are_safe(model, data):
     exercise(tables, rng)
     outcome(kernel.vocab_table_fault, a["vocab_table"], a["text"], a["offsets"])
     for n in range(2, model.order + 1):
-        outcome(kernel.ngram_table_misses, a["tables"][n], a["keys"][n], 1)
+        outcome(kernel.ngram_table_misses, a["keys"], a["tables"], len(model.vocab), n, 1)
 
 
 BAD_SCALARS = [-1, 2**63, 2**64, 1.5, "1", None, [1], np.float64(1.0), b"x"]
