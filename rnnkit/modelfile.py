@@ -2,8 +2,8 @@
 
 Layout: a `meta.json` entry (format name, format version, model type, unit settings,
 vocabulary, hyperparameters, training record) plus one stored (uncompressed) `.npy`
-entry per array. Loading reads only that: arrays of float32, int64, int32 or uint8
-whose .npy headers are parsed strictly, so a model file can never run code (no
+entry per array. Loading reads only that: arrays of float32, int64 or uint8 whose
+.npy headers are parsed strictly, so a model file can never run code (no
 pickles), and nothing is inflated or allocated beyond what the file holds (see `load`).
 
 Memory-mapped loading. A stored member's bytes lie contiguously in the file, and `save`
@@ -139,9 +139,9 @@ def load(path, expected_type: str | None = None) -> tuple[str, dict, dict[str, n
 HEADER_FIELDS = ("format", "version", "type")
 MODEL_TYPES = ("rnn", "ngram", "mix")
 MAX_META_BYTES = 256 << 20          # meta.json holds the vocabulary: millions of units fit
-# float32 weights and probabilities, int64 n-gram keys and offsets, int32 hash tables,
-# uint8 text and flags
-ARRAY_DTYPES = ("<f4", "<i8", "<i4", "|u1")
+# float32 weights and probabilities, int64 n-gram keys, offsets and hash tables, uint8
+# text and flags
+ARRAY_DTYPES = ("<f4", "<i8", "|u1")
 MEMBER_NAME = re.compile(r"meta\.json|[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.npy")
 # a zip member's local header (APPNOTE 4.3.7): signature, 5 shorts, 3 longs, name and
 # extra-field lengths; the member's data follows the name and the extra field

@@ -329,7 +329,7 @@ class NgramModel(LanguageModel):
     """A backoff n-gram model held as sorted NumPy arrays (see rnnkit.arpa for the layout).
 
     Queries run in C (csrc/ngram.c through kernel.py) on those arrays plus, per order
-    n >= 2, a hash table of the keys (`tables[n]`, int32) and, per order n < N, KenLM's
+    n >= 2, a hash table of the n-grams (`tables[n]`, int64) and, per order n < N, KenLM's
     `extendable[n]` flags (uint8: the n-gram has a non-zero backoff or is the context of
     a longer n-gram, so KenLM's state keeps it). A model file stores all of them, so a
     loaded model maps them and builds nothing; a model trained or read from ARPA builds
@@ -625,9 +625,14 @@ class NgramModel(LanguageModel):
     def _utf8(self, line: str) -> bytes:
         """A line as the C kernel splits it: NFC, jamo decomposed for jamo units, UTF-8
         ("surrogatepass": every Python string has bytes, and a lone surrogate is no unit
-        of any vocabulary)."""
+        of any vocabulary). On every score() call, so the common case is kept short."""
         line = nfc(line)
-        return (to_jamo(line) if self.unit == "jamo" else line).encode("utf-8", "surrogatepass")
+        if self.unit == "jamo":
+            line = to_jamo(line)
+        try:
+            return line.encode()
+        except UnicodeEncodeError:   # a lone surrogate
+            return line.encode("utf-8", "surrogatepass")
 
     def _lookup(self, sentences) -> tuple[np.ndarray, np.ndarray]:
         """(vocabulary ids of every sentence's units, units per sentence). Strings are
@@ -683,7 +688,7 @@ class NgramModel(LanguageModel):
         sum is numpy's sum of token_logprobs, as the base class defines it)."""
         if isinstance(sentence, str):
             try:
-                total = self._text_scorers[0](self._utf8(sentence), bool(bos), bool(eos))
+                total = self._text_scorers[0](self._utf8(sentence), True if bos else False, True if eos else False)
             except kernel.NotAProbability as exc:
                 not_a_probability(exc)
             if total is not None:
@@ -782,7 +787,10 @@ class NgramModel(LanguageModel):
 
     def kenlm_score(self, sentence: str, bos: bool = True, eos: bool = True) -> float:
         """KenLM's Model.score (rnnkit.kenlm), in one C call."""
-        total = _checked_query(self._text_scorers[1], self._utf8(sentence), bool(bos), bool(eos))
+        try:
+            total = self._text_scorers[1](self._utf8(sentence), True if bos else False, True if eos else False)
+        except kernel.NotAProbability as exc:
+            not_a_probability(exc)
         if total is None:   # longer than one call takes
             (*_, totals), = self._token_scores([sentence], bos, eos, tokens=False, precision="float32")
             total = float(totals[0])

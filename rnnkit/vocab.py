@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from itertools import chain
 from typing import Iterable
 
 import numpy as np
@@ -117,7 +116,7 @@ class PackedVocab(Vocab):
     """A vocabulary held as arrays, as n-gram model files store it: the units' UTF-8
     bytes one after the other (`text`, uint8), where unit i is
     text[offsets[i]:offsets[i + 1]] (`offsets`, int64), and a hash table of them
-    (`table`, int32, built by the C kernel). Loading a model makes no Python object per
+    (`table`, int64, built by the C kernel). Loading a model makes no Python object per
     unit; lookups go through the table (as the C scoring does), and the unit strings
     are decoded only if something asks for them (`tokens`).
 
@@ -149,10 +148,6 @@ class PackedVocab(Vocab):
         bounds = self.offsets.tolist()
         return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds, bounds[1:])]
 
-    @functools.cached_property
-    def _index(self) -> dict[str, int]:
-        return dict(zip(self.tokens, range(len(self.tokens))))
-
     def __len__(self) -> int:
         return self.offsets.size - 1
 
@@ -165,7 +160,8 @@ class PackedVocab(Vocab):
         return self._kernel.ngram_unit_id(self.c, token.encode("utf-8", "surrogatepass"))
 
     def encode(self, tokens: Iterable[str]) -> np.ndarray:
-        encoded = [token.encode("utf-8", "surrogatepass") for token in tokens]
+        # a token that is not a str is <unk>, as in Vocab: byte FF is in no UTF-8 unit
+        encoded = [token.encode("utf-8", "surrogatepass") if isinstance(token, str) else b"\xff" for token in tokens]
         ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
         ids, _ = self._kernel.ngram_lookup(self.c, "none", b"".join(encoded), ends)
         return ids.astype(np.int32)
