@@ -369,7 +369,7 @@ def main() -> int:
         if not args.no_nltk and slice20k.exists():
             print("... rnnkit order 3 (20k slice)", file=sys.stderr, flush=True)
             # a 0.2 s build is noisy on a shared machine: 9 of them (NLTK: --repeats, ~4 s each)
-            small = run_child(["rnnkit", "3", str(slice20k), str(test), workdir, str(args.repeats), "9"])
+            small = run_child(["rnnkit", "3", str(slice20k), str(test), workdir, str(args.repeats), "9", "0"])
             results.append(small)
             try:
                 import nltk  # noqa: F401

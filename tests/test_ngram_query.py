@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import struct
 import zipfile
 
 import numpy as np
@@ -157,7 +158,7 @@ def test_model_file_round_trip_is_mapped_and_scores_as_arpa(models, tmp_path):
         for info in archive.infolist():
             if info.filename.endswith(".npy"):
                 data = path.read_bytes()[info.header_offset:info.header_offset + 30]
-                name_length, extra_length = np.frombuffer(data[26:30], dtype="<u2")
+                name_length, extra_length = struct.unpack("<HH", data[26:30])
                 start = info.header_offset + 30 + name_length + extra_length
                 assert start % modelfile.ALIGNMENT == 0
     for array in (loaded._keys[3], loaded._prob[2], loaded._tables[4], loaded.vocab.table):
