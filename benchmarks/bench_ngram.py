@@ -20,7 +20,8 @@ model file and its ARPA export are loaded in a fresh child process, and nsmc/tes
 scored three ways, each next to kenlm's own way in the same rounds (interleaved, one
 warm-up round, median of --repeats): the whole file (rnnkit score_many; kenlm has no
 batch call, so its one score() call per sentence), one score(sentence) call at a time, and
-BaseScore word by word through rnnkit.kenlm (kenlm.State and BaseScore for kenlm). Load
+BaseScore word by word through rnnkit.kenlm (kenlm.State and BaseScore for kenlm); kenlm
+with its model loaded from the ARPA file and, when there is one, from its binary file. Load
 times: the rnnkit model file (memory-mapped; the first load after the file's pages were
 dropped from the page cache (posix_fadvise DONTNEED, so they are read back as for a file
 written long ago), then the median of 5 warm loads), RSS after the load beside the size of
@@ -217,28 +218,30 @@ def child_query(model_path: str, arpa_path: str, test: str, repeats: int, kenlm_
         out["kenlm_load_binary_first_s"], out["kenlm_load_binary_warm_s"] = load_times(
             lambda path: kenlm.Model(str(path)), Path(kenlm_binary))
     ours = rk.Model(model_path)
+    # kenlm as loaded from its ARPA file (its memory in 2 MiB pages where the kernel gives
+    # them), and from its binary file (mapped, as rnnkit's model file is) when there is one
+    sides = {"rnnkit": None, "kenlm": theirs}
+    if kenlm_binary:
+        sides["kenlm_binary"] = kenlm.Model(kenlm_binary)
     lines = read_lines(test)
-    for line in lines[:200]:   # the same model on both sides
-        assert abs(ours.score(line) - theirs.score(line)) < 1e-3, line
-    modes = {
-        "file": (lambda: model.score_many(lines), lambda: [theirs.score(line) for line in lines]),
-        "call": (lambda: [model.score(line) for line in lines], lambda: [theirs.score(line) for line in lines]),
-        "kenlm_call": (lambda: [ours.score(line) for line in lines], None),
-        "base": (base_score_chain(ours, rk.State, lines), base_score_chain(theirs, kenlm.State, lines)),
-    }
-    times = {(mode, side): [] for mode in modes for side in (0, 1)}
-    for round_ in range(repeats + 1):   # round 0 warms up
-        for mode, runs in modes.items():
-            for side, run in enumerate(runs):
-                if run is None:
-                    continue
-                t = time.perf_counter()
-                run()
-                if round_:
-                    times[mode, side].append(time.perf_counter() - t)
+    for line in lines[:200]:   # the same model on every side
+        assert all(abs(ours.score(line) - peer.score(line)) < 1e-3 for peer in list(sides.values())[1:]), line
+    runs = {("file", "rnnkit"): lambda: model.score_many(lines),
+            ("call", "rnnkit"): lambda: [model.score(line) for line in lines],
+            ("kenlm_call", "rnnkit"): lambda: [ours.score(line) for line in lines],
+            ("base", "rnnkit"): base_score_chain(ours, rk.State, lines)}
+    for side, peer in list(sides.items())[1:]:   # kenlm has no batch call: "file" is its score() loop
+        runs["call", side] = (lambda peer: lambda: [peer.score(line) for line in lines])(peer)
+        runs["base", side] = base_score_chain(peer, kenlm.State, lines)
+    times = {key: [] for key in runs}
+    for round_ in range(repeats + 1):   # round 0 warms up; the ways take turns
+        for key, run in runs.items():
+            t = time.perf_counter()
+            run()
+            if round_:
+                times[key].append(time.perf_counter() - t)
     for (mode, side), values in times.items():
-        if values:
-            out[f"{mode}_{'rnnkit' if side == 0 else 'kenlm'}_sps"] = len(lines) / statistics.median(values)
+        out[f"{mode}_{side}_sps"] = len(lines) / statistics.median(values)
     out["sentences"] = len(lines)
     out["words"] = sum(len(line.split()) for line in lines)
     return out
@@ -255,16 +258,22 @@ def find_build_binary(given: str | None) -> str | None:
 
 
 def print_query_table(q: dict, order: int) -> None:
-    print(f"\n| order {order}, nsmc/test.txt ({q['sentences']:,} sentences, {q['words']:,} words) | rnnkit | "
-          f"kenlm module (same run) | rnnkit / kenlm |")
-    print("|---|---|---|---|")
-    rows = [("whole file (rnnkit score_many; kenlm: score() per sentence)", "file", "file"),
+    binary = "call_kenlm_binary_sps" in q
+    print(f"\n| order {order}, nsmc/test.txt ({q['sentences']:,} sentences, {q['words']:,} words), "
+          f"sentences/s | rnnkit | kenlm module, model from ARPA (same run) | rnnkit / kenlm |"
+          + (" kenlm, from its binary file | rnnkit / kenlm binary |" if binary else ""))
+    print("|---|---|---|---|" + ("---|---|" if binary else ""))
+    rows = [("whole file (rnnkit score_many; kenlm: score() per sentence)", "file", "call"),
             ("one score(sentence) call at a time", "call", "call"),
             ("one rnnkit.kenlm Model.score call at a time", "kenlm_call", "call"),
             ("BaseScore word by word (rnnkit.kenlm / kenlm State)", "base", "base")]
     for label, mine, theirs in rows:
         a, b = q[f"{mine}_rnnkit_sps"], q[f"{theirs}_kenlm_sps"]
-        print(f"| {label} | {a:,.0f} sentences/s | {b:,.0f} sentences/s | {a / b:.2f}x |")
+        row = f"| {label} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |"
+        if binary:
+            c = q[f"{theirs}_kenlm_binary_sps"]
+            row += f" {c:,.0f} | {a / c:.2f}x |"
+        print(row)
     ratio = q["rss_after_load_mib"] / q["arrays_mib"]
     print(f"\n| loading the order-{order} model | time | note |")
     print("|---|---|---|")
