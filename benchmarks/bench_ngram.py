@@ -152,16 +152,21 @@ def child_nltk(order: int, train: str, test: str, cap_s: float, build_repeats: i
 
 
 def resident_mib() -> float:
-    """RSS now (ru_maxrss is the peak): resident pages of the process, mapped files included."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """RSS now, mapped files included (Linux; elsewhere the peak, ru_maxrss)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return rss_mib()
 
 
 def drop_from_page_cache(path: Path) -> None:
     """Let the kernel forget the file's pages, so the next load reads it as a file written
-    long ago is read (the pages of a file just written come from the write path)."""
-    with open(path, "rb") as handle:
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    long ago is read (the pages of a file just written come from the write path). Where
+    there is no posix_fadvise the first load is simply a warm one."""
+    if hasattr(os, "posix_fadvise"):
+        with open(path, "rb") as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def load_times(load, path: Path) -> tuple[float, float]:
