@@ -899,15 +899,16 @@ def ngram_text_scorer(tables: NgramTables, split, precision, slack):
         if text.__class__ is not bytes or bos.__class__ is not bool or eos.__class__ is not bool:
             raise _bad_sentence_call(text, bos, eos)
         try:
-            out = local.out
+            total, bad = local.out
         except AttributeError:   # one output per thread: the call releases the GIL
-            out = local.out = ffi.new("double[2]")
-        status = run(struct, code, text, len(text), bos, eos, precision, slack, out, out + 1)
+            total = ffi.new("double[2]")
+            total, bad = local.out = total, total + 1
+        status = run(struct, code, text, len(text), bos, eos, precision, slack, total, bad)
         if status:
             if status == too_long:
                 return None
-            _check_status(status, bad_value=out[1])
-        return out[0]
+            _check_status(status, bad_value=bad[0])
+        return total[0]
 
     return score
 

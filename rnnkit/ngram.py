@@ -44,6 +44,7 @@ import functools
 import os
 from itertools import chain, repeat
 from typing import Iterable, Sequence
+from unicodedata import is_normalized, normalize
 
 import numpy as np
 
@@ -55,7 +56,7 @@ from .files import write_atomic
 from .lm import POSITIVE_SLACK, LanguageModel, checked
 from .metrics import corpus_summary, oov_summary
 from .spelling import SpellingModel
-from .units import UNITS, Tokenizer, nfc, nfc_lines, read_line_blocks, to_jamo
+from .units import UNITS, Tokenizer, nfc_lines, read_line_blocks, to_jamo
 from .vocab import BOS_ID, EOS_ID, PackedVocab, Vocab
 
 SMOOTHINGS = ("kn", "wb", "addk", "mle")
@@ -143,6 +144,7 @@ class NgramModel(LanguageModel):
         # C splits words at ASCII whitespace and characters at UTF-8 sequences (jamo units
         # are characters once to_jamo has decomposed the syllables); None: the Tokenizer splits
         self._split_mode = C_SPLITS.get(self.unit)
+        self._jamo = self.unit == "jamo"
         if extendable is not None:
             self.__dict__["_extendable"] = extendable
         if tables is not None:
@@ -359,8 +361,9 @@ class NgramModel(LanguageModel):
         """A line as the C kernel splits it: NFC, jamo decomposed for jamo units, UTF-8
         ("surrogatepass": every Python string has bytes, and a lone surrogate is no unit
         of any vocabulary). On every score() call, so the common case is kept short."""
-        line = nfc(line)
-        if self.unit == "jamo":
+        if not is_normalized("NFC", line):   # nfc(), without its call on the hot path
+            line = normalize("NFC", line)
+        if self._jamo:
             line = to_jamo(line)
         try:
             return line.encode()
@@ -376,7 +379,7 @@ class NgramModel(LanguageModel):
         sentences = list(sentences)
         if self._split_mode is not None and all(map(isinstance, sentences, repeat(str))):
             lines = nfc_lines(sentences)   # one check of the whole text in the usual case
-            if self.unit == "jamo":
+            if self._jamo:
                 lines = [to_jamo(line) for line in lines]
             pieces = [line.encode("utf-8", "surrogatepass") for line in lines]
             ends = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)))
