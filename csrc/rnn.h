@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 5 };
+enum rnn_abi { RNN_ABI_VERSION = 6 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -261,5 +261,127 @@ int rnn_adam_update(float *params, float *m, float *v, const float *grads,
 /* Global-norm clipping: norm receives ||grads||_2 before clipping; when it exceeds
  * max_norm the gradients are scaled by max_norm / norm. max_norm <= 0 only measures. */
 int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);
+
+/* ==================================================================================
+ * n-gram queries (csrc/ngram.c)
+ *
+ * Scoring on an n-gram model's arrays as rnnkit/ngram.py lays them out: order n's
+ * n-grams numbered 0..count[n]-1 by key = (index of the suffix in order n-1) * V +
+ * id(first word); a unigram's index is its word id. Every order n >= 2 and the
+ * vocabulary have a hash table of ngram_table_size(count) int64 entries (0 = empty,
+ * else index << 32 | a fingerprint of the n-gram's hash; see ngram.c) built by
+ * ngram_table_build / ngram_vocab_build. An ngram_model is filled by
+ * rnnkit/kernel.py from arrays it checked; the functions never trust the arrays'
+ * contents (indices read from them are range-checked), never allocate and return
+ * RNN_OK or a status (ngram_strerror names it).
+ *
+ * Numbers: NGRAM_FLOAT64 is NgramModel's scoring (log10 prob plus a float64 sum of the
+ * backoffs charged, checked and clamped to <= 0 as lm.checked does), NGRAM_FLOAT32 is
+ * rnnkit.kenlm's (float32 sums, as KenLM). `slack` is lm.POSITIVE_SLACK: a value above
+ * it, or NaN, stops the call with NGRAM_E_NOT_PROBABILITY and the value in bad_value.
+ * KenLM states are int64 codes: index * NGRAM_STATE_LENGTHS + length, the n-gram of
+ * `length` words (order `length`, index `index`) the state holds; 0 is the null context.
+ * ================================================================================== */
+
+enum ngram_limits {
+    NGRAM_MAX_ORDER = 100,          /* rnnkit/arpa.py MAX_ORDER */
+    NGRAM_STATE_LENGTHS = 128,      /* > NGRAM_MAX_ORDER */
+    NGRAM_MAX_SENTENCE = 512,       /* units of one ngram_score_text call */
+    NGRAM_MAX_COUNT = 2147483647    /* n-grams of one order (and units): 31-bit indices in table entries */
+};
+
+enum ngram_split {
+    NGRAM_SPLIT_WORDS = 0,          /* units separated by ASCII whitespace (KenLM's words) */
+    NGRAM_SPLIT_CHARS = 1,          /* every UTF-8 character is a unit */
+    NGRAM_SPLIT_NONE = 2            /* each range is one unit */
+};
+
+enum ngram_precision { NGRAM_FLOAT64 = 0, NGRAM_FLOAT32 = 1 };
+
+enum ngram_status {
+    NGRAM_E_STATE = 64,             /* a state code that names no n-gram of the model */
+    NGRAM_E_OFFSETS = 65,           /* offsets / ends not non-decreasing within the text */
+    NGRAM_E_UTF8 = 66,              /* a vocabulary unit that is not UTF-8 */
+    NGRAM_E_DUPLICATE = 67,         /* a vocabulary unit not found at its own id */
+    NGRAM_E_TABLE = 68,             /* an n-gram not found at its own index */
+    NGRAM_E_CORRUPT = 69,           /* a key whose suffix is outside the order below */
+    NGRAM_E_NOT_PROBABILITY = 70,   /* a log10 probability NaN or above slack */
+    NGRAM_E_LONG = 71               /* more than NGRAM_MAX_SENTENCE units */
+};
+
+typedef struct {
+    const uint8_t *text;            /* the units' UTF-8 bytes, one after the other */
+    int64_t text_size;
+    const int64_t *offsets;         /* (size + 1,): unit i is text[offsets[i]..offsets[i+1]) */
+    int64_t size;                   /* V */
+    const int64_t *table;           /* (table_size,) */
+    int64_t table_size;
+} ngram_vocab;
+
+/* Arrays indexed by order 1..order (101 = NGRAM_MAX_ORDER + 1 entries). */
+typedef struct {
+    int order;
+    ngram_vocab vocab;
+    int64_t count[101];             /* count[1] = V */
+    const int64_t *keys[101];       /* n >= 2: (count[n],) increasing */
+    const float *prob[101];         /* (count[n],) log10 */
+    const float *backoff[101];      /* n < order: (count[n],) log10 */
+    const uint8_t *extendable[101]; /* n < order: 1 where KenLM's state keeps the n-gram */
+    const int64_t *table[101];      /* n >= 2: (table_size[n],) */
+    int64_t table_size[101];
+} ngram_model;
+
+/* What ngram_base_score returns: KenLM's FullScoreReturn and the state after the word. */
+typedef struct {
+    double log10;                   /* float32 value; the bad value on NGRAM_E_NOT_PROBABILITY */
+    int64_t state;
+    int32_t length;                 /* the n-gram length matched */
+    int32_t oov;                    /* the word is <unk> */
+} ngram_step;
+
+const char *ngram_strerror(int status);
+
+/* Entries of a table for `count` keys (count + count / 2 + 1); -1 outside [0, NGRAM_MAX_COUNT]. */
+int64_t ngram_table_size(int64_t count);
+/* The table of one order n >= 2 of V words: keys (count,); lower_hashes (lower_count,)
+ * the hashes of order n-1 as this function wrote them to `hashes` (count,) or NULL for
+ * n = 2 (lower_count = V); hashes may be NULL at the top order. */
+int ngram_table_build(int64_t *table, int64_t table_size, const int64_t *keys, int64_t count, int64_t V,
+                      const int64_t *lower_hashes, int64_t lower_count, int64_t *hashes);
+/* Looks up n-grams 0, stride, 2 stride, ... of order n of m (whose keys of orders 2..n,
+ * counts and table n are set): each must be found at its own index (*bad: the first
+ * that is not). */
+int ngram_table_check(const ngram_model *m, int n, int64_t stride, int64_t *bad);
+int ngram_vocab_build(int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+                      const int64_t *offsets, int64_t size, int64_t *bad);
+/* Every unit valid UTF-8 and found at its own id (so no two are equal); *bad: the first that is not. */
+int ngram_vocab_check(const int64_t *table, int64_t table_size, const uint8_t *text, int64_t text_size,
+                      const int64_t *offsets, int64_t size, int64_t *bad);
+
+/* The id of one unit (its UTF-8 bytes); 0 (<unk>) when the vocabulary lacks it. */
+int ngram_unit_id(const ngram_vocab *vocab, const char *unit, int64_t size, int64_t *id);
+
+/* Ids of the units of n texts (text[ends[s-1]..ends[s]), ends[-1] = 0) split by `split`;
+ * unknown units are 0 (<unk>). ids: (capacity,), lengths: (n,) units per text. */
+int ngram_lookup(const ngram_vocab *vocab, int split, const char *text, int64_t text_size,
+                 const int64_t *ends, int64_t n, int64_t *ids, int64_t capacity, int64_t *lengths);
+
+/* Scores n_sentences sentences of ids (lengths[s] ids each, in [0, V)), after <s> (bos)
+ * or the null context, with </s> (eos). Per scored position (when logp is given; match
+ * and oov then too): log10, n-gram length matched, OOV flag, at most capacity of them.
+ * totals (or NULL): per sentence, the sum in order from 0 (float64, or float32). */
+int ngram_score_ids(const ngram_model *m, const int64_t *ids, int64_t n_ids, const int64_t *lengths,
+                    int64_t n_sentences, int bos, int eos, int precision, double slack,
+                    double *logp, int32_t *match, uint8_t *oov, int64_t capacity, double *totals,
+                    double *bad_value);
+
+/* log10 P of one sentence given as UTF-8 text: split, looked up and scored in one call.
+ * The float64 total is numpy's sum of the values (LanguageModel.score's), the float32
+ * one KenLM's sum in order. */
+int ngram_score_text(const ngram_model *m, int split, const char *text, int64_t text_size, int bos, int eos,
+                     int precision, double slack, double *total, double *bad_value);
+
+/* KenLM's BaseFullScore: word id `word` after `state`, float32. */
+int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double slack, ngram_step *out);
 
 #endif /* RNNKIT_RNN_H */

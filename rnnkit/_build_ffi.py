@@ -52,7 +52,7 @@ ffibuilder.set_source(
     "rnnkit._rnn_cffi",
     '#include "rnn.h"',
     # setuptools rejects absolute source paths; relative to the cwd it builds from.
-    sources=[os.path.relpath(CSRC / "rnn.c")],
+    sources=[os.path.relpath(CSRC / name) for name in ("rnn.c", "ngram.c")],
     include_dirs=[str(CSRC), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],

@@ -21,11 +21,13 @@ lm/model.cc, checked against the real module in tests/test_kenlm_api.py:
   are looked up like any word. `word in model`: in the vocabulary and not <unk>.
 - n-gram State: exactly KenLM's. It holds the words of the longest n-gram matched at the
   last word that can still be extended (its backoff is not 0, or it is the context of a
-  longer n-gram; NgramModel.context_match), most recent first, and their backoffs, so it
-  is often shorter than order - 1 (after an OOV, usually empty). States are equal when
-  their lengths and words are, hash on those, and sort by (length, words), as KenLM's.
-  A State() never written is the null context, as KenLM's zeroed State is. BaseScore is
-  one binary search per order; nothing before the state is re-scored.
+  longer n-gram: the model's extendable flags), most recent first, and their backoffs, so
+  it is often shorter than order - 1 (after an OOV, usually empty). rnnkit keeps it as one
+  code naming that n-gram (its words and backoffs follow from the model's arrays), so
+  States are equal when their n-grams are, as KenLM's are when their lengths and words
+  are. A State() never written is the null context, as KenLM's zeroed State is.
+  BaseScore, score and full_scores run in C (csrc/ngram.c: one hash probe per order, the
+  float32 sums KenLM makes, in its order); nothing before the state is re-scored.
 
 What a "word" is: one unit of the model. For word models these are KenLM's words
 (split on ASCII whitespace only, as KenLM splits); for char models one character (the
@@ -47,9 +49,9 @@ length and `order` the largest of the components'. A mixture has a null context 
 every component has one.
 
 Where rnnkit differs from kenlm:
-- Model(path) reads rnnkit model files and ARPA files (gzipped or not), not KenLM's
-  binary files; there is no `config` argument and no Config, LoadMethod or
-  ARPALoadComplain. A file that cannot be read raises ModelFileError or ArpaError (both
+- Model(path) reads rnnkit model files (memory-mapped, as KenLM's binary files are) and
+  ARPA files (gzipped or not), not KenLM's binary files; there is no `config` argument
+  and no Config, LoadMethod or ARPALoadComplain. A file that cannot be read raises ModelFileError or ArpaError (both
   ValueError), not IOError. An ARPA that rnnkit wrote from a char or jamo model loads
   as that model (kenlm reads its units as words, the space as `<sp>`).
 - Text is NFC-normalised before lookup (sentences and BaseScore words, as everywhere in
@@ -69,9 +71,12 @@ Where rnnkit differs from kenlm:
 - FullScoreReturn is a named tuple: the same read-only fields, and it also unpacks.
 - The n-gram length of an RNN (and of a mixture with one) grows with the sentence;
   kenlm's never exceeds the order.
-- Speed: BaseScore is Python, about 10-25 times slower than kenlm's C++ on an n-gram
-  (some 120,000-160,000 words a second on the KenLM fixtures); an RNN's costs one kernel
-  step (the full next-unit softmax).
+- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm): score
+  and full_scores are one C call per sentence, at about kenlm's speed. BaseScore is a
+  Python call around one C call, some 2-2.5 times slower than kenlm's: its C part alone
+  takes about as long as kenlm's whole call (the model's hash probes miss the cache
+  alike), and the Python around it (the State objects, the call) costs as much again.
+  An RNN's BaseScore costs one kernel step (the full next-unit softmax).
 - `path` is the absolute path as bytes, as kenlm's; repr(Model) is kenlm's. Loading
   prints nothing (kenlm prints its progress on stderr).
 """
@@ -88,9 +93,10 @@ import numpy as np
 
 from . import loader
 from .errors import ConfigError
+from .kernel import NGRAM_STATE_LENGTHS, NotAProbability
 from .lm import POSITIVE_SLACK, checked
 from .mix import MixModel
-from .ngram import NgramModel
+from .ngram import NgramModel, not_a_probability
 from .rnnlm import LOG10_E, RNNModel
 from .units import decode_utf8, nfc
 from .vocab import BOS_ID, EOS, UNK_ID
@@ -98,6 +104,8 @@ from .vocab import BOS_ID, EOS, UNK_ID
 # the order of a model that conditions on the whole history (an RNN)
 UNBOUNDED_ORDER = sys.maxsize
 _F32 = np.float32
+# distinct words an n-gram Model remembers the ids of (then it starts over)
+WORD_CACHE = 1 << 20
 
 
 class FullScoreReturn(NamedTuple):
@@ -160,7 +168,10 @@ class State:
 # data what the next step needs. step(raw, word) -> (log10, n-gram length, next raw).
 
 class _NgramScorer:
-    """KenLM's state machine on NgramModel's arrays (FullScore in lm/model.cc)."""
+    """KenLM's state machine (FullScore in lm/model.cc), in C on NgramModel's arrays
+    (NgramModel.kenlm_steppers). The raw state is (length, state code, None): the code
+    names the n-gram the state holds (its words and their backoffs follow from it), so
+    equal codes are equal states; the null context is (0, (), None), as State()'s."""
 
     nullable = True
 
@@ -168,29 +179,36 @@ class _NgramScorer:
         self.model = model
         self.order = model.order
         self.vocab = model.vocab
+        self.base, self.full_base = model.kenlm_steppers()
+        self.word_ids: dict = {}   # word as given -> id: NFC and lookup once per word
 
     def begin(self) -> tuple:
-        # KenLM's begin-sentence state always holds <s>, with its backoff
-        _, backoff, _ = self.model.context_match(BOS_ID, ())[0]
-        return 1, (BOS_ID,), (backoff,)
+        # KenLM's begin-sentence state always holds <s> (a unigram: its index is its id)
+        return self.raw(BOS_ID * NGRAM_STATE_LENGTHS + 1)
 
     def null(self) -> tuple:
-        return 0, (), ()
+        return 0, (), None
+
+    def word_id(self, word: str) -> int:
+        try:
+            return self.word_ids[word]
+        except KeyError:
+            pass
+        if len(self.word_ids) >= WORD_CACHE:   # any number of distinct words, bounded memory
+            self.word_ids.clear()
+        found = self.word_ids[word] = self.vocab.id(nfc(word))
+        return found
 
     def step(self, raw: tuple, word: str) -> tuple:
-        _, words, backoffs = raw
-        wid = self.vocab.id(word)
-        rows = self.model.context_match(wid, words)
-        matched = len(rows)
-        log10 = rows[-1][0]
-        for backoff in backoffs[matched - 1:]:   # the longer contexts the match did not use
-            log10 = log10 + backoff              # float32 sums, as KenLM
-        # keep the longest match that can still be extended (at most order - 1 words)
-        length = min(matched, self.order - 1)
-        while length and not rows[length - 1][2]:
-            length -= 1
-        out_words = ((wid,) + words)[:length]
-        return log10, matched, (length, out_words, tuple([row[1] for row in rows[:length]]))
+        try:
+            log10, code, length, _ = self.full_base(raw[1] or 0, self.word_id(word))
+        except NotAProbability as exc:
+            not_a_probability(exc)
+        return log10, length, self.raw(code)
+
+    @staticmethod
+    def raw(code: int) -> tuple:
+        return (code % NGRAM_STATE_LENGTHS, code, None) if code else (0, (), None)
 
 
 class _RnnScorer:
@@ -292,6 +310,9 @@ class Model:
         self._lm = loader.load(os.fsdecode(self.path))
         self._scorer = scorer_for(self._lm)
         self._vocab = self._lm.vocab
+        self._ngram = self._lm if isinstance(self._lm, NgramModel) else None
+        if self._ngram is not None:   # decoders call BaseScore for every word
+            self.BaseScore = _ngram_base_score(self, self._scorer)
 
     @property
     def order(self) -> int:
@@ -300,6 +321,8 @@ class Model:
     # -- whole sentences ----------------------------------------------------------------
     def score(self, sentence, bos: bool = True, eos: bool = True) -> float:
         """log10 P(sentence [</s>] | <s> or the null context), summed in float32 as KenLM."""
+        if self._ngram is not None:   # the same sums, in one C call
+            return self._ngram.kenlm_score(_text(sentence), bos, eos)
         total = _F32(0.0)
         for log10, _, _ in self.full_scores(sentence, bos, eos):
             total = total + _F32(log10)
@@ -307,6 +330,9 @@ class Model:
 
     def full_scores(self, sentence, bos: bool = True, eos: bool = True) -> Iterator[tuple[float, int, bool]]:
         """(log10 prob, n-gram length, oov) for each word and, when eos, for </s>."""
+        if self._ngram is not None:   # the same numbers, in one C call
+            yield from self._ngram.kenlm_full_scores(_text(sentence), bos, eos)
+            return
         words = self._words(sentence)
         raw = self._scorer.begin() if bos else self._null()
         for word in words:
@@ -382,6 +408,41 @@ class Model:
 
 class LanguageModel(Model):
     """Backwards compatibility stub (as in kenlm). Use Model."""
+
+
+def _ngram_base_score(model: Model, scorer: _NgramScorer):
+    """Model.BaseScore for an n-gram model: what Model._base and _NgramScorer.step do,
+    with their layers folded into one function of local names."""
+    word_ids, word_id, base, read = scorer.word_ids, scorer.word_id, scorer.base, model._read
+
+    def BaseScore(in_state: State, word: str, out_state: State) -> float:
+        try:
+            wid = word_ids[word]
+        except (KeyError, TypeError):
+            if not isinstance(word, str):
+                raise ConfigError(f"a word must be a str, got {type(word).__name__}") from None
+            wid = word_id(word)
+        try:
+            key = in_state._key if in_state._owner is scorer else read(in_state)[1]
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(in_state).__name__}") from None
+        try:
+            log10, code = base(key or 0, wid)
+        except NotAProbability as exc:
+            not_a_probability(exc)
+        try:
+            out_state._owner = scorer
+        except AttributeError:
+            raise ConfigError(f"expected a kenlm State, got {type(out_state).__name__}") from None
+        if code:
+            out_state._length, out_state._key = code % NGRAM_STATE_LENGTHS, code
+        else:
+            out_state._length, out_state._key = 0, ()
+        out_state._data = None
+        return log10
+
+    BaseScore.__doc__ = Model.BaseScore.__doc__
+    return BaseScore
 
 
 def _check_state(state) -> State:

@@ -4,12 +4,14 @@ Every array reaches C through `_pointer` (dtype, C order, alignment, shape consi
 with T, B, H, V, writability where C writes) and every scalar through `_integer` or
 `_real` (type and range), so no argument can crash the kernel, make it write outside a
 buffer or raise a bare cffi error: each mistake is a KernelError naming the argument.
-A non-zero status becomes a KernelError with the kernel's own message; id ranges are
-checked by the kernel itself, and only on failure does Python find the bad position.
+A non-zero status becomes a KernelError with the kernel's own message (NotAProbability
+for an n-gram score that is no log-probability); id ranges are checked by the kernel
+itself, and only on failure does Python find the bad position.
 Nothing is copied silently: callers prepare arrays once with
 np.ascontiguousarray(x, np.float32).
 
-reference.py has the same functions with the same signatures in plain NumPy.
+reference.py has the same functions with the same signatures in plain NumPy (for the
+n-gram queries at the end, NgramModel._numpy_token_scores states the rule they compute).
 
 Threading: kernel calls release the GIL. A parameter buffer must not be mutated from
 another thread while a call that reads it runs.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
 
 import numpy as np
 
@@ -40,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -54,6 +57,19 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 SIZE_LIMITS = "T*B must be below 2^31 and V*H, H*H and T*B*H at most 2^40"
+NGRAM_SPLITS = {"words": lib.NGRAM_SPLIT_WORDS, "chars": lib.NGRAM_SPLIT_CHARS, "none": lib.NGRAM_SPLIT_NONE}
+NGRAM_PRECISIONS = {"float64": lib.NGRAM_FLOAT64, "float32": lib.NGRAM_FLOAT32}
+NGRAM_STATE_LENGTHS = lib.NGRAM_STATE_LENGTHS
+
+
+class NotAProbability(KernelError):
+    """A score that is NaN or above the slack: the model's numbers are broken. `value`
+    is the score, for lm.checked to name."""
+
+    def __init__(self, value: float):
+        super().__init__(f"log10 probability {value!r} is NaN or above 0")
+        self.value = value
+
 
 __all__ = [
     "ACTIVATIONS", "ForwardCache", "num_params", "param_shapes", "param_views",
@@ -79,13 +95,20 @@ def _cffi(function, *args, **kwargs):
 
 
 def _run(function, *args, ids=None) -> None:
-    """Calls a kernel function and turns a non-zero status into a KernelError. `ids` maps
-    an id status (RNN_E_TOKEN, ...) to (name, array, low, high) so that the message
-    names the first offending position; the kernel did the range scan already."""
-    status = _cffi(function, *args)
+    """Calls a kernel function and raises for a non-zero status (see _check_status)."""
+    _check_status(_cffi(function, *args), ids=ids)
+
+
+def _check_status(status: int, *, ids=None, bad_value=None) -> None:
+    """Nothing for status 0; NotAProbability(bad_value) for a score that is no log10
+    probability (NGRAM_E_NOT_PROBABILITY); else a KernelError with the kernel's message.
+    `ids` maps an id status (RNN_E_TOKEN, ...) to (name, array, low, high) so that the
+    message names the first offending position; the kernel did the range scan already."""
     if status == 0:
         return
-    message = ffi.string(lib.rnn_strerror(status)).decode()
+    if status == lib.NGRAM_E_NOT_PROBABILITY:
+        raise NotAProbability(bad_value)
+    message = ffi.string(lib.ngram_strerror(status)).decode()   # it names the rnn_ statuses too
     if ids and status in ids:
         message += _first_bad_id(*ids[status])
     raise KernelError(message)
@@ -160,8 +183,8 @@ def _flat_shape(name: str, array) -> tuple:
     return array.shape
 
 
-_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]", np.dtype(np.int64): "int64_t[]",
-            np.dtype(np.uint8): "uint8_t[]"}
+_C_TYPES = {np.dtype(np.float32): "float[]", np.dtype(np.int32): "int32_t[]",
+            np.dtype(np.float64): "double[]", np.dtype(np.int64): "int64_t[]", np.dtype(np.uint8): "uint8_t[]"}
 
 
 def _pointer(name: str, array, dtype, shape: tuple, *, writable: bool = False):
@@ -262,6 +285,82 @@ def _history(history, B: int):
     """The (B, K) int32 direct history, or NULL for None (nothing before step 0)."""
     return ffi.NULL if history is None else _pointer("history", history, np.int32,
                                                      (B, lib.RNN_DIRECT_HISTORY))
+
+
+# n-gram arguments (csrc/ngram.c). A model's arrays are checked once, when ngram_tables
+# (ngram_vocab_tables) makes its C view, and pinned in it; a query passes that view plus
+# its own text or ids, checked per call. The one-sentence and one-word scorers, called
+# for every sentence or word, test their arguments' types inline and raise the error
+# that _bad_sentence_call / _bad_step_call make. Sizes are int64 throughout (rnnkit
+# builds on 64-bit platforms only).
+
+def _vector(name: str, array, dtype, length: int | None = None):
+    """(pointer, length) of a flat array of `dtype`, `length` long when given."""
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise KernelError(f"{name} must be a flat {np.dtype(dtype).name} array, got {_described(array)}")
+    length = array.size if length is None else length
+    return _pointer(name, array, dtype, (length,)), length
+
+
+def _count(name: str, value) -> int:
+    return _integer(name, value, 0, lib.NGRAM_MAX_COUNT)
+
+
+def _vocab_arrays(text, offsets):
+    p_text, text_size = _vector("vocab text", text, np.uint8)
+    p_offsets, entries = _vector("vocab offsets", offsets, np.int64)
+    size = _count("vocabulary size", entries - 1)
+    return p_text, text_size, p_offsets, size
+
+
+def _per_order(name: str, arrays, order: int, first: int, last: int) -> list:
+    """arrays[first..last] of a list indexed by order (entries outside are ignored)."""
+    if not isinstance(arrays, (list, tuple)) or len(arrays) != order + 1:
+        raise KernelError(f"{name} must be a list of {order + 1} entries (index = order), got {_described(arrays)}")
+    return [(n, arrays[n]) for n in range(first, last + 1)]
+
+
+def _choice(name: str, value, choices: dict) -> int:
+    if not isinstance(value, str) or value not in choices:
+        raise KernelError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return choices[value]
+
+
+def _split_code(split) -> int:
+    return _choice("split", split, NGRAM_SPLITS)
+
+
+def _precision_code(precision) -> int:
+    return _choice("precision", precision, NGRAM_PRECISIONS)
+
+
+def _text(name: str, text) -> bytes:
+    if not isinstance(text, bytes):
+        raise KernelError(f"{name} must be bytes (UTF-8), got {type(text).__name__}")
+    return text
+
+
+def _model(tables) -> NgramTables:
+    if not isinstance(tables, NgramTables):
+        raise KernelError(f"tables must come from ngram_tables, got {type(tables).__name__}")
+    return tables
+
+
+def _vocab(vocab) -> NgramVocab:
+    if not isinstance(vocab, NgramVocab):
+        raise KernelError(f"vocab must come from ngram_vocab_tables, got {type(vocab).__name__}")
+    return vocab
+
+
+def _bad_sentence_call(text, bos, eos) -> KernelError:
+    return KernelError(f"a sentence must be bytes and bos, eos True or False, got "
+                       f"{type(text).__name__}, {bos!r}, {eos!r}")
+
+
+def _bad_step_call(state, word) -> KernelError:
+    if state.__class__ is int and word.__class__ is int:   # cffi refused them: beyond int64
+        return KernelError(f"a state code and a word id must fit in int64, got {state}, {word}")
+    return KernelError(f"a state code and a word id must be ints, got {state!r}, {word!r}")
 
 
 # ----------------------------------------------------------------------------------
@@ -691,3 +790,236 @@ def clip_grad_norm(grads, max_norm):
     _run(lib.rnn_clip_grad_norm, _pointer("norm", norm, np.float32, (1,), writable=True),
          _pointer("grads", grads, np.float32, shape, writable=True), max_norm, grads.size)
     return float(norm[0])
+
+
+# ----------------------------------------------------------------------------------
+# n-gram queries (csrc/ngram.c): hash tables, text to ids, scoring, KenLM's states
+# ----------------------------------------------------------------------------------
+
+class NgramVocab:
+    """The C view of a vocabulary (ngram_vocab): made only by ngram_vocab_tables."""
+
+    __slots__ = ("struct", "size", "_pinned")
+
+
+class NgramTables:
+    """The C view of an n-gram model (ngram_model): made only by ngram_tables."""
+
+    __slots__ = ("struct", "order", "vocab", "_pinned")
+
+
+def ngram_table_size(count: int) -> int:
+    """Slots of the hash table of `count` keys or units."""
+    return int(lib.ngram_table_size(_count("count", count)))
+
+
+def ngram_hash_tables(keys, V: int) -> list:
+    """The hash tables (int64 entries, see csrc/ngram.c) of orders 2.. of an n-gram model
+    of V words, from its keys (a list indexed by order, keys[n] for n >= 2)."""
+    V = _integer("V", V, 1, lib.NGRAM_MAX_COUNT)
+    if not isinstance(keys, (list, tuple)) or len(keys) < 2:
+        raise KernelError(f"keys must be a list indexed by order, got {_described(keys)}")
+    tables, lower, lower_count = [None, None], None, V
+    for n in range(2, len(keys)):
+        p_keys, count = _vector(f"keys[{n}]", keys[n], np.int64)
+        size = ngram_table_size(count)
+        table, hashes = _new("table", (size,), np.int64), _new("hashes", (count,), np.int64)
+        _run(lib.ngram_table_build, _pointer("table", table, np.int64, (size,), writable=True),
+             size, p_keys, count, V,
+             ffi.NULL if lower is None else _pointer("hashes", lower, np.int64, (lower_count,)),
+             lower_count, _pointer("hashes", hashes, np.int64, (count,), writable=True))
+        tables.append(table)
+        lower, lower_count = hashes, count
+    return tables
+
+
+def ngram_table_misses(keys, tables, V: int, n: int, stride: int) -> int:
+    """The first of n-grams 0, stride, 2 stride, ... of order n that tables[n] does not
+    find at its own index, or -1 when it finds them all (keys and tables: lists indexed
+    by order, of orders 2..n at least)."""
+    V, n = _integer("V", V, 1, lib.NGRAM_MAX_COUNT), _integer("n", n, 2, lib.NGRAM_MAX_ORDER)
+    struct, pinned = ffi.new("ngram_model *"), []
+    struct.order, struct.vocab.size, struct.count[1] = n, V, V
+    for order, array in _per_order("keys", list(keys[:n + 1]), n, 2, n):
+        pointer, count = _vector(f"keys[{order}]", array, np.int64)
+        struct.keys[order], struct.count[order] = pointer, _count(f"n-grams of order {order}", count)
+        pinned.append(pointer)
+    for order, array in _per_order("tables", list(tables[:n + 1]), n, 2, n):
+        pointer, size = _vector(f"tables[{order}]", array, np.int64, ngram_table_size(struct.count[order]))
+        struct.table[order], struct.table_size[order] = pointer, size
+        pinned.append(pointer)
+    bad = ffi.new("int64_t *")
+    status = _cffi(lib.ngram_table_check, struct, n, _integer("stride", stride, 1, INT64_MAX), bad)
+    if status not in (0, lib.NGRAM_E_TABLE, lib.NGRAM_E_CORRUPT):
+        _check_status(status)
+    return int(bad[0])
+
+
+def vocab_hash_table(text, offsets) -> np.ndarray:
+    """The hash table of a vocabulary (as ngram_hash_tables'): unit i is
+    text[offsets[i]:offsets[i + 1]]."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    table_size = ngram_table_size(size)
+    table = _new("vocab table", (table_size,), np.int64)
+    bad = ffi.new("int64_t *")
+    _run(lib.ngram_vocab_build, _pointer("vocab table", table, np.int64, (table_size,), writable=True),
+         table_size, p_text, text_size, p_offsets, size, bad)
+    return table
+
+
+def vocab_table_fault(table, text, offsets) -> tuple[str, int] | None:
+    """None when every unit is UTF-8 and `table` finds it at its own id (so no two are
+    equal); else ("offsets" | "utf8" | "duplicate", the first unit id at fault)."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    p_table, table_size = _vector("vocab table", table, np.int64, ngram_table_size(size))
+    bad = ffi.new("int64_t *")
+    status = _cffi(lib.ngram_vocab_check, p_table, table_size, p_text, text_size, p_offsets, size, bad)
+    faults = {lib.NGRAM_E_OFFSETS: "offsets", lib.NGRAM_E_UTF8: "utf8", lib.NGRAM_E_DUPLICATE: "duplicate"}
+    if status in faults:
+        return faults[status], int(bad[0])
+    _check_status(status)
+    return None
+
+
+def ngram_vocab_tables(text, offsets, table) -> NgramVocab:
+    """The C view of a vocabulary's arrays (checked as vocab_table_fault's arguments)."""
+    p_text, text_size, p_offsets, size = _vocab_arrays(text, offsets)
+    p_table, table_size = _vector("vocab table", table, np.int64, ngram_table_size(size))
+    struct = ffi.new("ngram_vocab *")
+    struct.text, struct.text_size, struct.offsets, struct.size = p_text, text_size, p_offsets, size
+    struct.table, struct.table_size = p_table, table_size
+    vocab = NgramVocab()
+    vocab.struct, vocab.size, vocab._pinned = struct, size, (text, offsets, table, p_text, p_offsets, p_table)
+    return vocab
+
+
+def ngram_tables(order: int, vocab: NgramVocab, keys, prob, backoff, extendable, tables) -> NgramTables:
+    """The C view of an n-gram model. Lists indexed by order: keys[n] (n >= 2, int64),
+    prob[n] (n >= 1, float32), backoff[n] and extendable[n] (n < order; float32, uint8),
+    tables[n] (n >= 2, int64 of ngram_table_size(count))."""
+    order, vocab = _integer("order", order, 1, lib.NGRAM_MAX_ORDER), _vocab(vocab)
+    if vocab.size < 3:
+        raise KernelError(f"the vocabulary must hold <unk>, <s> and </s>; it has {vocab.size} units")
+    struct = ffi.new("ngram_model *")
+    struct.order, struct.vocab = order, vocab.struct[0]
+    pinned = [vocab]
+    counts = [0, vocab.size]
+    for n, array in _per_order("keys", keys, order, 2, order):
+        pointer, count = _vector(f"keys[{n}]", array, np.int64)
+        struct.keys[n], struct.count[n] = pointer, _count(f"n-grams of order {n}", count)
+        counts.append(count)
+        pinned += [array, pointer]
+    struct.count[1] = vocab.size
+    columns = (("prob", prob, np.float32, 1, order), ("backoff", backoff, np.float32, 1, order - 1),
+               ("extendable", extendable, np.uint8, 1, order - 1))
+    for name, arrays, dtype, first, last in columns:
+        for n, array in _per_order(name, arrays, order, first, last):
+            pointer, _ = _vector(f"{name}[{n}]", array, dtype, counts[n])
+            getattr(struct, name)[n] = pointer
+            pinned += [array, pointer]
+    for n, array in _per_order("tables", tables, order, 2, order):
+        pointer, size = _vector(f"tables[{n}]", array, np.int64, ngram_table_size(counts[n]))
+        struct.table[n], struct.table_size[n] = pointer, size
+        pinned += [array, pointer]
+    model = NgramTables()
+    model.struct, model.order, model.vocab, model._pinned = struct, order, vocab, pinned
+    return model
+
+
+def ngram_unit_id(vocab: NgramVocab, unit) -> int:
+    """The id of one unit (UTF-8 bytes); 0 (<unk>) when the vocabulary lacks it."""
+    vocab, unit = _vocab(vocab), _text("unit", unit)
+    found = ffi.new("int64_t *")
+    _run(lib.ngram_unit_id, vocab.struct, unit, len(unit), found)
+    return found[0]
+
+
+def ngram_lookup(vocab: NgramVocab, split, text, ends):
+    """(ids, lengths): the vocabulary ids of the units of each text[ends[s-1]:ends[s]]
+    (unknown units: 0), split by `split`, and the number of units of each."""
+    vocab, code, text = _vocab(vocab), _split_code(split), _text("text", text)
+    p_ends, n = _vector("ends", ends, np.int64)
+    capacity = len(text) + n   # a unit has a byte (or is a whole, possibly empty, range)
+    ids, lengths = _new("ids", (capacity,), np.int64), _new("lengths", (n,), np.int64)
+    _run(lib.ngram_lookup, vocab.struct, code, text, len(text), p_ends, n,
+         _pointer("ids", ids, np.int64, (capacity,), writable=True), capacity,
+         _pointer("lengths", lengths, np.int64, (n,), writable=True))
+    return ids[:int(lengths.sum())], lengths
+
+
+def ngram_score_ids(tables: NgramTables, ids, lengths, *, bos, eos, precision, slack, tokens=True):
+    """Scores sentences of ids (lengths[s] ids each). Returns (logp, match, oov, totals):
+    per scored position log10 (float64), n-gram length (int32) and OOV flag (bool), or
+    three Nones with tokens=False, and per sentence the total (summed in order)."""
+    tables = _model(tables)
+    p_ids, n_ids = _vector("ids", ids, np.int64)
+    p_lengths, n = _vector("lengths", lengths, np.int64)
+    bos, eos = _flag("bos", bos), _flag("eos", eos)
+    code, slack = _precision_code(precision), _real("slack", slack, 0.0, 1.0)
+    totals = _new("totals", (n,), np.float64)
+    capacity = n_ids + n * eos if tokens else 0
+    logp, match, oov = ((_new("logp", (capacity,), np.float64), _new("match", (capacity,), np.int32),
+                         _new("oov", (capacity,), np.uint8)) if tokens else (None, None, None))
+    outputs = [ffi.NULL if array is None else _pointer(name, array, array.dtype, (capacity,), writable=True)
+               for name, array in (("logp", logp), ("match", match), ("oov", oov))]
+    bad = ffi.new("double *")
+    status = _cffi(lib.ngram_score_ids, tables.struct, p_ids, n_ids, p_lengths, n, bos, eos, code, slack,
+                   *outputs, capacity, _pointer("totals", totals, np.float64, (n,), writable=True), bad)
+    _check_status(status, bad_value=bad[0])
+    return logp, match, None if oov is None else oov.view(bool), totals
+
+
+def ngram_text_scorer(tables: NgramTables, split, precision, slack):
+    """log10 P of one sentence at the least cost per call (score() one sentence at a
+    time is a common use): a function (UTF-8 bytes, bos, eos) -> the total, or None when
+    the sentence has more than NGRAM_MAX_SENTENCE units (score it with ngram_score_ids).
+    The model, split, precision and slack are checked here, once; per call, the types of
+    the text and flags (bytes, bool)."""
+    tables, code = _model(tables), _split_code(split)
+    precision, slack = _precision_code(precision), _real("slack", slack, 0.0, 1.0)
+    run, struct, local, too_long = lib.ngram_score_text, tables.struct, threading.local(), lib.NGRAM_E_LONG
+
+    def score(text, bos, eos):
+        if text.__class__ is not bytes or bos.__class__ is not bool or eos.__class__ is not bool:
+            raise _bad_sentence_call(text, bos, eos)
+        try:
+            total, bad = local.out
+        except AttributeError:   # one output per thread: the call releases the GIL
+            total = ffi.new("double[2]")
+            total, bad = local.out = total, total + 1
+        status = run(struct, code, text, len(text), bos, eos, precision, slack, total, bad)
+        if status:
+            if status == too_long:
+                return None
+            _check_status(status, bad_value=bad[0])
+        return total[0]
+
+    return score
+
+
+def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
+    """KenLM's BaseScore on one model at the least cost per call (decoders call it for
+    every word): a function (state code, word id) -> (log10 as a float32 value, state
+    code after the word), or with full=True (log10, state code, n-gram length, oov).
+    The model and slack are checked here, once; per call, that the state code and the
+    word id are ints, and C checks their values (NGRAM_E_STATE, RNN_E_TOKEN). A state
+    code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
+    tables, slack, full = _model(tables), _real("slack", slack, 0.0, 1.0), _flag("full", full)
+    run, struct, local = lib.ngram_base_score, tables.struct, threading.local()
+
+    def step(state, word):
+        if state.__class__ is not int or word.__class__ is not int:
+            raise _bad_step_call(state, word)
+        try:
+            out = local.out
+        except AttributeError:   # one output per thread: the call releases the GIL
+            out = local.out = ffi.new("ngram_step *")
+        try:
+            status = run(struct, state, word, slack, out)
+        except OverflowError:
+            raise _bad_step_call(state, word) from None
+        if status:
+            _check_status(status, bad_value=out.log10)
+        return (out.log10, out.state, out.length, bool(out.oov)) if full else (out.log10, out.state)
+
+    return step

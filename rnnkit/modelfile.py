@@ -6,15 +6,36 @@ entry per array. Loading reads only that: arrays of float32, int64 or uint8 whos
 headers are parsed strictly, so a model file can never run code (no pickles), and
 nothing is inflated or allocated beyond what the file holds (see `load`).
 
-Files are written atomically by files.write_atomic (a temporary file renamed over the
-target), so an interrupted write never clobbers a good model.
+Memory-mapped loading. A stored member's bytes lie contiguously in the file, and `save`
+pads each member's local header (a zip extra field, as Android's zipalign does) so that
+every array's data starts at a multiple of ALIGNMENT (64) bytes in the file. `load`
+maps the file and hands out arrays that are views of the mapping: no array is read or
+copied, and processes that load the same file share its pages in the page cache. The
+mapping is copy-on-write (mmap.ACCESS_COPY): an array written in place (an RNN resumed
+for training) gets private pages, never changes the file. A member that is not aligned
+(a file written by another zip tool) is copied instead; a file that cannot be mapped is
+read. The checksums of every member are still verified, which reads the mapped pages
+once (from the page cache when the file was loaded before).
+
+A mapped file must not shrink while a model from it is in use: reading a page beyond
+the new end of the file kills the process with SIGBUS (on Windows the file cannot be
+changed at all while mapped). rnnkit never writes a file in place: files are written
+atomically by files.write_atomic (a temporary file renamed over the target), so the
+mapped file lives on unchanged until the model is gone, and an interrupted write never
+clobbers a good model. Only another program truncating the file in place can do it.
+
+Format versions: 1 (rnnkit <= 0.1: n-gram vocabularies in meta.json, members not
+aligned) is still read; 2 is written. A file from a newer version is refused with a
+message saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import mmap
 import os
 import re
 import struct
@@ -29,8 +50,14 @@ from .errors import ModelFileError
 from .files import write_atomic
 
 FORMAT_NAME = "rnnkit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MEMBER_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest time a zip member can carry
+ALIGNMENT = 64                        # array data starts at a multiple of this in the file
+# The padding extra field: Android zipalign's header id, then the alignment (uint16) and
+# zeros. Any zip reader skips extra fields it does not know.
+PADDING_ID = 0xD935
+PADDING_HEADER = struct.Struct("<HHH")
+ZIP64_EXTRA = 20   # zipfile adds a zip64 record to a local header by its rule below
 
 
 def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -48,10 +75,24 @@ def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> No
             archive.writestr(member("meta.json"), json.dumps(header, ensure_ascii=False))
             for name, array in arrays.items():
                 buffer = io.BytesIO()
+                # np.save pads its header so that the data starts 64-aligned in the member
                 np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                archive.writestr(member(f"{name}.npy"), buffer.getvalue())
+                data = buffer.getvalue()
+                info = member(f"{name}.npy")
+                info.extra = _padding(handle.tell(), info, len(data))
+                archive.writestr(info, data)
 
     write_atomic(path, write_to)
+
+
+def _padding(header_offset: int, info: zipfile.ZipInfo, size: int) -> bytes:
+    """The extra field that makes a member's data start at a multiple of ALIGNMENT."""
+    # zipfile.ZipFile.writestr adds a zip64 record to the local header after our extra
+    # field when size * 1.05 > ZIP64_LIMIT (tests check the alignment of written files)
+    zip64 = ZIP64_EXTRA if size * 1.05 > zipfile.ZIP64_LIMIT else 0
+    start = header_offset + LOCAL_HEADER.size + len(info.filename.encode()) + PADDING_HEADER.size + zip64
+    zeros = -start % ALIGNMENT
+    return PADDING_HEADER.pack(PADDING_ID, 2 + zeros, ALIGNMENT) + bytes(zeros)
 
 
 def is_model_file(path) -> bool:
@@ -78,12 +119,14 @@ def load(path, expected_type: str | None = None) -> tuple[str, dict, dict[str, n
         raise ModelFileError(f"model path is a directory, not a file: {path}")
     try:
         with open(path, "rb") as handle:
-            members = _members(handle, os.fstat(handle.fileno()).st_size)
+            file_size = os.fstat(handle.fileno()).st_size
+            members = _members(handle, file_size)
             if "meta.json" not in members:
                 raise ModelFileError("there is no meta.json")
             meta = _read_meta(handle, members.pop("meta.json"))
             model_type = _check_header(meta, expected_type)
-            arrays = {name[:-4]: _read_array(handle, info) for name, info in members.items()}
+            mapping = _map(handle)
+            arrays = {name[:-4]: _read_array(handle, mapping, file_size, info) for name, info in members.items()}
         body = {key: value for key, value in meta.items() if key not in HEADER_FIELDS}
         schema.validate(model_type, body, arrays)
     except ModelFileError as exc:
@@ -96,8 +139,9 @@ def load(path, expected_type: str | None = None) -> tuple[str, dict, dict[str, n
 HEADER_FIELDS = ("format", "version", "type")
 MODEL_TYPES = ("rnn", "ngram", "mix")
 MAX_META_BYTES = 256 << 20          # meta.json holds the vocabulary: millions of units fit
-# float32 weights and probabilities, int64 n-gram keys, and uint8 for the one array of
-# raw bytes, a SentencePiece model (schema.py allows it under no other name)
+# float32 weights and probabilities, int64 n-gram keys, offsets and hash tables, uint8
+# for raw bytes and flags (a SentencePiece model, a packed vocabulary's text, KenLM's
+# extendable flags: schema.py names where each may be)
 ARRAY_DTYPES = ("<f4", "<i8", "|u1")
 MEMBER_NAME = re.compile(r"meta\.json|[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*\.npy")
 # a zip member's local header (APPNOTE 4.3.7): signature, 5 shorts, 3 longs, name and
@@ -192,9 +236,23 @@ def _check_header(meta: dict, expected_type: str | None) -> str:
     return model_type
 
 
-def _read_array(handle, info: zipfile.ZipInfo) -> np.ndarray:
-    """One .npy member, read straight into its array (no intermediate copy) once its
-    header's dtype and shape are known to match the member's size."""
+def _map(handle) -> mmap.mmap | None:
+    """The whole file mapped copy-on-write, or None where it cannot be mapped (then the
+    arrays are read)."""
+    try:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):
+        return None
+    # n-gram queries are random reads all over the arrays: with 2 MiB pages (Linux maps a
+    # file's large page-cache folios so when asked) they miss the TLB far less often
+    with contextlib.suppress(AttributeError, OSError):
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+    return mapping
+
+
+def _read_array(handle, mapping, file_size: int, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member, once its header's dtype and shape are known to match the member's
+    size: a view of the mapped file where its data is aligned, else read into a new array."""
     name = info.filename[:-4]
     offset = _seek_data(handle, info)
     dtype, shape, header_size = _read_npy_header(handle, name)
@@ -203,12 +261,22 @@ def _read_array(handle, info: zipfile.ZipInfo) -> np.ndarray:
         raise ModelFileError(f"array {name!r} claims shape {shape} of {dtype.str} "
                              f"({math.prod(shape) * dtype.itemsize} bytes) but its member holds "
                              f"{payload} bytes")
-    array = np.empty(shape, dtype=dtype)
-    if handle.readinto(memoryview(array).cast("B")) != payload:
+    start = offset + header_size
+    if start + payload > file_size:
         raise ModelFileError(f"array {name!r} is truncated")
+    if mapping is None:
+        array = np.empty(shape, dtype=dtype)
+        if handle.readinto(memoryview(array).cast("B")) != payload:
+            raise ModelFileError(f"array {name!r} is truncated")
+        data = memoryview(array).cast("B")
+    else:
+        data = memoryview(mapping)[start:start + payload]
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+        if not array.flags.aligned:   # written by another tool: C needs aligned arrays
+            array = array.copy()
     handle.seek(offset)
     crc = zlib.crc32(handle.read(header_size))
-    _check_crc(info, zlib.crc32(memoryview(array).cast("B"), crc))
+    _check_crc(info, zlib.crc32(data, crc))
     return array
 
 

@@ -53,12 +53,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import arpa as _arpa
+from . import kernel
 from .arpa import MAX_ORDER
 from .errors import ConfigError, CorpusError
 from .ngram import SMOOTHINGS, NgramModel
 from .spelling import SpellingModel
 from .units import Tokenizer
-from .vocab import BOS_ID, EOS_ID, SPECIALS, FirstOccurrence, Vocab
+from .vocab import BOS_ID, EOS_ID, SPECIALS, FirstOccurrence, PackedVocab, Vocab
 
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 # Bytes a counting chunk needs per position: the streams (seq, rem, two window indices),
@@ -161,12 +162,16 @@ def _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds,
         estimates = _estimate_interpolated(tables, order, V, keep, smoothing, info)
     else:
         estimates = _estimate_backoff(tables, order, V, keep, smoothing, k, info)
-    keys, prob, bo = _backoff_model(tables, order, V, keep, estimates)
+    keys, prob, bo, extendable = _backoff_model(tables, order, V, keep, estimates)
+    # the query structures a model file stores (see NgramModel): the packed vocabulary
+    # and a hash table per order
+    packed = PackedVocab.from_vocab(vocab)
+    hash_tables = kernel.ngram_hash_tables(keys, V)
     info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
     info["train_seconds"] = round(time.perf_counter() - t0, 3)
     # the spelling model is fitted on the distinct training units: an n-gram's vocabulary
-    return NgramModel(order, vocab, keys, prob, bo, unit=unit, smoothing=smoothing, info=info,
-                      spelling=SpellingModel.train([vocab.tokens]))
+    return NgramModel(order, packed, keys, prob, bo, unit=unit, smoothing=smoothing, info=info,
+                      spelling=SpellingModel.train([vocab.tokens]), extendable=extendable, tables=hash_tables)
 
 
 # ---------------------------------------------------------------- memory and spill files
@@ -864,11 +869,11 @@ def _log10(values) -> np.ndarray:
         return np.log10(values.astype(_F32).astype(np.float64)).astype(_F32)
 
 
-def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list]:
-    """The model's sorted keys, log10 probs and log10 backoffs per order (kept n-grams
-    only), built as the estimates arrive; each order's table is let go once the next
-    order no longer needs it."""
-    keys, prob, bo = [None, None], [None], [None]
+def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list, list]:
+    """The model's sorted keys, log10 probs, log10 backoffs and KenLM's extendable flags
+    per order (kept n-grams only), built as the estimates arrive; each order's table is
+    let go once the next order no longer needs it."""
+    keys, prob, bo, extendable = [None, None], [None], [None], [None]
     remap = [None] * (order + 1)  # old index -> new index where an order lost n-grams
     for n, p, gamma in estimates:
         kept = keep[n]
@@ -879,6 +884,12 @@ def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list]
             g = np.where(np.bincount(tables[n]["context"], minlength=len(gamma)) > 0, gamma, 1.0)
             bo.append(_log10(g)[keep[n - 1]])
             del g
+            # KenLM's state keeps an (n-1)-gram with a backoff or one that a kept n-gram
+            # starts with (keep[n - 1] holds every such context: see _prune_masks)
+            is_context = np.zeros(len(keep[n - 1]), dtype=bool)
+            is_context[tables[n]["context"][kept]] = True
+            extendable.append((is_context[keep[n - 1]] | (bo[n - 1] != 0)).view(np.uint8))
+            del is_context
             if remap[n - 1] is None and kept.all():
                 keys.append(tables[n]["keys"])  # what ngram_keys(suffix, first) would give
             else:
@@ -890,4 +901,5 @@ def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list]
         if not kept.all():
             remap[n] = np.cumsum(kept) - 1
     bo.append(None)
-    return keys, prob, bo
+    extendable.append(None)
+    return keys, prob, bo, extendable

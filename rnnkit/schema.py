@@ -20,9 +20,14 @@ Limits:
                 finite like the weights
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
+    n-grams     keys increasing and in range (a pass over each order: ~5 ms per 4M keys);
+                a packed vocabulary's every unit UTF-8 and found at its own id (~0.1 s per
+                million units); hash tables checked whole for size, range and occupancy,
+                and by TABLE_SAMPLE lookups per order for where the keys sit (why a sample
+                is enough: see TABLE_SAMPLE)
     nesting     free-form records (training, hyperparameters) at most MAX_DEPTH deep
     tokenizer   a morph model records Kiwi's settings (segmenter "kiwi" and its model
-                type); an spm model holds its SentencePiece model as the one uint8 array,
+                type); an spm model holds its SentencePiece model as the uint8 array
                 `spm_model` (raw bytes: binary stays binary, and meta.json stays small);
                 no other unit has either
     spelling    distinct single characters (no surrogates) with a count each, at most
@@ -305,10 +310,11 @@ RNN_META = Record({"unit": UNIT, "tokenizer": TOKENIZER, "spelling": SPELLING,
                    "hyperparameters": Record({}, extra=Json()), "training": TRAINING,
                    "train_state": TRAIN_STATE},
                   required=("unit", "vocab", "hidden"))
+# "vocab": format 1 kept an n-gram model's vocabulary here; format 2 stores it as arrays
 NGRAM_META = Record({"order": Integer(1, MAX_ORDER), "unit": UNIT, "tokenizer": TOKENIZER,
                      "spelling": SPELLING, "smoothing": OneOf(_smoothings),
                      "vocab": VocabList(), "training": TRAINING},
-                    required=("order", "unit", "vocab"))
+                    required=("order", "unit"))
 COMPONENT = Record({"type": OneOf(("rnn", "ngram")), "meta": Record({}, extra=Anything())},
                    required=("type", "meta"))
 MIX_META = Record({"unit": UNIT, "weights": ListOf(Number(lo=0, finite=True)), "training": TRAINING,
@@ -441,8 +447,13 @@ def _rnn_arrays(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> 
 
 
 def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
-    V, order = len(meta["vocab"]), meta["order"]
+    """The n-gram arrays; with the vocabulary as arrays (format 2), also the query
+    structures: a hash table per order n >= 2 and KenLM's extendable flags per n < N."""
+    packed = "vocab" not in meta
+    V = _packed_vocabulary(arrays, prefix) if packed else len(meta["vocab"])
+    order = meta["order"]
     lower = V  # n-grams of the order below
+    all_keys, tables = [None, None], [None, None]
     for n in range(1, order + 1):
         length = V
         if n > 1:
@@ -452,13 +463,87 @@ def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:
             # key = index of the (n-1)-gram suffix * V + first word, sorted for lookups
             if length and not (keys[0] >= 0 and keys[-1] < lower * V and (keys[1:] > keys[:-1]).all()):
                 raise SchemaError(f"array {name!r} must hold increasing n-gram keys in 0..{lower * V - 1}")
+            all_keys.append(keys)
+            if packed:
+                tables.append(_hash_table(arrays, f"{prefix}table_{n}", all_keys, tables, V))
         prob = _take(arrays, f"{prefix}prob_{n}", np.float32, length)
         _values_within(prob, f"{prefix}prob_{n}", -np.inf, 0.0, "log10 probabilities (<= 0)")
         if n < order:
             bo = _take(arrays, f"{prefix}bo_{n}", np.float32, length)
             _values_within(bo, f"{prefix}bo_{n}", -np.inf, float(np.finfo(np.float32).max),
                            "log10 backoff weights (not NaN or +inf)")
+            if packed:
+                flags = _take(arrays, f"{prefix}extendable_{n}", np.uint8, length)
+                _values_within(flags, f"{prefix}extendable_{n}", 0, 1, "flags (0 or 1)")
         lower = length
+
+
+# A hash table holds at most this many keys or units (31-bit indices, csrc/ngram.c).
+MAX_TABLE_KEYS = 2**31 - 1
+# Keys of an n-gram table looked up at load, evenly spaced: a table is checked whole for
+# its size, its entries' range and how many it holds, and by sampled lookups for where
+# they sit. The C lookup compares the key at every probe, so a table can never make it
+# read out of bounds or return a wrong n-gram; at worst a crafted table hides an n-gram
+# (scored by backing off, as if the file's probabilities were changed). Accidental damage
+# fails the zip checksum first. Looking up every key would cost about a second per 10
+# million n-grams; the sample costs nothing.
+TABLE_SAMPLE = 4096
+
+
+def _table_of(arrays: dict, name: str, entries: int, what: str) -> np.ndarray:
+    """arrays[name]: a hash table for `entries` keys (int64 entries: 0 when empty, else
+    index << 32 | fingerprint, index < entries), holding that many: every probe
+    sequence then ends at an empty entry."""
+    from . import kernel   # the C kernel loads only when a model with tables is read
+    if entries > MAX_TABLE_KEYS:
+        raise SchemaError(f"{what} hold {entries} entries; a hash table holds at most {MAX_TABLE_KEYS}")
+    table = _take(arrays, name, np.int64, kernel.ngram_table_size(entries))
+    # index < entries for every entry, checked without a temporary: entries < entries << 32
+    _values_within(table, name, 0, max((entries << 32) - 1, 0), f"0 or entries of indices below {entries}")
+    if np.count_nonzero(table) != entries:
+        raise SchemaError(f"array {name!r} must hold {entries} entries, holds {np.count_nonzero(table)}")
+    return table
+
+
+def _hash_table(arrays: dict, name: str, keys: list, tables: list, V: int) -> np.ndarray:
+    """Order n's table (n = len(keys) - 1), checked against the keys of orders 2..n."""
+    from . import kernel
+    n = len(keys) - 1
+    table = _table_of(arrays, name, keys[n].size, f"array 'keys_{n}'")
+    miss = kernel.ngram_table_misses(keys, tables + [table], V, n, max(1, keys[n].size // TABLE_SAMPLE))
+    if miss >= 0:
+        raise SchemaError(f"array {name!r} does not find n-gram {miss} of order {n}")
+    return table
+
+
+def _packed_vocabulary(arrays: dict, prefix: str) -> int:
+    """The vocabulary as arrays: UTF-8 text, offsets, hash table. Every unit is checked
+    (UTF-8, found at its own id, so no two are equal): a million units take ~0.1 s.
+    Returns its size V."""
+    from . import kernel
+    text_name, offsets_name, table_name = (prefix + name for name in ("vocab_text", "vocab_offsets", "vocab_table"))
+    text = _take(arrays, text_name, np.uint8)
+    offsets = _take(arrays, offsets_name, np.int64)
+    V = offsets.size - 1
+    if V < len(SPECIALS) or offsets[0] != 0 or offsets[-1] != text.size or (offsets[1:] < offsets[:-1]).any():
+        raise SchemaError(f"array {offsets_name!r} must increase from 0 to the {text.size} bytes of {text_name!r} "
+                          f"and delimit at least {len(SPECIALS)} units")
+    firsts = [text[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(SPECIALS))]
+    if firsts != [special.encode() for special in SPECIALS]:
+        raise SchemaError(f"array {text_name!r} must start with the units " + ", ".join(map(repr, SPECIALS)))
+    table = _table_of(arrays, table_name, V, f"array {offsets_name!r} (the units)")
+    fault = kernel.vocab_table_fault(table, text, offsets)
+    if fault is None:
+        return V
+    kind, unit = fault
+    raw = text[offsets[unit]:offsets[unit + 1]].tobytes()
+    if kind == "utf8":
+        raise SchemaError(f"array {text_name!r} holds unit {unit} that is not UTF-8: {shown(raw)}")
+    found = kernel.ngram_unit_id(kernel.ngram_vocab_tables(text, offsets, table), raw)
+    if found != unit and text[offsets[found]:offsets[found + 1]].tobytes() == raw:
+        raise SchemaError(f"array {text_name!r} holds {shown(raw.decode('utf-8', 'surrogatepass'))} twice "
+                          f"(units {min(found, unit)} and {max(found, unit)})")
+    raise SchemaError(f"array {table_name!r} does not find unit {unit}")
 
 
 def _validate_rnn(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> None:

@@ -11,6 +11,7 @@ RNN training's id file).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from itertools import chain, count
 from typing import Iterable
@@ -141,3 +142,57 @@ class FirstOccurrence:
         """The units numbered so far as a Vocab, in id order; no more can be numbered."""
         self.ids.default_factory = None  # lookups must not add units (no copy of a big dict)
         return Vocab(list(self.ids), self.ids)
+
+
+class PackedVocab(Vocab):
+    """A vocabulary held as arrays, as n-gram model files store it: the units' UTF-8
+    bytes one after the other (`text`, uint8), where unit i is
+    text[offsets[i]:offsets[i + 1]] (`offsets`, int64), and a hash table of them
+    (`table`, int64, built by the C kernel). Loading a model makes no Python object per
+    unit; lookups go through the table (as the C scoring does), and the unit strings
+    are decoded only if something asks for them (`tokens`).
+
+    Text is encoded with "surrogatepass", so any Python string has bytes to look up.
+    """
+
+    def __init__(self, text: np.ndarray, offsets: np.ndarray, table: np.ndarray | None = None):
+        """`table` None builds it; a table given must have been checked (schema.py)."""
+        from . import kernel   # the C kernel loads only when a packed vocabulary is made
+        self._kernel = kernel
+        self.text, self.offsets = text, offsets
+        self.table = kernel.vocab_hash_table(text, offsets) if table is None else table
+        self.c = kernel.ngram_vocab_tables(text, offsets, self.table)
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocab) -> "PackedVocab":
+        """Pack a Vocab (checked when it was made)."""
+        encoded = [token.encode("utf-8", "surrogatepass") for token in vocab.tokens]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+        packed = cls(np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets)
+        packed.__dict__["tokens"] = vocab.tokens   # no need to decode them again
+        return packed
+
+    @functools.cached_property
+    def tokens(self) -> list[str]:
+        data = self.text.tobytes()
+        bounds = self.offsets.tolist()
+        return [data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds, bounds[1:])]
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def __contains__(self, token) -> bool:
+        return isinstance(token, str) and (token == UNK or self.id(token) != UNK_ID)
+
+    def id(self, token: str) -> int:
+        if not isinstance(token, str):
+            return UNK_ID
+        return self._kernel.ngram_unit_id(self.c, token.encode("utf-8", "surrogatepass"))
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        # a token that is not a str is <unk>, as in Vocab: byte FF is in no UTF-8 unit
+        encoded = [token.encode("utf-8", "surrogatepass") if isinstance(token, str) else b"\xff" for token in tokens]
+        ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+        ids, _ = self._kernel.ngram_lookup(self.c, "none", b"".join(encoded), ends)
+        return ids.astype(np.int32)

@@ -257,7 +257,7 @@ def corrupt(arrays: dict, name: str, how: str) -> dict:
     ("keys_2", "swap", "'keys_2' must hold increasing n-gram keys"),
     ("keys_3", "negative", "'keys_3' must hold increasing n-gram keys"),
     ("keys_3", "beyond", "'keys_3' must hold increasing n-gram keys in 0..\\d+"),
-    ("keys_2", "float64", "'keys_2' has dtype <f8; rnnkit stores only <f4, <i8"),
+    ("keys_2", "float64", "'keys_2' has dtype <f8; rnnkit stores only <f4, <i8, |u1"),
     ("prob_1", "nan", "'prob_1' must hold log10 probabilities \\(<= 0\\), found nan"),
     ("prob_3", "inf", "'prob_3' must hold log10 probabilities \\(<= 0\\), found inf"),
     ("prob_2", "positive", "'prob_2' must hold log10 probabilities \\(<= 0\\), found"),

@@ -22,6 +22,8 @@ from rnnkit.ngram import NgramModel
 from rnnkit.ngram_build import build_sharded
 from rnnkit.units import read_lines
 
+from test_ngram_build import assert_same_arrays
+
 distributed = pytest.importorskip("distributed")   # in the test extras: CI runs these
 FIXTURES = Path(__file__).parent / "fixtures" / "kenlm"
 
@@ -72,6 +74,7 @@ def test_sharded_build_is_the_local_build(client, corpora, tmp_path, corpus, uni
     assert len(shards) == 4 and shards[0].start == 0 and shards[-1].stop == path.stat().st_size
     sharded = build_sharded(client, [path], order, smoothing=smoothing, unit=unit, prune=prune)
     assert arpa(sharded, tmp_path / "s.arpa") == arpa(local, tmp_path / "l.arpa")
+    assert_same_arrays(sharded, local)
     assert {k: v for k, v in sharded.info.items() if k not in ("train_seconds", "corpus")} == \
         {k: v for k, v in local.info.items() if k != "train_seconds"}
     if corpus == "small_ko.txt" and order == 5:
@@ -95,6 +98,7 @@ def test_shards_with_disjoint_vocabularies(client, corpora, tmp_path):
                      "--scheduler", client.scheduler.address], input=stdin)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "s.arpa").read_bytes() == (tmp_path / "l.arpa").read_bytes()
+    assert_same_arrays(NgramModel.load(tmp_path / "s.model"), NgramModel.load(tmp_path / "l.model"))
 
 
 def test_sharded_eval_and_score_match_the_local_run(client, corpora, tmp_path):

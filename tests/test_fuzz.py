@@ -14,13 +14,16 @@ import io
 import json
 import math
 import random
+import struct
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
 import rnnkit
+import rnnkit.kenlm as rnnkit_kenlm
 from rnnkit.errors import RnnkitError
 
 from modelfile_craft import KINDS, SENTENCES, make_models, read_members
@@ -336,3 +339,100 @@ def test_mutated_model_files_fail_cleanly_or_score(models, tmp_path, kind):
     # both kinds of outcome are exercised, so the mutations neither all break the file
     # outright nor all leave it valid
     assert counts["error"] >= CASES_PER_MODEL // 3 and counts["scored"] >= 5, counts
+
+
+# ---------------------------------------------------------------- mapped files, byte by byte
+# The files above are rewritten by zipfile, unaligned, so they load by copying. Here the
+# files rnnkit writes (aligned: their arrays load as views of the mapped file) are
+# mutated in place, and the checksums are then made to fit again, so that the mutation
+# reaches the array checks (rnnkit/schema.py) and the C queries instead of the checksum:
+# vocabulary bytes and offsets, hash tables, keys, flags. Every outcome must still be an
+# RnnkitError line or log-probabilities, from every query path.
+
+MAPPED_CASES = 250
+
+
+def members_of(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(central entry, local header, data start, data size) per member, read from the bytes."""
+    found, position = [], data.find(b"PK\x01\x02")
+    while position >= 0:
+        size = struct.unpack_from("<I", data, position + 20)[0]
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, position + 28)
+        local = struct.unpack_from("<I", data, position + 42)[0]
+        local_name, local_extra = struct.unpack_from("<HH", data, local + 26)
+        found.append((position, local, local + 30 + local_name + local_extra, size))
+        position = data.find(b"PK\x01\x02", position + 46 + name_length + extra_length + comment_length)
+    return found
+
+
+def with_checksums(data: bytearray) -> bytearray:
+    """Every member's CRC-32 recomputed into its local header and central entry."""
+    for central, local, start, size in members_of(bytes(data)):
+        crc = zlib.crc32(data[start:start + size])
+        struct.pack_into("<I", data, central + 16, crc)
+        struct.pack_into("<I", data, local + 14, crc)
+    return data
+
+
+def mutate_mapped(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+    data = bytearray(data)
+    members = [m for m in members_of(bytes(data)) if m[3] > 128]
+    how = rng.choice(["flip", "flip", "chunk", "chunk", "entries", "truncate", "raw_flip"])
+    if how == "truncate":
+        return bytes(data[:rng.randrange(len(data))]), how
+    if how == "raw_flip":   # the checksums left as they were
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        return bytes(data), how
+    _, _, start, size = rng.choice(members)
+    body = start + 128   # past the .npy header: the array's own bytes
+    if how == "flip":
+        for _ in range(rng.choice([1, 1, 2, 8])):
+            data[rng.randrange(body, start + size)] ^= 1 << rng.randrange(8)
+    elif how == "chunk":
+        at = rng.randrange(body, start + size)
+        length = min(rng.choice([1, 4, 8, 64, 4096]), start + size - at)
+        fill = rng.choice([b"\x00", b"\xff", b"\x80", bytes([rng.randrange(256)])])
+        data[at:at + length] = (fill * length)[:length]
+    else:   # a few random 8-byte values: table entries, keys, offsets
+        for _ in range(rng.choice([1, 3, 20])):
+            at = body + 8 * rng.randrange(max(1, (size - 128) // 8))
+            data[at:at + 8] = struct.pack("<q", rng.choice([0, -1, 1, 2**31, 2**62, -2**63, rng.getrandbits(63)]))
+    return bytes(with_checksums(data)), how
+
+
+def mapped_outcome(path) -> str:
+    """'error' or 'scored' through score_many, score, token_logprobs and rnnkit.kenlm."""
+    try:
+        model = rnnkit.load(path)
+        scores = list(model.score_many(SENTENCES)) + [model.score(s) for s in SENTENCES]
+        scores += [float(v) for s in SENTENCES for v in model.token_logprobs(s)]
+        lm = rnnkit_kenlm.Model(path)
+        state, out = rnnkit_kenlm.State(), rnnkit_kenlm.State()
+        lm.BeginSentenceWrite(state)
+        for word in SENTENCES[0].split() + ["zzz", "</s>"]:
+            scores.append(lm.BaseScore(state, word, out))
+            state, out = out, state
+        scores += [lm.score(s) for s in SENTENCES] + [r[0] for s in SENTENCES for r in lm.full_scores(s)]
+    except RnnkitError as exc:
+        message = str(exc)
+        assert message and "\n" not in message, f"multi-line error: {message!r}"
+        return "error"
+    for score in scores:
+        assert not math.isnan(score) and score <= 0, f"score {score} is not a log10 probability"
+    return "scored"
+
+
+@pytest.mark.parametrize("kind", ["ngram", "mix"])
+def test_mutated_mapped_files_fail_cleanly_or_score(models, tmp_path, kind):
+    rng = random.Random(f"{SEED}-mapped-{kind}")
+    original = models[kind].read_bytes()
+    counts = {"error": 0, "scored": 0}
+    path = tmp_path / "fuzzed.model"
+    for case in range(MAPPED_CASES):
+        data, how = mutate_mapped(rng, original)
+        path.write_bytes(data)
+        try:
+            counts[mapped_outcome(path)] += 1
+        except Exception as exc:
+            raise AssertionError(f"{kind} mapped case {case} ({how}): {type(exc).__name__}: {exc}") from exc
+    assert counts["error"] >= MAPPED_CASES // 3 and counts["scored"] >= 10, counts

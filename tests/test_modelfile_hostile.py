@@ -269,7 +269,7 @@ BAD_FIELDS = [
     ("rnn", "surprise", 1, "unexpected field 'surprise'"),
     ("rnn", "a\n" * 30, 1, "unexpected field " + repr("a\n" * 18 + "a...")),  # file keys are cut
     ("rnn", "version", "1", "field 'version' must be an integer >= 1, got '1'"),
-    ("rnn", "version", 2, "model file format version 2 is newer than this rnnkit understands (1); upgrade rnnkit"),
+    ("rnn", "version", 3, "model file format version 3 is newer than this rnnkit understands (2); upgrade rnnkit"),
     ("rnn", "type", "lstm", "field 'type' must be one of 'rnn', 'ngram', 'mix', got 'lstm'"),
     ("ngram", "order", 0, "field 'order' must be an integer in 1..100, got 0"),
     ("ngram", "order", 128, "field 'order' must be an integer in 1..100, got 128"),
@@ -288,7 +288,7 @@ BAD_FIELDS = [
     ("mix", "weights", [1e308, 10**308], "field 'weights' must sum to 1, got inf"),
     ("mix", "components", [], "field 'components' must be a list of at least 2 items, got a list of 0 items"),
     ("mix", "components.0.type", "mix", "field 'components[0].type' must be one of 'rnn', 'ngram', got 'mix'"),
-    ("mix", "components.1.type", "rnn", "field 'components[1].meta.hidden' is missing"),
+    ("mix", "components.1.type", "rnn", "field 'components[1].meta.vocab' is missing"),
     ("mix", "components.1.meta", [], "field 'components[1].meta' must be an object, got a list of 0 items"),
     ("mix", "components.1.meta.order", 2, "unexpected array 'c1.bo_2'"),
     ("mix", "components.0.meta.unit", "char", "field 'components[0].meta.unit' must be 'word' (the mixture's unit), got 'char'"),

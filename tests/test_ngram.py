@@ -297,7 +297,7 @@ def test_many_contexts_keys_do_not_overflow():
     for n in (2, 3):
         assert model._keys[n].dtype == np.int64 and np.all(np.diff(model._keys[n]) > 0)
     sample = sentences[::100]
-    (logp, match, oov, _), = model._token_scores(sample)
+    (logp, match, oov, _, _), = model._token_scores(sample)
     expected = np.concatenate([np.minimum(np.arange(len(t) + 1) + 2, 3) for t in sample])
     np.testing.assert_array_equal(match, expected)  # every seen trigram found, none lost
     assert not oov.any() and np.isfinite(logp).all()

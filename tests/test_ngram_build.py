@@ -38,6 +38,15 @@ def arpa_bytes(model: NgramModel, tmp_path, name: str) -> bytes:
     return (tmp_path / name).read_bytes()
 
 
+def assert_same_arrays(model: NgramModel, other: NgramModel) -> None:
+    """The arrays of the two model files are equal: the query structures too (packed
+    vocabulary, hash tables, KenLM's extendable flags), which the ARPA file lacks."""
+    arrays, others = model.file_contents()[2], other.file_contents()[2]
+    assert arrays.keys() == others.keys()
+    assert all(arrays[name].dtype == others[name].dtype and np.array_equal(arrays[name], others[name])
+               for name in arrays)
+
+
 @pytest.fixture
 def spills(monkeypatch):
     """Counts the columns that go to disk (so a test knows the spilled path ran)."""
@@ -62,6 +71,7 @@ def test_spilled_build_is_the_in_memory_build(ptb, tmp_path, spills, smoothing, 
                                     memory=ngram_build.MIN_MEMORY, temp_dir=tmp_path)
     assert sum(spills) > 2 * order   # positions and every order's runs went to files
     assert arpa_bytes(spilled, tmp_path, "spilled.arpa") == arpa_bytes(local, tmp_path, "local.arpa")
+    assert_same_arrays(spilled, local)
     same = {k: v for k, v in spilled.info.items() if k not in ("train_seconds", "corpus")}
     assert same == {k: v for k, v in local.info.items() if k != "train_seconds"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.arpa", "spilled.arpa"]  # spill dir gone

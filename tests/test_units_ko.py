@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import rnnkit
+import rnnkit.kenlm as rk
 from rnnkit import modelfile
 from rnnkit.cli import cli
 from rnnkit.errors import ConfigError, ModelFileError, RnnkitError
@@ -186,6 +187,35 @@ def test_arpa_export_is_read_by_kenlm(tokenizers, tmp_path, unit):
 
 
 # ---------------------------------------------------------------- honest bits per character
+
+@pytest.mark.parametrize("unit", ["morph", "spm"])
+def test_ngram_scores_segmented_units_exactly(models, tmp_path, unit):
+    """C splits only char, word and jamo units: morph and spm text is split by the
+    Tokenizer and C scores the ids. The NumPy rule's numbers for every sentence, KenLM's
+    state machine word by word, and evaluate spells out exactly the text's OOV units."""
+    model = models[unit, "ngram"]
+    lines = HELD_OUT + TRICKY
+    units = model.tokenizer.split_lines(lines)
+    logp, _ = model._numpy_token_scores(units)
+    per_line = np.split(logp, np.cumsum([len(u) + 1 for u in units])[:-1])
+    assert np.array_equal(np.concatenate(model._scores(lines, True, True)), logp)
+    assert [model.score(line) for line in lines] == [float(lp.sum()) for lp in per_line]
+    assert model.score_many(lines).tolist() == [sum(lp.tolist()) for lp in per_line]
+    path = tmp_path / "m.model"
+    model.save(path)
+    kenlm_model = rk.Model(path)
+    for line, line_units in zip(lines[:20], units):
+        state, out, total = rk.State(), rk.State(), np.float32(0)
+        kenlm_model.BeginSentenceWrite(state)
+        for word in line_units + ["</s>"]:
+            total += np.float32(kenlm_model.BaseScore(state, word, out))
+            state, out = out, state
+        assert kenlm_model.score(line) == float(total)
+    stats = model.evaluate(lines)
+    assert stats == model.evaluate(lines, units)
+    assert stats["oov_spelling_log10"] == model.oov_spelling_log10(units) < 0
+    assert stats["oov"] == sum(int((model.vocab.encode(u) == 0).sum()) for u in units)
+
 
 def test_spelling_model_is_a_distribution_over_strings():
     """P_spell sums to 1 over all non-empty strings: at each position the seen characters,
