@@ -11,6 +11,7 @@ prints test perplexities beside the paper's, with training time and tokens/s.
     python benchmarks/ptb_table.py --epochs 7 --threads 2           # a longer plan on 2 threads
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
     python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
+    python benchmarks/ptb_table.py --threads 2 --rnnme            # + RNNME and RNNME + KN5 rows
     python benchmarks/ptb_table.py --max-lines 500 --hidden 8 --epochs 1 --out /tmp/ptb  # seconds
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
@@ -68,6 +69,12 @@ def main() -> int:
                              "(its hyperparameters and training time come from its record)")
     parser.add_argument("--also-rnn", type=Path, action="append", default=[],
                         help="another trained RNN (repeatable): adds a row mixing every RNN with KN5")
+    parser.add_argument("--rnnme", action="store_true",
+                        help="also train RNNME (the same RNN with sqrt(V) output classes and direct connections) "
+                             "and add its rows, with its epoch time against the RNN's")
+    parser.add_argument("--direct-order", type=int, default=4, help="RNNME's direct connections: n-gram order")
+    parser.add_argument("--direct-size", type=positive_int, default=16_777_216, help="RNNME's table entries")
+    parser.add_argument("--direct-lr", type=float, default=None, help="RNNME's table rate per token")
     args = parser.parse_args()
     splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
     missing = first_missing(*splits)
@@ -78,7 +85,7 @@ def main() -> int:
     from rnnkit.mix import tune_weights
     from rnnkit.ngram import NgramModel
     from rnnkit.units import read_lines
-    from rnnkit.train import TrainConfig, train
+    from rnnkit.train import train
 
     train_lines, valid_lines, test_lines = (read_lines(path)[:args.max_lines] for path in splits)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,26 +113,13 @@ def main() -> int:
             print(f"error: {args.rnn_model} is not an RNN model file", file=sys.stderr)
             return 1
     else:
-        config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
-                             optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
-                             threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
-                             average=args.average, weight_decay=args.weight_decay,
-                             stream=args.stream, embedding_lr_scale=args.embedding_lr_scale)
-        if args.patience is not None:
-            config.patience = args.patience
-        rnn = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnn.model", notify=note)
-    epochs = rnn.record["epochs"]
-    seconds = sum(e["seconds"] for e in epochs)  # training epochs (validation passes excluded)
-    tokens_per_s = sum(e["tokens"] for e in epochs) / seconds
-    rnn_ppl = rnn.evaluate(test_lines)["perplexity"]
-    rows.append({"model": "RNN", "test_ppl": rnn_ppl, "train_s": seconds, "tokens_per_s": tokens_per_s,
-                 "epochs": len(epochs), "valid_ppl": rnn.evaluate(valid_lines)["perplexity"]})
-    note(f"RNN: test perplexity {rnn_ppl:.2f}")
-
-    mixture, history, _ = tune_weights([rnn, ngrams[5]], valid_lines)
-    mixture.save(args.out / "ptb.rnn+kn5.model")
-    rows.append({"model": "RNN + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
-                 "weights": mixture.weights, "valid_ppl": history[-1]})
+        rnn = train(train_lines, valid_lines, rnn_config(args), output_path=args.out / "ptb.rnn.model", notify=note)
+    rows += rnn_rows("RNN", rnn, ngrams[5], valid_lines, test_lines, args.out, note)
+    if args.rnnme:
+        config = rnn_config(args, classes="auto", direct_order=args.direct_order, direct_size=args.direct_size,
+                            **({} if args.direct_lr is None else {"direct_lr": args.direct_lr}))
+        rnnme = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnnme.model", notify=note)
+        rows += rnn_rows("RNNME", rnnme, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.also_rnn:
         others = [load(path) for path in args.also_rnn]
         for path, other in zip(args.also_rnn, others):
@@ -140,17 +134,55 @@ def main() -> int:
     print(f"\nPenn Treebank{capped} test perplexity; RNN: {rnn.activation}, H={rnn.hidden}, {h.get('optimizer')}, "
           f"bptt {h.get('bptt')}, batch {h.get('batch')}, dropout {h.get('dropout')}, "
           f"weight decay {h.get('weight_decay', 0.0)}, {mode}, "
-          f"{len(epochs)} epochs\n")
-    print("| model | paper | rnnkit | training time | tokens/s |")
-    print("|---|---:|---:|---:|---:|")
+          f"{len(rnn.record['epochs'])} epochs\n")
+    if args.rnnme:
+        o = rnnme.output_settings()
+        print(f"RNNME: the same RNN with {o['classes']} output classes and direct connections of order "
+              f"{o['direct_order']} in a {o['direct_size']:,}-entry table\n")
+    print("| model | paper | rnnkit | training time | tokens/s | s per epoch |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         train_s = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
         speed = f"{row['tokens_per_s']:,.0f}" if "tokens_per_s" in row else "-"
+        per_epoch = f"{row['train_s'] / row['epochs']:.1f}" if "epochs" in row else "-"
         extra = f" (weights {'/'.join(f'{w:.2f}' for w in row['weights'])})" if "weights" in row else ""
-        print(f"| {row['model']}{extra} | {PAPER.get(row['model'], '-')} | {row['test_ppl']:.2f} | {train_s} | {speed} |")
+        print(f"| {row['model']}{extra} | {PAPER.get(row['model'], '-')} | {row['test_ppl']:.2f} | {train_s} "
+              f"| {speed} | {per_epoch} |")
+    timed = {row["model"]: row["train_s"] / row["epochs"] for row in rows if "epochs" in row}
+    if "RNNME" in timed:
+        print(f"\nAn RNNME epoch takes {timed['RNN'] / timed['RNNME']:.1f}x less time than an RNN epoch.")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
+
+
+def rnn_config(args, **output):
+    """The table's RNN settings, with `output` (classes, direct connections) on top."""
+    from rnnkit.train import TrainConfig
+    config = TrainConfig(unit="word", hidden=args.hidden, bptt=args.bptt, batch=args.batch, epochs=args.epochs,
+                         optimizer=args.optimizer, lr=args.lr, clip=args.clip, seed=args.seed,
+                         threads=args.threads, time_budget=args.time_budget, dropout=args.dropout,
+                         average=args.average, weight_decay=args.weight_decay,
+                         stream=args.stream, embedding_lr_scale=args.embedding_lr_scale, **output)
+    if args.patience is not None:
+        config.patience = args.patience
+    return config
+
+
+def rnn_rows(name: str, rnn, kn5, valid_lines, test_lines, out: Path, note) -> list[dict]:
+    """The RNN's row and its mixture-with-KN5 row (the weight tuned on valid)."""
+    from rnnkit.mix import tune_weights
+    epochs = rnn.record["epochs"]
+    seconds = sum(e["seconds"] for e in epochs)  # training epochs (validation passes excluded)
+    ppl = rnn.evaluate(test_lines)["perplexity"]
+    note(f"{name}: test perplexity {ppl:.2f}")
+    mixture, history, _ = tune_weights([rnn, kn5], valid_lines)
+    mixture.save(out / f"ptb.{name.lower()}+kn5.model")
+    return [{"model": name, "test_ppl": ppl, "train_s": seconds, "epochs": len(epochs),
+             "tokens_per_s": sum(e["tokens"] for e in epochs) / seconds,
+             "valid_ppl": rnn.evaluate(valid_lines)["perplexity"]},
+            {"model": f"{name} + KN5", "test_ppl": mixture.evaluate(test_lines)["perplexity"],
+             "weights": mixture.weights, "valid_ppl": history[-1]}]
 
 
 if __name__ == "__main__":
