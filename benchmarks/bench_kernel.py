@@ -707,6 +707,23 @@ def class_label(row):
     return f" (C={row['C']}{direct})"
 
 
+def twin_vs_torch(rows) -> None:
+    """Give each class row (C1c ...) its speed over PyTorch's full softmax on the twin (C1 ...)."""
+    torch_speed = {r["config"]: r.get("torch_sentences_per_s" if is_scoring(r["config"]) else "torch_tokens_per_s")
+                   for r in rows}
+    for r in rows:
+        twin = torch_speed.get(r["config"].removesuffix("c"))
+        if "C" in r and twin:
+            key = "c_sentences_per_s" if is_scoring(r["config"]) else "c_tokens_per_s"
+            r["ratio_vs_torch_twin"] = r[key] / twin
+
+
+def torch_ratio(row) -> str:
+    if "ratio_vs_torch_twin" in row:
+        return f"{row['ratio_vs_torch_twin']:.2f}x\\*"
+    return f"{fmt(row['ratio_vs_torch'], '.2f')}x"
+
+
 def markdown(result):
     out = []
     peaks = result["peaks"]
@@ -726,6 +743,7 @@ def markdown(result):
     out.append("| config | V | H | B | T | C ms (min) | C tok/s | ref tok/s | torch tok/s | C/torch | C/ref "
                "| C GFLOP/s | % peak | torch GFLOP/s | other load C / torch |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    twin_vs_torch(result["rows"])
     for r in result["rows"]:
         scoring = is_scoring(r["config"])
         unit = "sent/s" if scoring else ""
@@ -734,10 +752,14 @@ def markdown(result):
             f"| {r['config']}{' (score)' if scoring else ''}{class_label(r)} | {r['V']} | {r['H']} | {r['B']} | {r['T']} "
             f"| {r['c_ms']:.2f} ({r['c_min_ms']:.2f}) "
             f"| {fmt(r.get('c_' + key))} {unit} | {fmt(r.get('reference_' + key))} "
-            f"| {fmt(r.get('torch_' + key))} | {fmt(r['ratio_vs_torch'], '.2f')}x "
+            f"| {fmt(r.get('torch_' + key))} | {torch_ratio(r)} "
             f"| {fmt(r['ratio_vs_reference'], '.2f')}x | {r['c_gflops']:.1f} "
             f"| {100 * r['c_peak_fraction']:.0f}% | {fmt(r.get('torch_gflops'), '.1f')} "
             f"| {fmt(r.get('c_other_load_cores'), '.2f')} / {fmt(r.get('torch_other_load_cores'), '.2f')} |")
+    if any("ratio_vs_torch_twin" in r for r in result["rows"]):
+        out.append("")
+        out.append("\\* class rows: C against PyTorch's full softmax of the twin configuration (C1c against "
+                   "C1's torch, C4c against C4's, C5c against C5's), timed in the same run")
     mem = [r for r in result["rows"] if "c_step_peak_mb" in r]
     for r in mem:
         out.append("")
