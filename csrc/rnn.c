@@ -931,6 +931,9 @@ int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *
 /* Largest table the direct connections index: 2^40 floats, as RNN_MAX_PRODUCT. */
 #define RNN_MAX_TABLE RNN_MAX_PRODUCT
 
+/* AdaGrad's eps (rnn.h): it only keeps 0 / 0 out when an entry's squares are all 0. */
+#define RNN_ADAGRAD_EPS 1e-8f
+
 /* C in [1, V] and class_start rising strictly from 0 to V; *M receives the largest class. */
 static int check_classes(const int32_t *class_start, int C, int V, int *M) {
     if (C < 1 || C > V) return RNN_E_SIZE;
@@ -1054,14 +1057,21 @@ static void add_direct(float *row, int len, const uint64_t *f, int count, uint64
     }
 }
 
-/* The sparse SGD step of rnn.h on the entries add_direct read, in the same order. */
-static void update_direct(float *table, uint64_t D, const uint64_t *f, int count, uint64_t o,
-                          const float *grad, int len, float scale, float lr, float l2) {
+/* The sparse step of rnn.h on the entries add_direct read, in the same order: plain SGD,
+ * or with accum (not NULL) AdaGrad. */
+static void update_direct(float *table, float *accum, uint64_t D, const uint64_t *f, int count,
+                          uint64_t o, const float *grad, int len, float scale, float lr, float l2) {
     for (int k = 0; k < count; k++) {
         uint64_t i = (f[k] + o) % D;
         for (int j = 0; j < len; j++) {
             float w = table[i];
-            table[i] = w - lr * (scale * grad[j] + l2 * w);
+            if (accum) {
+                float g = scale * grad[j] + l2 * w;
+                accum[i] += g * g;
+                table[i] = w - lr * g / sqrtf(accum[i] + RNN_ADAGRAD_EPS);
+            } else {
+                table[i] = w - lr * (scale * grad[j] + l2 * w);
+            }
             if (++i == D) i = 0;
         }
     }
@@ -1234,7 +1244,8 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
     return RNN_OK;
 }
 
-int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
+int rnn_class_backward(float *grads, float *dh0, float *table, float *direct_accum,
+                       float *work, int64_t work_size,
                        const float *dclass, const float *dword, const float *hs, const float *hd,
                        const int32_t *inputs, const int32_t *targets, const int32_t *resets,
                        const int32_t *history, const float *in_mask, const float *out_mask,
@@ -1256,6 +1267,8 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
         return RNN_E_ARGUMENT;
     if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
     if (grads == params || (table && (table == grads || table == params))) return RNN_E_ALIAS;
+    if (direct_accum && (direct_accum == table || direct_accum == grads || direct_accum == params))
+        return RNN_E_ALIAS;
     const int64_t N = (int64_t)T * B;
     if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
     if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
@@ -1307,8 +1320,8 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
     if (out_mask)
         for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
 
-    /* direct connections: sparse SGD in slot order (rnn.h), on one thread so that the
-     * updates of an entry used by several positions happen in a fixed order */
+    /* direct connections: sparse SGD or AdaGrad in slot order (rnn.h), on one thread so
+     * that the updates of an entry used by several positions happen in a fixed order */
     if (direct_order > 0 && direct_lr > 0.0f) {
         struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
         uint64_t f[RNN_MAX_DIRECT_ORDER];
@@ -1317,10 +1330,11 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
             int c = cls[n];
             int32_t start = class_start[c];
             int count = row_features(f, &d, n);
-            update_direct(table, d.D, f, count, 0, dclass + (size_t)n * C, C, loss_scale,
+            update_direct(table, direct_accum, d.D, f, count, 0, dclass + (size_t)n * C, C,
+                          loss_scale, direct_lr, direct_l2);
+            update_direct(table, direct_accum, d.D, f, count, (uint64_t)C + start,
+                          dword + (size_t)k * M, class_start[c + 1] - start, loss_scale,
                           direct_lr, direct_l2);
-            update_direct(table, d.D, f, count, (uint64_t)C + start, dword + (size_t)k * M,
-                          class_start[c + 1] - start, loss_scale, direct_lr, direct_l2);
         }
     }
 
