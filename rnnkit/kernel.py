@@ -259,7 +259,7 @@ def _direct(table, direct_order, *, writable: bool = False) -> tuple:
 def _direct_accum(accum, order: int, D: int):
     """AdaGrad's (D,) float32 sums of squares beside a table of D entries, or NULL for None
     (plain SGD). Its values are not scanned (a pass over the table per step): the trainer
-    starts it at zero and schema.py checks a loaded one (finite, >= 0)."""
+    starts it at a positive constant and schema.py checks a loaded one (finite, >= 0)."""
     if accum is None:
         return ffi.NULL
     if order == 0:
@@ -497,8 +497,8 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
     Accumulates (+=) into `grads` (flat, the class layout) and into `dh0` (else a fresh
     zero array, returned). With direct connections, `table` (the one the forward read) is
     updated in place by sparse SGD with L2, rate direct_lr (0: untouched; rnn.h gives the
-    rule), or by AdaGrad when `direct_accum` (the table's sums of squared steps, (D,)
-    float32, updated in place) is given. Every array of the cache is checked again against
+    rule), or by AdaGrad when `direct_accum` (the sums of squared gradients of the table's
+    entries, (D,) float32, updated in place) is given. Every array of the cache is checked again against
     cache.hs, cache.V and cache.class_start.
     """
     if not isinstance(cache, ClassForwardCache):
