@@ -54,8 +54,10 @@ def main() -> int:
                         help="order of the direct connections (RNNME; needs --classes); 0: none")
     parser.add_argument("--direct-size", type=int, default=0, help="entries of the direct-connection table")
     parser.add_argument("--direct-lr", type=float, default=None,
-                        help="the table's SGD rate per token [default: TrainConfig's, 0.03; 0.1 did better for "
-                             "one epoch of nsmc]")
+                        help="the table's rate per token [default: TrainConfig's, 0.03 for sgd (0.1 did better "
+                             "for one epoch of nsmc), 0.3 for adagrad]")
+    parser.add_argument("--direct-optimizer", choices=("sgd", "adagrad"), default="sgd",
+                        help="how the table is updated: sgd, or adagrad (per-entry rates)")
     parser.add_argument("--lr", type=float, default=3e-3,
                         help="Adam's starting rate, decayed linearly to 5%% over the run")
     parser.add_argument("--average", type=float, default=0.0,
@@ -88,7 +90,7 @@ def main() -> int:
                          seed=1, threads=args.threads, stream=args.stream, patience=10,
                          average=args.average, weight_decay=args.weight_decay, time_budget=args.time_budget,
                          classes=args.classes, direct_order=args.direct_order, direct_size=args.direct_size,
-                         **({} if args.direct_lr is None else {"direct_lr": args.direct_lr}))
+                         direct_optimizer=args.direct_optimizer, direct_lr=args.direct_lr)
     started = time.perf_counter()
     model = train(train_lines, valid_lines, config, output_path=model_path,
                   notify=lambda text: print(text, file=sys.stderr, flush=True))
@@ -98,7 +100,8 @@ def main() -> int:
     result = {
         "corpus": args.corpus, "mode": mode, "hidden": args.hidden, "threads": args.threads, "lr": args.lr,
         "average": args.average, "weight_decay": args.weight_decay, "batch": args.batch, "bptt": args.bptt,
-        **model.output_settings(), "direct_lr": config.direct_lr, "time_budget": args.time_budget,
+        **model.output_settings(), "direct_lr": config.direct_rate(),
+        "direct_optimizer": config.direct_optimizer, "time_budget": args.time_budget,
         "epochs": len(epochs),
         "max_lines": args.max_lines, "train_lines": len(train_lines), "eval_lines": eval_cap,
         "tokens_seen": tokens,

@@ -932,6 +932,9 @@ int rnn_step(float *h_out, float *logprobs, const int32_t *tokens, const float *
 /* Largest table the direct connections index: 2^40 floats, as RNN_MAX_PRODUCT. */
 #define RNN_MAX_TABLE RNN_MAX_PRODUCT
 
+/* AdaGrad's eps (rnn.h): it only keeps 0 / 0 out when an entry's squares are all 0. */
+#define RNN_ADAGRAD_EPS 1e-8f
+
 /* C in [1, V] and class_start rising strictly from 0 to V; *M receives the largest class. */
 static int check_classes(const int32_t *class_start, int C, int V, int *M) {
     if (C < 1 || C > V) return RNN_E_SIZE;
@@ -1055,9 +1058,10 @@ static void add_direct(float *row, int len, const uint64_t *f, int count, uint64
     }
 }
 
-/* The sparse SGD step of rnn.h on the entries add_direct read, in the same order, into
- * out = table; or with `gradient`, rnn_class_direct_gradient's accumulation into out. */
-static void update_direct(float *out, const float *table, int gradient, uint64_t D,
+/* The sparse step of rnn.h on the entries add_direct read, in the same order, into
+ * out = table: plain SGD, or with accum (not NULL) AdaGrad; or with `gradient`,
+ * rnn_class_direct_gradient's accumulation into out. */
+static void update_direct(float *out, const float *table, float *accum, int gradient, uint64_t D,
                           const uint64_t *f, int count, uint64_t o, const float *grad, int len,
                           float scale, float lr, float l2) {
     for (int k = 0; k < count; k++) {
@@ -1065,7 +1069,14 @@ static void update_direct(float *out, const float *table, int gradient, uint64_t
         for (int j = 0; j < len; j++) {
             float w = table[i];
             float step = scale * grad[j] + l2 * w;
-            out[i] = gradient ? out[i] + step : w - lr * step;
+            if (gradient) {
+                out[i] += step;
+            } else if (accum) {
+                accum[i] += step * step;
+                out[i] = w - lr * step / sqrtf(accum[i] + RNN_ADAGRAD_EPS);
+            } else {
+                out[i] = w - lr * step;
+            }
             if (++i == D) i = 0;
         }
     }
@@ -1073,7 +1084,7 @@ static void update_direct(float *out, const float *table, int gradient, uint64_t
 
 /* The direct connections' part of backward, slot by slot in dword's order (rows slots,
  * perm and cls from sort_by_class): update_direct on each slot's class and word units. */
-static void direct_backward(float *out, int gradient, const struct direct_set *d,
+static void direct_backward(float *out, float *accum, int gradient, const struct direct_set *d,
                             const int32_t *perm, const int32_t *cls, int64_t rows,
                             const int32_t *class_start, int C, int M, const float *dclass,
                             const float *dword, float scale, float lr, float l2) {
@@ -1083,9 +1094,9 @@ static void direct_backward(float *out, int gradient, const struct direct_set *d
         int c = cls[n];
         int32_t start = class_start[c];
         int count = row_features(f, d, n);
-        update_direct(out, d->table, gradient, d->D, f, count, 0, dclass + (size_t)n * C, C,
+        update_direct(out, d->table, accum, gradient, d->D, f, count, 0, dclass + (size_t)n * C, C,
                       scale, lr, l2);
-        update_direct(out, d->table, gradient, d->D, f, count, (uint64_t)C + start,
+        update_direct(out, d->table, accum, gradient, d->D, f, count, (uint64_t)C + start,
                       dword + (size_t)k * M, class_start[c + 1] - start, scale, lr, l2);
     }
 }
@@ -1257,7 +1268,8 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
     return RNN_OK;
 }
 
-int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
+int rnn_class_backward(float *grads, float *dh0, float *table, float *direct_accum,
+                       float *work, int64_t work_size,
                        const float *dclass, const float *dword, const float *hs, const float *hd,
                        const int32_t *inputs, const int32_t *targets, const int32_t *resets,
                        const int32_t *history, const float *in_mask, const float *out_mask,
@@ -1279,6 +1291,8 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
         return RNN_E_ARGUMENT;
     if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
     if (grads == params || (table && (table == grads || table == params))) return RNN_E_ALIAS;
+    if (direct_accum && (direct_accum == table || direct_accum == grads || direct_accum == params))
+        return RNN_E_ALIAS;
     const int64_t N = (int64_t)T * B;
     if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
     if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
@@ -1330,12 +1344,12 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int6
     if (out_mask)
         for (int64_t i = 0; i < N * H; i++) dz[i] *= out_mask[i];
 
-    /* direct connections: sparse SGD in slot order (rnn.h), on one thread so that the
-     * updates of an entry used by several positions happen in a fixed order */
+    /* direct connections: sparse SGD or AdaGrad in slot order (rnn.h), on one thread so
+     * that the updates of an entry used by several positions happen in a fixed order */
     if (direct_order > 0 && direct_lr > 0.0f) {
         struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
-        direct_backward(table, 0, &d, perm, cls, rows, class_start, C, M, dclass, dword,
-                        loss_scale, direct_lr, direct_l2);
+        direct_backward(table, direct_accum, 0, &d, perm, cls, rows, class_start, C, M, dclass,
+                        dword, loss_scale, direct_lr, direct_l2);
     }
 
     bptt(grads, dh0, dz, gathered, dh_next, hs, inputs, resets, in_mask, h0, params, activation,
@@ -1371,7 +1385,7 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
     int32_t *cls = perm + N, *class_rows = cls + N;
     int64_t rows = sort_by_class(perm, cls, class_rows, targets, N, class_start, C);
     struct direct_set d = {table, (uint64_t)table_size, direct_order, inputs, resets, history, B};
-    direct_backward(dtable, 1, &d, perm, cls, rows, class_start, C, M, dclass, dword, loss_scale,
+    direct_backward(dtable, NULL, 1, &d, perm, cls, rows, class_start, C, M, dclass, dword, loss_scale,
                     0.0f, direct_l2);
     return RNN_OK;
 }

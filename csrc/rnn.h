@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 6 };
+enum rnn_abi { RNN_ABI_VERSION = 7 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -181,17 +181,28 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
  * (only the class rows of W_c, b_c and the target classes' rows of W_hy, b_y get output-
  * layer terms) and dh0. The direct table is updated in place, not differentiated into a
  * buffer: for each position with a target (in dword's row order), first its class units,
- * then its class's word units, each feature f by feature and unit o by unit,
- *   w = table[(f + o) mod D];  table[(f + o) mod D] = w - direct_lr * (loss_scale * g + direct_l2 * w)
- * where g is the unit's dclass / dword entry: plain SGD with L2 on the entries used, once
- * per use (the others are untouched, as in RNNLM), in that fixed order, so training is
- * reproducible bit for bit. direct_lr = 0 leaves the table unchanged. Why not a gradient
- * buffer: the entries used per step are N * n * (C + |c|) (a million at C = 100, n = 4),
- * the table is not read by the rest of backward, and the update needs no second pass
- * (processes that must sum their updates first use rnn_class_direct_gradient).
+ * then its class's word units, each feature f by feature and unit o by unit, with
+ * i = (f + o) mod D, w = table[i] and g the unit's dclass / dword entry,
+ *   direct_accum NULL (SGD):  table[i] = w - direct_lr * (loss_scale * g + direct_l2 * w)
+ *   direct_accum given (AdaGrad, Duchi, Hazan & Singer 2011):
+ *     u = loss_scale * g + direct_l2 * w;  direct_accum[i] += u * u;
+ *     table[i] = w - direct_lr * u / sqrt(direct_accum[i] + 1e-8)
+ * on the entries used, once per use (the others are untouched, as in RNNLM), in that fixed
+ * order, so training is reproducible bit for bit. direct_accum: (D,) float32 sums of
+ * squares, >= 0 (not checked: a pass over the table per call), not aliasing table, grads
+ * or params; for a fresh table zeros, or a prior (rnnkit/train.py starts at 1). From
+ * zeros AdaGrad's first step on an entry is direct_lr whatever the size of u; an entry's
+ * steps shrink as its squares add up, so rare features keep moving and frequent ones
+ * settle. The 1e-8 keeps 0 / 0 out (while an entry's u and squares are 0 its step is 0);
+ * beside squares of u from 1e-6 on it is nothing. direct_lr = 0 leaves the table and
+ * direct_accum unchanged. Why not a gradient buffer: the entries used per step are
+ * N * n * (C + |c|) (a million at C = 100, n = 4), the table is not read by the rest of
+ * backward, and the update needs no second pass (processes that must sum their updates
+ * first use rnn_class_direct_gradient).
  * dclass, dword, hs, hd, inputs, targets, resets, history, in_mask, out_mask, h0, params,
  * class_start, table_size, direct_order: exactly as passed to / written by the forward. */
-int rnn_class_backward(float *grads, float *dh0, float *table, float *work, int64_t work_size,
+int rnn_class_backward(float *grads, float *dh0, float *table, float *direct_accum,
+                       float *work, int64_t work_size,
                        const float *dclass, const float *dword, const float *hs, const float *hd,
                        const int32_t *inputs, const int32_t *targets, const int32_t *resets,
                        const int32_t *history, const float *in_mask, const float *out_mask,

@@ -327,6 +327,11 @@ def read_corpus(sources: list) -> list[str]:
 @click.option("--direct-size", type=TableSize(), default=DEFAULT_DIRECT_SIZE, show_default=True,
               help="Entries of the direct-connection table, 4 bytes each: a number, or with K, M or G "
                    "(2^10, 2^20, 2^30 entries), e.g. 4M = 16 MiB. 0: no direct connections.")
+@click.option("--direct-optimizer", type=click.Choice(["sgd", "adagrad"]), default="sgd", show_default=True,
+              help="How the direct table learns: sgd, one rate for every entry, or adagrad, a rate per entry "
+                   "that shrinks as the entry is used (rare n-grams keep learning, frequent ones settle).")
+@click.option("--direct-lr", type=click.FloatRange(0), default=None,
+              help="The direct table's rate per token [default: 0.03 sgd, 0.3 adagrad].")
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Rarer units become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(4), default=None,
@@ -350,8 +355,8 @@ def read_corpus(sources: list) -> list[str]:
 @mpi_failures
 def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, order, smoothing, addk, prune,
           arpa, memory, temp_dir, workers, scheduler, hidden, bptt, batch, epochs, time_budget, optimizer, lr,
-          clip, dropout, average, weight_decay, classes, direct_order, direct_size, min_count, max_vocab,
-          valid_path, stream, seed, checkpoint_minutes, resume, as_json):
+          clip, dropout, average, weight_decay, classes, direct_order, direct_size, direct_optimizer, direct_lr,
+          min_count, max_vocab, valid_path, stream, seed, checkpoint_minutes, resume, as_json):
     """Train a language model on text files (one sentence per line).
 
     CORPUS: files (plain or gzip), globs ('c/*.txt') and '-' for standard input, read in turn.
@@ -414,6 +419,7 @@ def train(corpus, output, model_type, unit, spm_vocab, spm_model, spm_type, orde
         settings = dict(unit=unit, hidden=hidden, bptt=bptt, batch=batch, epochs=epochs, time_budget=time_budget,
                         optimizer=optimizer, lr=lr, clip=clip, dropout=dropout, average=average,
                         weight_decay=weight_decay, **output_layer(classes, direct_order, direct_size),
+                        direct_optimizer=direct_optimizer, direct_lr=direct_lr,
                         min_count=min_count, max_vocab=max_vocab, stream=stream, seed=seed,
                         checkpoint_minutes=checkpoint_minutes)
         corpus = corpus_blocks(sources) if lines is None else lines
@@ -915,7 +921,8 @@ def export(output, arpa, model_path, as_json):
     An RNN's copy leaves out its training state (Adam's moments and the raw weights
     behind the average), which only `train --resume` reads: the weights' share of the
     file shrinks to a third (a quarter for a model trained with --average); a direct
-    table, which has no optimizer state, is kept whole (half of it with --average). With --arpa, an n-gram model (also
+    table is kept whole, without its training state (the raw table behind --average, the
+    sums of squares of --direct-optimizer adagrad). With --arpa, an n-gram model (also
     one read from an ARPA file) is written in the ARPA format that KenLM and SRILM read.
 
     \b

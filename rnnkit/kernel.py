@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
@@ -279,6 +279,17 @@ def _direct(table, direct_order, *, writable: bool = False) -> tuple:
                           f"got {_described(table)}")
     D = _integer("table size D (table.shape[0])", table.size, 1, MAX_TABLE)
     return order, D, _pointer("table", table, np.float32, (D,), writable=writable)
+
+
+def _direct_accum(accum, order: int, D: int):
+    """AdaGrad's (D,) float32 sums of squares beside a table of D entries, or NULL for None
+    (plain SGD). Its values are not scanned (a pass over the table per step): the trainer
+    starts it at a positive constant and schema.py checks a loaded one (finite, >= 0)."""
+    if accum is None:
+        return ffi.NULL
+    if order == 0:
+        raise KernelError("direct_accum was given without direct connections (direct_order = 0); pass None")
+    return _pointer("direct_accum", accum, np.float32, (D,), writable=True)
 
 
 def _history(history, B: int):
@@ -581,14 +592,15 @@ def class_forward(params, inputs, targets, resets, h0, *, V, class_start, table=
 
 
 def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.0,
-                   direct_lr=0.0, direct_l2=0.0, dh0=None):
+                   direct_lr=0.0, direct_l2=0.0, dh0=None, direct_accum=None):
     """Backpropagate loss_scale * (summed loss) through a cached class_forward.
 
     Accumulates (+=) into `grads` (flat, the class layout) and into `dh0` (else a fresh
     zero array, returned). With direct connections, `table` (the one the forward read) is
     updated in place by sparse SGD with L2, rate direct_lr (0: untouched; rnn.h gives the
-    rule). Every array of the cache is checked again against cache.hs, cache.V and
-    cache.class_start.
+    rule), or by AdaGrad when `direct_accum` (the sums of squared gradients of the table's
+    entries, (D,) float32, updated in place) is given. Every array of the cache is checked again against
+    cache.hs, cache.V and cache.class_start.
     """
     if not isinstance(cache, ClassForwardCache):
         raise KernelError(f"cache must be the ClassForwardCache returned by class_forward, got {type(cache).__name__}")
@@ -620,6 +632,7 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
     hd = None if cache.out_mask is None else cache.hd
     p_hd = ffi.NULL if cache.out_mask is None else _pointer("cache.hd", hd, np.float32, (T, B, H))
     p_grads = _pointer("grads", grads, np.float32, (P,), writable=True)
+    p_accum = _direct_accum(direct_accum, order, D)
     if dh0 is None:
         dh0 = _new("dh0", (B, H))
     p_dh0 = _pointer("dh0", dh0, np.float32, (B, H), writable=True)
@@ -628,11 +641,12 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
             ("cache.targets", cache.targets), ("cache.resets", cache.resets),
             ("cache.history", cache.history), ("cache.h0", cache.h0), ("cache.in_mask", cache.in_mask),
             ("cache.out_mask", cache.out_mask), ("cache.class_start", cache.class_start)]
-    written = [("grads", grads), ("dh0", dh0)] + ([("table", table)] if order else [])
+    written = [("grads", grads), ("dh0", dh0)] + ([("table", table)] if order else []) \
+        + ([("direct_accum", direct_accum)] if direct_accum is not None else [])
     _check_disjoint(written, read)
     work = _reused(cache, "work", (work_size,), [a for _, a in written + read if a is not None])
 
-    _run(lib.rnn_class_backward, p_grads, p_dh0, p_table,
+    _run(lib.rnn_class_backward, p_grads, p_dh0, p_table, p_accum,
          _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
          p_dclass, p_dword, p_hs, p_hd, p_in, p_tg, p_rs, p_hist, p_in_mask, p_out_mask, p_h0,
          p_params, p_classes, D, order, scale, lr, l2, act, T, B, H, V, C,

@@ -26,6 +26,7 @@ CLASS_PARAM_NAMES = ("W_c", "b_c")      # after PARAM_NAMES when the output has 
 MAX_DIRECT_ORDER = 10   # rnn.h's RNN_MAX_DIRECT_ORDER: the largest n of the n-gram features
 DIRECT_HISTORY = 8      # rnn.h's RNN_DIRECT_HISTORY: inputs a row carries from batch to batch
 MAX_TABLE = 2**40       # rnn.c's RNN_MAX_TABLE: the largest direct-connection table
+ADAGRAD_EPS = 1e-8      # rnn.c's RNN_ADAGRAD_EPS: AdaGrad's guard against 0 / 0 on the table
 
 
 def param_shapes(V: int, H: int, C: int = 0) -> list[tuple[str, tuple[int, ...]]]:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import KernelError
-from .layout import (DIRECT_HISTORY, MAX_DIRECT_ORDER, ClassForwardCache, ForwardCache,  # noqa: F401
-                     class_sizes, layout_size, next_history, param_shapes,    # (same API as kernel)
-                     param_views)
+from .layout import (ADAGRAD_EPS, DIRECT_HISTORY, MAX_DIRECT_ORDER,  # noqa: F401  (same API as kernel)
+                     ClassForwardCache, ForwardCache, class_sizes, layout_size, next_history,
+                     param_shapes, param_views)
 
 ACTIVATIONS = ("tanh", "logistic", "identity")
 
@@ -237,26 +237,25 @@ class _Output:
             logits = logits + self.table[self.entries(f, o, logits.size)]
         return logits
 
-    def update_direct(self, features, o, grad, scale, lr, l2, dtable=None):
-        """rnn.h's sparse SGD step for one softmax's units, in the kernel's order; with
-        dtable, class_direct_gradient's accumulation into it instead."""
+    def update_direct(self, features, o, grad, scale, lr, l2, accum=None, dtable=None):
+        """rnn.h's sparse step for one softmax's units, in the kernel's order: SGD, or
+        AdaGrad with the sums of squares `accum` (not None); with dtable,
+        class_direct_gradient's accumulation into it instead."""
         kind = self.table.dtype.type
-        scale, lr, l2 = kind(scale), kind(lr), kind(l2)
+        scale, lr, l2, eps = kind(scale), kind(lr), kind(l2), kind(ADAGRAD_EPS)
         for f in features:
             index = self.entries(f, o, grad.size)
-            if grad.size <= self.table.size:     # distinct entries: one vector step
-                w = self.table[index]
-                if dtable is None:
-                    self.table[index] = w - lr * (scale * grad + l2 * w)
+            runs = [(index, grad)] if grad.size <= self.table.size else zip(index[:, None], grad[:, None])
+            for i, g in runs:    # distinct entries: one vector step; a run wrapping onto itself: in order
+                w = self.table[i]
+                u = scale * g + l2 * w
+                if dtable is not None:
+                    dtable[i] += u
+                elif accum is None:
+                    self.table[i] = w - lr * u
                 else:
-                    dtable[index] += scale * grad + l2 * w
-            else:                                # the run wraps onto itself: in order
-                for i, g in zip(index, grad):
-                    w = self.table[i]
-                    if dtable is None:
-                        self.table[i] = w - lr * (scale * g + l2 * w)
-                    else:
-                        dtable[i] += scale * g + l2 * w
+                    accum[i] += u * u
+                    self.table[i] = w - lr * u / np.sqrt(accum[i] + eps)
 
     def slots(self, targets):
         """Positions with a target ordered by the target's class, then by position: dword's
@@ -317,9 +316,9 @@ def class_forward(params, inputs, targets, resets, h0, *, V, class_start, table=
 
 
 def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.0,
-                   direct_lr=0.0, direct_l2=0.0, dh0=None):
+                   direct_lr=0.0, direct_l2=0.0, dh0=None, direct_accum=None):
     """Same contract as kernel.class_backward: accumulates into grads (and dh0), updates
-    the table, returns dh0."""
+    the table (and direct_accum), returns dh0."""
     if cache.dclass is None or cache.dword is None:
         raise KernelError("class_forward was run with keep_for_backward=False; nothing to backpropagate")
     T, B, H = cache.hs.shape
@@ -348,12 +347,12 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
     if cache.out_mask is not None:
         dh = dh * cache.out_mask
     if cache.direct_order and direct_lr > 0:
-        _direct_backward(out, cache, loss_scale, direct_lr, direct_l2)
+        _direct_backward(out, cache, loss_scale, direct_lr, direct_l2, accum=direct_accum)
     _bptt(g, p, dh, cache, dh0)
     return dh0
 
 
-def _direct_backward(out, cache, loss_scale, direct_lr, direct_l2, dtable=None):
+def _direct_backward(out, cache, loss_scale, direct_lr, direct_l2, dtable=None, accum=None):
     """The direct connections' part of backward, slot by slot: out.update_direct."""
     T, B = cache.targets.shape
     flat_targets = cache.targets.reshape(-1)
@@ -361,9 +360,9 @@ def _direct_backward(out, cache, loss_scale, direct_lr, direct_l2, dtable=None):
         _, start, end = out.word_range(flat_targets[n])
         features = out.features(n // B, n % B)
         out.update_direct(features, 0, cache.dclass.reshape(T * B, out.C)[n], loss_scale,
-                          direct_lr, direct_l2, dtable)
+                          direct_lr, direct_l2, accum, dtable)
         out.update_direct(features, out.C + start, cache.dword[k, :end - start], loss_scale,
-                          direct_lr, direct_l2, dtable)
+                          direct_lr, direct_l2, accum, dtable)
 
 
 def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale=1.0, direct_l2=0.0):

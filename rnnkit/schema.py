@@ -17,7 +17,8 @@ Limits:
     classes     a class-factored RNN output: 1..V classes, a class map rising strictly
                 from 0 to V, the class layer in the weights; direct connections of order
                 1..MAX_DIRECT_ORDER (10) with a table of direct_size (1..2^40) entries,
-                finite like the weights
+                finite like the weights; a resumable file's AdaGrad sums of squares
+                for it (`direct_accum`) of the same size, finite and >= 0
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
     n-grams     keys increasing and in range (a pass over each order: ~5 ms per 4M keys);
@@ -378,7 +379,9 @@ def _refuse_leftovers(arrays: dict) -> None:
 
 
 RNN_WEIGHT_ARRAYS = ("params", "raw_params", "adam_m", "adam_v")
-TABLE_ARRAYS = ("direct_table", "raw_direct_table")   # the direct table (and its raw copy behind an average)
+# the direct table (and its raw copy behind an average, and AdaGrad's sums of squares for it)
+TABLE_ARRAYS = ("direct_table", "raw_direct_table", "direct_accum")
+SQUARES = ("adam_v", "direct_accum")   # sums of squares: never negative
 EPOCH_START = "epoch_start_"   # a mid-epoch checkpoint's copy of each at the epoch's start (train.py)
 CARRIED_STATE = "carry_h"      # a mid-epoch checkpoint's hidden state, lanes x hidden (train.py)
 CARRIED_HISTORY = "carry_history"   # and its direct history, lanes x DIRECT_HISTORY input ids or -1
@@ -425,7 +428,7 @@ def _rnn_arrays(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> 
             # the weights (and a table) always, the others only in a resumable file
             if stored in ("params", "direct_table") or prefix + stored in arrays:
                 array = _take(arrays, prefix + stored, np.float32, size)
-                _finite_weights(array, prefix + stored, 0.0 if name == "adam_v" else -MAX_WEIGHT)  # a square
+                _finite_weights(array, prefix + stored, 0.0 if name in SQUARES else -MAX_WEIGHT)
     if C:
         classes = _take(arrays, prefix + "class_start", np.int64, C + 1)
         if not (classes[0] == 0 and classes[-1] == V and (classes[1:] > classes[:-1]).all()):

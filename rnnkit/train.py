@@ -19,8 +19,10 @@ With `classes` > 0 the output layer is class-factored (RNNLM's frequency classes
 with `direct_order` > 0 it has direct connections (csrc/rnn.h): their table is not part of
 the weights the optimizer steps but is updated inside the backward pass by sparse SGD,
 at `direct_lr` per token (following the main rate's schedule) with L2 `direct_l2` per use,
-as in RNNLM (under MPI the ranks sum its gradient first: rnnkit/mpi.py); the direct
-history rides along with the carried hidden state.
+as in RNNLM, or with `direct_optimizer` "adagrad" by AdaGrad, whose sums of squares
+(`direct_accum`, as big as the table) are optimizer state (under MPI the ranks sum the
+table's gradient first, and only SGD steps it: rnnkit/mpi.py); the direct history rides
+along with the carried hidden state.
 
 With `average` > 0 the optimizer steps a raw copy of the weights and the model keeps an
 exponential moving average of them, which is what validation, the model file and its
@@ -74,6 +76,14 @@ MAX_EXP = 700.0               # math.exp overflows a float above ~709.78
 MAX_LEARNING_RATE = 100.0     # far above any working rate (Adam ~1e-3, RNNLM's SGD 0.1-1)
 RUN_SETTINGS = ("threads", "checkpoint_minutes")   # how a run goes, not what the model is
 AUTO = "auto"   # TrainConfig.classes: chosen from the vocabulary size
+DIRECT_OPTIMIZERS = ("sgd", "adagrad")   # TrainConfig.direct_optimizer
+DIRECT_ACCUM = "direct_accum"   # AdaGrad's sums of squares beside the direct table (an optimizer array)
+# What those sums start at, in squared per-token gradients (TensorFlow's initial_accumulator_value):
+# an entry's first steps are then SGD's at the rate over its square root, not the full rate
+# whatever the gradient's size. One epoch of 20k nsmc lines (test bits/char, best rate of each):
+# 0: 4.583, 0.1: 4.460, 1: 4.433, 4: 4.445.
+ADAGRAD_START = 1.0
+DEFAULT_DIRECT_LR = {"sgd": 0.03, "adagrad": 0.3}   # TrainConfig.direct_lr's (its comment says why)
 
 
 @dataclass
@@ -107,13 +117,21 @@ class TrainConfig:
                                        # "auto": sqrt(V), RNNLM's rule, see class_count)
     direct_order: int = 0              # n of the direct connections' n-gram features (0: none)
     direct_size: int = 0               # entries of the direct-connection table
-    # The direct table's SGD rate per token. RNNLM's 0.1 overshoots here: a batch applies
-    # ~1000 positions' updates from one forward pass, and the low-order features are in
-    # most of them (nsmc sample, char, H 128, 40 classes, order 4, Adam: 0.1 gave valid
-    # 6.46 bits/char after epoch 1 against 5.34 without the table, 1.0 diverged; 0.03
-    # 4.69 after 4 epochs against 4.87, and 0.01 4.78, 0.003 4.84).
-    direct_lr: float = 0.03
+    # The direct table's rate per token (None: DEFAULT_DIRECT_LR of direct_optimizer). SGD:
+    # RNNLM's 0.1 overshoots here: a batch applies ~1000 positions' updates from one
+    # forward pass, and the low-order features are in most of them (nsmc sample, char, H
+    # 128, 40 classes, order 4, Adam: 0.1 gave valid 6.46 bits/char after epoch 1 against
+    # 5.34 without the table, 1.0 diverged; 0.03 4.69 after 4 epochs against 4.87, and 0.01
+    # 4.78, 0.003 4.84). AdaGrad ("adagrad") gives each entry its own rate, the rate over
+    # the root of its summed squared gradients: frequent features slow down, rare ones keep
+    # moving (char, H 128, order 6, one epoch of nsmc: 20k lines, 4M entries, test 4.717
+    # bits/char for SGD's best rate, 4.408 for AdaGrad at 0.3; 100k lines, 16M entries,
+    # 4.136 and 3.907). Over many epochs of a small text it fits the rare n-grams too well
+    # (the bundled sample's default run: best valid 4.167 for SGD, 4.179 for AdaGrad at
+    # 0.1, 4.244 at 0.3, rolled back from epoch 3 on).
+    direct_lr: float | None = None
     direct_l2: float = 1e-6            # its L2 per use of an entry
+    direct_optimizer: str = "sgd"      # "sgd" or "adagrad"
 
     def class_count(self, V: int) -> int:
         """C for a vocabulary of V units: `classes`, or for "auto" round(sqrt(V)), which
@@ -127,6 +145,9 @@ class TrainConfig:
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else (2e-3 if self.optimizer == "adam" else 0.5)
+
+    def direct_rate(self) -> float:
+        return self.direct_lr if self.direct_lr is not None else DEFAULT_DIRECT_LR[self.direct_optimizer]
 
     def embedding_scale(self) -> float:
         if self.embedding_lr_scale is not None:
@@ -177,7 +198,10 @@ class TrainConfig:
         if self.direct_order and not 1 <= self.direct_size <= kernel.MAX_TABLE:
             raise RnnkitError(f"direct size must be in [1, 2^40] entries with direct order "
                               f"{self.direct_order}, got {self.direct_size}")
-        if not 0 <= self.direct_lr <= MAX_LEARNING_RATE:
+        if self.direct_optimizer not in DIRECT_OPTIMIZERS:
+            raise RnnkitError(f"direct optimizer must be {' or '.join(DIRECT_OPTIMIZERS)}, "
+                              f"got {self.direct_optimizer!r}")
+        if not 0 <= self.direct_rate() <= MAX_LEARNING_RATE:
             raise RnnkitError(f"direct learning rate must be in [0, {MAX_LEARNING_RATE:g}], got {self.direct_lr}")
         if not (self.direct_l2 >= 0 and math.isfinite(self.direct_l2)):
             raise RnnkitError(f"direct L2 must be a finite number >= 0, got {self.direct_l2}")
@@ -231,6 +255,12 @@ class Trainer:
             for name in ("raw_params", "raw_direct_table"):
                 model.optimizer_arrays.pop(name, None)
             self.weights = model.params
+        self.direct_accum = None   # AdaGrad's sums of squares beside the table backward updates
+        if config.direct_optimizer == "adagrad" and self.table is not None:
+            self.direct_accum = model.optimizer_arrays.setdefault(
+                DIRECT_ACCUM, np.full_like(self.table, ADAGRAD_START))
+        else:
+            model.optimizer_arrays.pop(DIRECT_ACCUM, None)
         if config.optimizer == "adam":
             self.m = model.optimizer_arrays.setdefault("adam_m", np.zeros_like(model.params))
             self.v = model.optimizer_arrays.setdefault("adam_v", np.zeros_like(model.params))
@@ -279,18 +309,7 @@ class Trainer:
         self.grads.fill(0.0)
         table_step = None
         if model.classes:
-            # the table's per-token rate follows the main rate's schedule; in the kernel's
-            # terms (a mean loss) the rate is times count and the per-use L2 divided by it
-            rate = self.config.direct_lr * self.lr / self.config.learning_rate() * count
-            l2 = self.config.direct_l2 / count
-            if self.exchange is not None and model.direct_order and rate > 0:
-                # the ranks sum the table's gradient before every rank steps it (rnnkit/mpi.py)
-                table_step = self.table, rate
-                kernel.class_direct_gradient(self.exchange.table_grads, self.cache, table=self.table,
-                                             loss_scale=1.0 / count, direct_l2=l2)
-            kernel.class_backward(self.grads, self.cache, table=self.table, loss_scale=1.0 / count,
-                                  direct_lr=rate if model.direct_order and table_step is None else 0.0,
-                                  direct_l2=l2)
+            table_step = self.class_backward(count)
         else:
             kernel.backward(self.grads, self.cache, loss_scale=1.0 / count)
         if self.exchange is not None:   # every rank's gradients and loss
@@ -318,6 +337,33 @@ class Trainer:
         if self.weights is not model.params:
             self.update_average()
         return loss, count, *carried
+
+    def class_backward(self, count: int) -> tuple | None:
+        """Backward of the mean loss over `count` tokens with the class output, which also
+        updates the direct table. SGD: the per-token rate follows the main rate's schedule;
+        in the kernel's terms (a mean loss) it is times count and the per-use L2 divided by
+        it. AdaGrad: backward of the summed loss, then the mean, so that the sums of squares
+        are of one token's gradients whatever the batch (ADAGRAD_START is in those units);
+        its rate stays constant, each entry's steps shrinking as its squares add up (one
+        epoch of nsmc: test 4.408 bits/char against 4.433 following Adam's decay).
+        Under MPI (SGD only) the table is not stepped here: its gradient goes to the
+        exchange, and (table, rate) is returned for the summed step."""
+        config, direct = self.config, self.model.direct_order > 0
+        if self.direct_accum is not None:
+            kernel.class_backward(self.grads, self.cache, table=self.table, direct_lr=config.direct_rate(),
+                                  direct_l2=config.direct_l2, direct_accum=self.direct_accum)
+            self.grads *= np.float32(1.0 / count)
+            return None
+        rate = config.direct_rate() * self.lr / config.learning_rate() * count
+        l2 = config.direct_l2 / count
+        table_step = None
+        if self.exchange is not None and direct and rate > 0:
+            table_step = self.table, rate
+            kernel.class_direct_gradient(self.exchange.table_grads, self.cache, table=self.table,
+                                         loss_scale=1.0 / count, direct_l2=l2)
+        kernel.class_backward(self.grads, self.cache, table=self.table, loss_scale=1.0 / count,
+                              direct_lr=rate if direct and table_step is None else 0.0, direct_l2=l2)
+        return table_step
 
     def decay_weights(self) -> None:
         """Decoupled weight decay (AdamW's, which for SGD is plain L2): W_xh, W_hh and W_hy
@@ -468,7 +514,8 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
     activations (hidden states, masks, and the T x B x V softmax gradient, or with classes
     the T x B x (C + largest class) one), plus the direct table, its epoch-start copy and
     a checkpoint's copy (with an average also the raw table, its epoch-start copy and the
-    scratch the average is computed in)."""
+    scratch the average is computed in; with AdaGrad its sums of squares and their two
+    copies)."""
     C = config.class_count(V)
     params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V + C * (config.hidden + 1)
     copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
@@ -479,7 +526,7 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
 
 def table_bytes(config: TrainConfig) -> int:
     """The direct table's part of training_bytes."""
-    copies = 3 + (3 if config.average > 0 else 0)
+    copies = 3 + (3 if config.average > 0 else 0) + (3 if config.direct_optimizer == "adagrad" else 0)
     return 4 * copies * config.direct_size if config.direct_order else 0
 
 
@@ -550,6 +597,10 @@ def train(corpus, valid_lines: list[str] | None, config: TrainConfig, output_pat
     rank steps its share of every window's lanes with the summed gradient.
     """
     config.check()
+    if ranks is not None and config.direct_optimizer == "adagrad" and config.direct_order:
+        # the ranks sum the table's gradient and step it by SGD (rnnkit/mpi.py)
+        raise RnnkitError("MPI training steps the direct table by SGD; use --direct-optimizer sgd "
+                          "under mpiexec, or train with AdaGrad in one process")
     if resume_from is not None and not resume_from.train_state:
         raise RnnkitError("this model holds no training state (a copy written by `rnnkit export`), "
                           "so training cannot resume from it")
@@ -683,8 +734,8 @@ def _check_epoch_start(best: dict, model: RNNModel) -> None:
                                        for name, array in needed.items()):
         raise RnnkitError(f"cannot resume mid-epoch: the checkpoint's epoch start holds "
                           f"{', '.join(sorted(best)) or 'nothing'}, this run needs {', '.join(sorted(needed))} "
-                          "of the model's sizes (float32); resume with the --optimizer and --average it was "
-                          "trained with")
+                          "of the model's sizes (float32); resume with the --optimizer, --average and "
+                          "--direct-optimizer it was trained with")
 
 
 def _snapshot_arrays(model: RNNModel) -> dict:

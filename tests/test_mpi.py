@@ -124,6 +124,10 @@ def test_failures_end_every_rank_with_one_line(tmp_path):
     assert missing.stderr.strip() == f"Error: file not found: {tmp_path / 'absent.txt'}"
     ngram = run([sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", "--type", "ngram", "-o", tmp_path / "m"])
     assert ngram.returncode == 2 and ngram.stderr.count("Error:") == 1 and "MPI ranks train RNNs" in ngram.stderr
+    adagrad = run([sys.executable, "-m", "mpi4py", "-m", "rnnkit", "train", "-o", tmp_path / "m",
+                   "--direct-optimizer", "adagrad"])
+    assert adagrad.returncode == 1 and adagrad.stderr.count("Error:") == 1
+    assert "MPI training steps the direct table by SGD" in adagrad.stderr and not (tmp_path / "m").exists()
     alone = run([sys.executable, HERE / "mpi" / "steps.py", tmp_path / "w.npz", "5", "fail"])
     assert alone.returncode != 0 and not (tmp_path / "w.npz").exists()
     errors = [line for line in alone.stderr.splitlines() if line.startswith("Error")]

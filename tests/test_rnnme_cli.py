@@ -84,6 +84,10 @@ def test_output_layer_options(corpus, tmp_path, options, expected):
     (["--direct-size", "-4"], 2, "got '-4'"),
     (["--direct-size", "2000G"], 1, "Error: direct size must be in [1, 2^40] entries with direct order 6, "
                                     "got 2147483648000"),
+    (["--direct-optimizer", "adam"], 2, "Invalid value for '--direct-optimizer': 'adam' is not one of 'sgd', "
+                                        "'adagrad'."),
+    (["--direct-lr", 200], 1, "Error: direct learning rate must be in [0, 100], got 200.0"),
+    (["--direct-lr", -1], 2, "Invalid value for '--direct-lr': -1.0 is not in the range x>=0."),
 ])
 def test_bad_output_layer_options(corpus, tmp_path, options, code, message):
     out = tmp_path / "m.model"
@@ -111,3 +115,22 @@ def test_resume_reads_the_output_layer_from_the_file(corpus, tmp_path):
     described = info(out)
     assert (described["classes"], described["direct_order"], described["direct_size"]) == (3, 2, 1024)
     assert len(described["training"]["epochs"]) == 2
+
+
+def test_direct_optimizer_and_rate_are_recorded_and_resumed(corpus, tmp_path):
+    """--direct-optimizer adagrad and --direct-lr reach training and the file's settings;
+    the file keeps AdaGrad's sums for --resume, which goes on with both, and an exported
+    copy leaves them out."""
+    out, copy = tmp_path / "m.model", tmp_path / "copy.model"
+    train(corpus, out, "--direct-size", "1K", "--direct-optimizer", "adagrad", "--direct-lr", 0.2)
+    hyper = info(out)["hyperparameters"]
+    assert (hyper["direct_optimizer"], hyper["direct_lr"]) == ("adagrad", 0.2)
+    assert loader.load(out).optimizer_arrays["direct_accum"].shape == (1024,)
+    result = invoke(["train", corpus, "-o", out, "--resume", "--epochs", 2, "--threads", 1])
+    assert result.exit_code == 0, result.output
+    described = info(out)
+    assert len(described["training"]["epochs"]) == 2
+    assert (described["hyperparameters"]["direct_optimizer"], described["hyperparameters"]["direct_lr"]) == \
+        ("adagrad", 0.2)
+    assert invoke(["export", "-m", out, "-o", copy]).exit_code == 0
+    assert "direct_accum" not in loader.load(copy).optimizer_arrays

@@ -155,7 +155,44 @@ def test_missing_class_array(models, tmp_path, name, message):
     assert load_error(path) == message
 
 
-@pytest.mark.parametrize("name", ["class_start", "direct_table", "raw_direct_table", "carry_history"])
+@pytest.mark.parametrize("accum, message", [
+    (np.full(64, 2.5, np.float32), None),
+    (np.zeros(63, np.float32), "array 'direct_accum' must be float32 of shape (64,), got float32 of shape (63,)"),
+    (np.zeros(64, np.int64), "array 'direct_accum' must be float32 of shape (64,), got int64 of shape (64,)"),
+    (np.where(np.arange(64) == 5, -1.0, 1.0).astype(np.float32),
+     "array 'direct_accum' must hold finite values in 0..1e+30, found -1.0"),
+    (np.full(64, np.nan, np.float32), "array 'direct_accum' must hold finite values in 0..1e+30, found nan"),
+    (np.full(64, np.inf, np.float32), "array 'direct_accum' must hold finite values in 0..1e+30, found inf"),
+])
+def test_adagrad_sums_in_a_checkpoint(models, tmp_path, accum, message):
+    """AdaGrad's sums of squares (and their epoch-start copy) load as optimizer state when
+    they are the table's size, float32, finite and >= 0; otherwise one line names them."""
+    meta, members = read_members(models["rnnme"])
+    path = tmp_path / "adagrad.model"
+    for name in ("direct_accum", "epoch_start_direct_accum"):
+        write_members(path, meta, members + [(f"{name}.npy", npy(accum))])
+        if message is None:
+            assert np.array_equal(rnnkit.load(path).optimizer_arrays[name], accum)
+        else:
+            assert load_error(path) == message.replace("direct_accum", name)
+
+
+def test_export_leaves_the_adagrad_sums_out(tmp_path):
+    """A model trained with AdaGrad keeps its sums of squares for --resume; a copy for
+    scoring (resumable=False, as `rnnkit export` writes) drops them and scores the same."""
+    config = TrainConfig(unit="word", hidden=4, bptt=8, batch=4, epochs=1, seed=1, threads=1, classes=3,
+                         direct_order=3, direct_size=64, direct_optimizer="adagrad")
+    model = train(LINES, LINES[:6], config)
+    whole, copy = tmp_path / "whole.model", tmp_path / "copy.model"
+    model.save(whole)
+    model.save(copy, resumable=False)
+    assert "direct_accum" in rnnkit.load(whole).optimizer_arrays
+    assert rnnkit.load(copy).optimizer_arrays == {}
+    assert rnnkit.load(copy).score_many(KOREAN) == model.score_many(KOREAN)
+
+
+@pytest.mark.parametrize("name", ["class_start", "direct_table", "raw_direct_table", "direct_accum",
+                                  "carry_history"])
 def test_class_arrays_in_a_plain_rnn_are_refused(models, tmp_path, name):
     """A full-softmax RNN's file holds no class map or table: one found there is unexpected."""
     meta, members = read_members(models["rnn"])

@@ -40,14 +40,16 @@ def make_case(rng, T, B, H, V, C, order=0, D=37, reset_p=0.3, ignore_p=0.2, dtyp
                 table=(rng.standard_normal(D) * 0.5).astype(dtype) if order else None)
 
 
-def run(impl, case, *, loss_scale=0.7, direct_lr=0.3, direct_l2=0.01, **extra):
-    """forward + backward: (loss, logprobs, hs, grads, dh0, table after the update, cache)."""
+def run(impl, case, *, loss_scale=0.7, direct_lr=0.3, direct_l2=0.01, direct_accum=None, **extra):
+    """forward + backward: (loss, logprobs, hs, grads, dh0, table after the update, cache);
+    with direct_accum (AdaGrad's sums of squares, updated in a copy) also those."""
     loss, logprobs, hs, cache = impl.class_forward(**case, **extra)
     grads = np.zeros_like(case["params"])
     table = None if case["table"] is None else case["table"].copy()
+    accum = None if direct_accum is None else direct_accum.copy()
     dh0 = impl.class_backward(grads, cache, table=table, loss_scale=loss_scale,
-                              direct_lr=direct_lr, direct_l2=direct_l2)
-    return loss, logprobs, hs, grads, dh0, table, cache
+                              direct_lr=direct_lr, direct_l2=direct_l2, direct_accum=accum)
+    return (loss, logprobs, hs, grads, dh0, table, cache) + (() if accum is None else (accum,))
 
 
 def slot_widths(case):
@@ -155,6 +157,19 @@ def test_class_parity(rng, shape, order):
     T, B, H, V, C = shape
     case = make_case(rng, T, B, H, V, C, order, D=int(rng.integers(1, 60)))
     assert_parity(run(kernel, case), run(reference, case), case)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+@pytest.mark.parametrize("order", [1, 3, 10])
+def test_adagrad_parity(rng, shape, order):
+    """With AdaGrad's sums of squares (some entries at 0) the table and the sums equal
+    reference.py's, and so does everything else: the same shapes and orders as SGD."""
+    T, B, H, V, C = shape
+    case = make_case(rng, T, B, H, V, C, order, D=int(rng.integers(1, 60)))
+    accum = (rng.random(case["table"].size) * (rng.random(case["table"].size) < 0.7)).astype(np.float32)
+    c, r = run(kernel, case, direct_accum=accum), run(reference, case, direct_accum=accum)
+    assert_parity(c, r, case)
+    assert_close("direct_accum", c[7], r[7], 1e-5, 1e-6)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "logistic", "identity"])
@@ -290,6 +305,49 @@ def test_l2_update_rule():
     assert (np.abs(with_l2[used]) < np.abs(lr_only[used]) + 1e-6).all()
 
 
+def adagrad_by_hand(table, accum, uses, lr, l2, scale):
+    """rnn.h's AdaGrad rule applied in float32 to the (entry, gradient) pairs in `uses`,
+    one by one in the order given."""
+    table, accum = table.copy(), accum.copy()
+    lr, l2, scale, eps = np.float32(lr), np.float32(l2), np.float32(scale), np.float32(1e-8)
+    for i, g in uses:
+        u = scale * g + l2 * table[i]
+        accum[i] += u * u
+        table[i] = table[i] - lr * u / np.sqrt(accum[i] + eps)
+    return table, accum
+
+
+def test_adagrad_update_rule_on_entries_used_several_times():
+    """One class and the bias feature alone, in a table of exactly C + V entries: every
+    position uses every entry, in dword's row order. The kernel's table and sums of squares
+    are rnn.h's rule applied use by use in that order (the order matters: applied backwards
+    the uses give other weights); the class entry, whose gradient is 0 with one class,
+    takes steps of 0 from sums of 0 (the eps keeps 0 / 0 out)."""
+    rng = np.random.default_rng(11)
+    T, B, H, V, C = 5, 2, 3, 4, 1
+    case = make_case(rng, T, B, H, V, C, order=1, D=C + V, ignore_p=0.0)
+    case["table"][:] = rng.standard_normal(C + V).astype(np.float32)
+    (class_entry,) = reference._features(1, C + V, [])      # the bias feature's hash: unit 0's entry
+    case["table"][class_entry] = 0.0
+    accum = np.zeros(C + V, np.float32)
+    loss_scale, lr, l2 = 0.5, 0.2, 0.0
+    _, _, _, _, _, new_table, cache, new_accum = run(kernel, case, loss_scale=loss_scale, direct_lr=lr,
+                                                     direct_l2=l2, direct_accum=accum)
+    uses = [((class_entry + C + w) % (C + V), cache.dword[k, w]) for k in range(T * B) for w in range(V)]
+    uses += [(class_entry, cache.dclass.reshape(-1, C)[n, 0]) for n in range(T * B)]
+    want_table, want_accum = adagrad_by_hand(case["table"], accum, uses, lr, l2, loss_scale)
+    assert_close("table", new_table, want_table, 1e-6, 1e-7)
+    assert_close("direct_accum", new_accum, want_accum, 1e-6, 1e-7)
+    backwards, _ = adagrad_by_hand(case["table"], accum, uses[::-1], lr, l2, loss_scale)
+    assert np.abs(backwards - want_table).max() > 1e-3
+    assert new_table[class_entry] == 0.0 and new_accum[class_entry] == 0.0
+    # one use of a fresh entry moves it by the rate, whatever its gradient's size
+    one = make_case(rng, 1, 1, H, V, C, order=1, D=C + V, ignore_p=0.0)
+    table = run(kernel, one, loss_scale=loss_scale, direct_lr=lr, direct_l2=l2, direct_accum=accum)[5]
+    moved = np.delete(np.abs(table - one["table"]), class_entry)
+    np.testing.assert_allclose(moved, lr, rtol=1e-3)
+
+
 # ----------------------------------------------------------------------------------
 # the full distribution, incremental scoring, batch independence
 # ----------------------------------------------------------------------------------
@@ -386,9 +444,10 @@ def test_reset_clears_the_direct_history(rng):
 # determinism
 # ----------------------------------------------------------------------------------
 
-def test_training_steps_are_bit_identical(rng):
-    """Three class training steps with the sparse table update, twice from the same seed,
-    give identical bits; so do 1 and 2 threads."""
+@pytest.mark.parametrize("adagrad", [False, True], ids=["sgd", "adagrad"])
+def test_training_steps_are_bit_identical(rng, adagrad):
+    """Three class training steps with the sparse table update (SGD or AdaGrad), twice from
+    the same seed, give identical bits; so do 1 and 2 threads."""
     base = make_case(rng, 20, 8, 32, 500, 20, order=4, D=5000)
 
     def train(threads):
@@ -396,13 +455,14 @@ def test_training_steps_are_bit_identical(rng):
         kernel.set_num_threads(threads)
         try:
             case = {**base, "params": base["params"].copy(), "table": base["table"].copy()}
+            accum = np.ones_like(case["table"]) if adagrad else None
             grads = np.zeros_like(case["params"])
             losses, cache = [], None
             for _ in range(3):
                 grads[:] = 0
                 loss, _, _, cache = kernel.class_forward(**case, reuse=cache)
                 kernel.class_backward(grads, cache, table=case["table"], loss_scale=1 / 160,
-                                      direct_lr=0.5, direct_l2=1e-4)
+                                      direct_lr=0.5, direct_l2=1e-4, direct_accum=accum)
                 kernel.sgd_update(case["params"], grads, 0.1)
                 losses.append(loss)
             return losses, case["params"], case["table"]
@@ -478,6 +538,38 @@ def test_backward_table_must_match_the_forward(rng):
         kernel.class_backward(grads, kernel.forward(case["params"][:kernel.num_params(9, 4)],
                                                     case["inputs"], case["targets"], case["resets"],
                                                     case["h0"], V=9)[3])
+
+
+@pytest.mark.parametrize("accum, message", [
+    (np.zeros(41, np.float32), r"direct_accum has shape \(41,\), expected \(40,\)"),
+    (np.zeros((40, 1), np.float32), r"direct_accum has shape \(40, 1\), expected \(40,\)"),
+    (np.zeros(40, np.float64), r"direct_accum must have dtype float32, got float64"),
+    (np.zeros(80, np.float32)[::2], r"direct_accum must be C-contiguous"),
+    (np.zeros(40, np.float32).tolist(), r"direct_accum must be a numpy array, got list"),
+    ("read-only", r"direct_accum is read-only but is written by the kernel"),
+    ("the table", r"table must not share memory with direct_accum"),
+    ("the gradients", r"grads must not share memory with direct_accum"),
+])
+def test_backward_checks_the_adagrad_sums(rng, accum, message):
+    """class_backward refuses sums of squares of another size or kind than the table, read-
+    only ones and ones sharing memory with what it writes; nothing is written then."""
+    case = make_case(rng, 3, 2, 4, 9, 2, order=2, D=40)
+    cache = kernel.class_forward(**case)[3]
+    grads, table = np.zeros_like(case["params"]), case["table"].copy()
+    if isinstance(accum, str):
+        frozen = np.zeros(40, np.float32)
+        frozen.setflags(write=False)
+        accum = {"read-only": frozen, "the table": table, "the gradients": grads[:40]}[accum]
+    with pytest.raises(KernelError, match=f"^{message}"):
+        kernel.class_backward(grads, cache, table=table, direct_lr=0.1, direct_accum=accum)
+    assert not grads.any() and np.array_equal(table, case["table"])
+
+
+def test_adagrad_sums_need_direct_connections(rng):
+    case = make_case(rng, 3, 2, 4, 9, 2, order=0)
+    cache = kernel.class_forward(**case)[3]
+    with pytest.raises(KernelError, match=r"^direct_accum was given without direct connections"):
+        kernel.class_backward(np.zeros_like(case["params"]), cache, direct_accum=np.zeros(4, np.float32))
 
 
 def test_backward_accumulates(rng):
@@ -618,7 +710,7 @@ def test_class_backward_hostile(data):
     case, (T, B, H, V, C, order, D) = hostile_case(data)
     cache = kernel.class_forward(**case)[3]
     fields = CLASS_CACHE_ARRAYS + ["V", "activation", "direct_order", "cache", "grads", "dh0",
-                                   "table", "loss_scale", "direct_lr", "direct_l2"]
+                                   "table", "direct_accum", "loss_scale", "direct_lr", "direct_l2"]
     corrupt = data.draw(st.sets(st.sampled_from(fields), min_size=1, max_size=2), label="corrupt")
     arena = Arena()
     forged, classes = {}, []
@@ -664,14 +756,15 @@ def test_class_backward_hostile(data):
         table, cls_t = draw_output(data, arena, "table", case["table"], corrupt, alias=alias)
     else:
         table, cls_t = order_zero_table(data, arena, corrupt)
+    accum, cls_acc = draw_accum(data, arena, case, table, corrupt)
     scale, cls_s = draw_scalar(data, "loss_scale", [0.7, np.float32(0.7)], BAD_REALS, corrupt)
     lr, cls_lr = draw_scalar(data, "direct_lr", [0.3, 0], [-0.1] + BAD_REALS, corrupt)
     l2, cls_l2 = draw_scalar(data, "direct_l2", [0.01, 0.0], [-1.0] + BAD_REALS, corrupt)
-    expected = outcome(classes + [cls_g, cls_d, cls_t, cls_s, cls_lr, cls_l2])
-    outputs = [(a, a.copy()) for a in (grads, dh0, table) if isinstance(a, np.ndarray)]
+    expected = outcome(classes + [cls_g, cls_d, cls_t, cls_acc, cls_s, cls_lr, cls_l2])
+    outputs = [(a, a.copy()) for a in (grads, dh0, table, accum) if isinstance(a, np.ndarray)]
 
     accepted, result = call(kernel.class_backward, expected, grads, forged_cache, table=table,
-                            loss_scale=scale, direct_lr=lr, direct_l2=l2, dh0=dh0)
+                            loss_scale=scale, direct_lr=lr, direct_l2=l2, dh0=dh0, direct_accum=accum)
     arena.check()
     if not accepted:
         for array, before in outputs:
@@ -680,12 +773,31 @@ def test_class_backward_hostile(data):
     r_cache = reference.class_forward(**case)[3]
     r_grads = np.zeros_like(grads_init)
     r_table = None if case["table"] is None else case["table"].copy()
+    r_accum = None if accum is None else ACCUM_START.copy()[:case["table"].size]
     r_dh0 = reference.class_backward(r_grads, r_cache, table=r_table, loss_scale=float(scale),
-                                     direct_lr=float(lr), direct_l2=float(l2))
+                                     direct_lr=float(lr), direct_l2=float(l2), direct_accum=r_accum)
     assert_close("grads", grads, grads_init + r_grads, 1e-4, 1e-5)
     assert_close("dh0", result, r_dh0 + (0 if dh0 is None else dh0_init), 1e-4, 1e-5)
     if order:
         assert_close("table", table, r_table, 1e-4, 1e-5)
+    if accum is not None:
+        assert_close("direct_accum", accum, r_accum, 1e-4, 1e-5)
+
+
+ACCUM_START = np.linspace(0.0, 2.0, 12, dtype=np.float32)   # AdaGrad's sums of squares, for D <= 12
+
+
+def draw_accum(data, arena, case, table, corrupt):
+    """class_backward's direct_accum: None (SGD) unless drawn; with direct connections any
+    of the output kinds (the table itself: an alias), without them an array is invalid."""
+    if not case["direct_order"]:
+        if "direct_accum" not in corrupt:
+            return None, VALID
+        return arena.make(ACCUM_START[:3], data.draw(st.sampled_from(["ok", "readonly"]), label="direct_accum")), INVALID
+    if "direct_accum" not in corrupt and data.draw(st.booleans(), label="sgd"):
+        return None, VALID
+    return draw_output(data, arena, "direct_accum", ACCUM_START[:case["table"].size], corrupt,
+                       alias=table if isinstance(table, np.ndarray) else None, none_is_valid=True)
 
 
 @HOSTILE

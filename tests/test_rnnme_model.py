@@ -9,7 +9,7 @@ import pytest
 
 from rnnkit import layout, rnnlm
 from rnnkit.errors import ConfigError, RnnkitError
-from rnnkit.train import TrainConfig, _restore, _snapshot, train, training_bytes
+from rnnkit.train import ADAGRAD_START, TrainConfig, _restore, _snapshot, train, training_bytes
 from test_rnnlm import KOREAN, fresh_model, small_model
 
 
@@ -161,6 +161,9 @@ def test_class_training_settings_checked():
             ({"classes": 2.0}, r"classes must be a number >= 0 .* got 2.0"),
             ({"classes": 3, "direct_lr": -1.0}, r"direct learning rate must be in \[0, 100\], got -1.0"),
             ({"classes": 3, "direct_l2": float("nan")}, r"direct L2 must be a finite number >= 0, got nan"),
+            ({"classes": 3, "direct_optimizer": "adam"}, r"direct optimizer must be sgd or adagrad, got 'adam'$"),
+            ({"classes": 3, "direct_optimizer": "adagrad", "direct_lr": 101.0},
+             r"direct learning rate must be in \[0, 100\], got 101.0"),
             ({"classes": 10**6}, r"classes = 1000000 is more than the .* units of the vocabulary")]:
         with pytest.raises(RnnkitError, match=f"^{message}"):
             train(KOREAN, KOREAN[:8], TrainConfig(epochs=1, **settings))
@@ -179,3 +182,20 @@ def test_class_memory_estimate():
     assert classes < full / 2 and direct - classes == 12 * 10**8
     params = 2 * 50000 * 64 + 64 * 64 + 64 + 50000 + 224 * 65
     assert averaged - direct == 12 * 10**8 + 2 * 4 * params     # (and the raw weights, counted twice)
+    adagrad = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8,
+                                                direct_optimizer="adagrad"), largest_class=1000)
+    assert adagrad - direct == 12 * 10**8                       # the sums of squares and their copies
+
+
+def test_adagrad_training():
+    """With AdaGrad the table moves, the sums of squares beside it grow from their start
+    only where the features hit (not everywhere there: a float32 1 absorbs squares below
+    6e-8), and the default rate is AdaGrad's."""
+    config = TrainConfig(**{**CLASS_TRAINING, "epochs": 1, "direct_optimizer": "adagrad"})
+    assert config.direct_rate() == 0.3 and TrainConfig().direct_rate() == 0.03
+    model = train(KOREAN, KOREAN[:8], config)
+    accum = model.optimizer_arrays["direct_accum"]
+    touched, grown = model.direct_table != 0, accum > ADAGRAD_START
+    assert accum.shape == model.direct_table.shape and accum.dtype == np.float32
+    assert 0 < grown.sum() <= touched.sum() < accum.size and not (grown & ~touched).any()
+    assert (accum >= ADAGRAD_START).all()

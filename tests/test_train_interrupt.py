@@ -49,11 +49,13 @@ RNNME = dict(classes=5, direct_order=3, direct_size=1024)   # class-factored out
     dict(optimizer="sgd", lr=2.0),
     dict(optimizer="adam", lr=0.2, dropout=0.3, average=0.9, weight_decay=0.5, direct_lr=0.3, **RNNME),
     dict(optimizer="sgd", lr=2.0, direct_lr=0.3, **RNNME),
-], ids=["adam", "sgd", "adam-rnnme", "sgd-rnnme"])
+    dict(optimizer="adam", lr=0.2, dropout=0.3, average=0.9, weight_decay=0.5, direct_optimizer="adagrad",
+         direct_lr=0.3, **RNNME),
+], ids=["adam", "sgd", "adam-rnnme", "sgd-rnnme", "adam-rnnme-adagrad"])
 def test_resume_mid_epoch_is_bit_identical(tmp_path, settings):
     """Interrupted by SIGINT in epoch 1 and again in epoch 4 (which validation rolls back),
     each time resumed from the mid-epoch checkpoint: the same weights, direct table (also
-    the raw one behind an average) and record as one run."""
+    the raw one behind an average), AdaGrad's sums of squares and record as one run."""
     config = dict(SMALL, **settings)
     straight = train(KOREAN, VALID, TrainConfig(**config))
     assert not straight.record["epochs"][3]["kept"], "epoch 4 should be rolled back"
@@ -99,6 +101,16 @@ def test_mid_epoch_resume_refuses_other_batching(tmp_path):
               resume_from=rnnlm.RNNModel.load(path))
     with pytest.raises(RnnkitError, match="--average"):
         train(KOREAN, VALID, TrainConfig(**dict(SMALL, average=0.5)), output_path=path,
+              resume_from=rnnlm.RNNModel.load(path))
+
+
+def test_mid_epoch_resume_refuses_another_direct_optimizer(tmp_path):
+    """AdaGrad's sums of squares are part of the epoch start a mid-epoch checkpoint keeps."""
+    path = tmp_path / "m.model"
+    with pytest.raises(TrainingInterrupted):
+        train(KOREAN, VALID, TrainConfig(**SMALL, **RNNME), output_path=path, progress=signal_at(3))
+    with pytest.raises(RnnkitError, match=r"epoch start holds .* this run needs .*direct_accum.*--direct-optimizer"):
+        train(KOREAN, VALID, TrainConfig(**SMALL, **RNNME, direct_optimizer="adagrad"), output_path=path,
               resume_from=rnnlm.RNNModel.load(path))
 
 
