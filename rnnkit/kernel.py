@@ -114,6 +114,22 @@ def _check_status(status: int, *, ids=None, bad_value=None) -> None:
     raise KernelError(message)
 
 
+# the id checks of a batch's arrays: name -> (kernel status, low, high; None: V)
+_ID_RULES = {"inputs": ("RNN_E_TOKEN", 0, None), "tokens": ("RNN_E_TOKEN", 0, None),
+             "targets": ("RNN_E_TARGET", -1, None), "resets": ("RNN_E_RESET", 0, 2),
+             "history": ("RNN_E_HISTORY", -1, None)}
+
+
+def _batch_ids(V: int, prefix: str = "", **arrays) -> dict:
+    """_check_status's `ids` for the batch arrays given by name (inputs, tokens, targets,
+    resets, history), each named `prefix` + its name in a message."""
+    ids = {}
+    for name, array in arrays.items():
+        status, low, high = _ID_RULES[name]
+        ids[getattr(lib, status)] = (prefix + name, array, low, V if high is None else high)
+    return ids
+
+
 def _first_bad_id(name: str, ids: np.ndarray, low: int, high: int) -> str:
     bad = np.flatnonzero((ids < low) | (ids >= high))
     if bad.size == 0:       # changed by another thread since the kernel looked
@@ -458,8 +474,7 @@ def forward(params, inputs, targets, resets, h0, *, V, activation="tanh",
          ffi.NULL if dlogits is None else _pointer("dlogits", dlogits, np.float32, (T, B, V), writable=True),
          _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
          p_in, p_tg, p_rs, p_in_mask, p_out_mask, p_h0, p_params, act, T, B, H, V,
-         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
-              lib.RNN_E_RESET: ("resets", resets, 0, 2)})
+         ids=_batch_ids(V, inputs=inputs, targets=targets, resets=resets))
     cache = ForwardCache(inputs, resets, h0, params, hs, dlogits, activation, V, work,
                          hd, in_mask, out_mask)
     return float(loss[0]), logprobs, hs, cache
@@ -507,8 +522,7 @@ def backward(grads, cache: ForwardCache, *, loss_scale=1.0, dh0=None):
     _run(lib.rnn_backward, p_grads, p_dh0, _pointer("work", work, np.float32, (work_size,), writable=True),
          work_size, p_dlogits, p_hs, p_hd, p_in, p_rs, p_in_mask, p_out_mask, p_h0, p_params,
          scale, act, T, B, H, V,
-         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
-              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2)})
+         ids=_batch_ids(V, "cache.", inputs=cache.inputs, resets=cache.resets))
     return dh0
 
 
@@ -528,7 +542,7 @@ def step(params, h, tokens, *, V, activation="tanh"):
     h_new, logprobs = _new("h_new", (B, H)), _new("logprobs", (B, V))
     _run(lib.rnn_step, _pointer("h_new", h_new, np.float32, (B, H), writable=True),
          _pointer("logprobs", logprobs, np.float32, (B, V), writable=True),
-         p_tok, p_h, p_params, act, B, H, V, ids={lib.RNN_E_TOKEN: ("tokens", tokens, 0, V)})
+         p_tok, p_h, p_params, act, B, H, V, ids=_batch_ids(V, tokens=tokens))
     return h_new, logprobs
 
 
@@ -584,8 +598,7 @@ def class_forward(params, inputs, targets, resets, h0, *, V, class_start, table=
          _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
          p_in, p_tg, p_rs, p_hist, p_in_mask, p_out_mask, p_h0, p_params, p_classes,
          p_table, D, order, act, T, B, H, V, C,
-         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
-              lib.RNN_E_RESET: ("resets", resets, 0, 2), lib.RNN_E_HISTORY: ("history", history, -1, V)})
+         ids=_batch_ids(V, inputs=inputs, targets=targets, resets=resets, history=history))
     cache = ClassForwardCache(inputs, targets, resets, h0, params, hs, dclass, dword, activation, V,
                               class_start, order, D, history, work, hd, in_mask, out_mask)
     return float(loss[0]), logprobs, hs, cache
@@ -650,10 +663,8 @@ def class_backward(grads, cache: ClassForwardCache, *, table=None, loss_scale=1.
          _pointer("work", work, np.float32, (work_size,), writable=True), work_size,
          p_dclass, p_dword, p_hs, p_hd, p_in, p_tg, p_rs, p_hist, p_in_mask, p_out_mask, p_h0,
          p_params, p_classes, D, order, scale, lr, l2, act, T, B, H, V, C,
-         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
-              lib.RNN_E_TARGET: ("cache.targets", cache.targets, -1, V),
-              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2),
-              lib.RNN_E_HISTORY: ("cache.history", cache.history, -1, V)})
+         ids=_batch_ids(V, "cache.", inputs=cache.inputs, targets=cache.targets, resets=cache.resets,
+                        history=cache.history))
     return dh0
 
 
@@ -692,10 +703,8 @@ def class_direct_gradient(dtable, cache: ClassForwardCache, *, table, loss_scale
          _pointer("cache.targets", cache.targets, np.int32, (T, B)),
          _pointer("cache.resets", cache.resets, np.int32, (T, B)), _history(cache.history, B),
          p_classes, p_table, D, order, scale, l2, T, B, H, V, C,
-         ids={lib.RNN_E_TOKEN: ("cache.inputs", cache.inputs, 0, V),
-              lib.RNN_E_TARGET: ("cache.targets", cache.targets, -1, V),
-              lib.RNN_E_RESET: ("cache.resets", cache.resets, 0, 2),
-              lib.RNN_E_HISTORY: ("cache.history", cache.history, -1, V)})
+         ids=_batch_ids(V, "cache.", inputs=cache.inputs, targets=cache.targets, resets=cache.resets,
+                        history=cache.history))
 
 
 def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, table_size, history=None):
@@ -721,8 +730,7 @@ def direct_entries(inputs, targets, resets, *, V, class_start, direct_order, tab
          _pointer("count", count, np.int64, (1,), writable=True), capacity,
          _pointer("seen", seen, np.uint8, seen.shape, writable=True), p_in, p_tg, p_rs, _history(history, B),
          p_classes, D, order, T, B, V, C,
-         ids={lib.RNN_E_TOKEN: ("inputs", inputs, 0, V), lib.RNN_E_TARGET: ("targets", targets, -1, V),
-              lib.RNN_E_RESET: ("resets", resets, 0, 2), lib.RNN_E_HISTORY: ("history", history, -1, V)})
+         ids=_batch_ids(V, inputs=inputs, targets=targets, resets=resets, history=history))
     return entries[:int(count[0])]
 
 
@@ -747,7 +755,7 @@ def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0,
          _pointer("class_logprobs", class_logprobs, np.float32, (B, C), writable=True),
          _pointer("logprobs", logprobs, np.float32, (B, V), writable=True),
          p_tok, p_hist, p_h, p_params, p_classes, p_table, D, order, act, B, H, V, C,
-         ids={lib.RNN_E_TOKEN: ("tokens", tokens, 0, V), lib.RNN_E_HISTORY: ("history", history, -1, V)})
+         ids=_batch_ids(V, tokens=tokens, history=history))
     return h_new, logprobs
 
 
