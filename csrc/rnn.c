@@ -319,6 +319,16 @@ static int check_ids(const int32_t *ids, int64_t n, int32_t lo, int32_t hi) {
     return 0;
 }
 
+/* The ids of a class-factored call's batch (rnn.h): RNN_OK or the status naming the array. */
+static int check_class_batch(const int32_t *inputs, const int32_t *targets, const int32_t *resets,
+                             const int32_t *history, int64_t N, int B, int V) {
+    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
+    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
+    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
+    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+    return RNN_OK;
+}
+
 static int check_activation(int activation) {
     return activation == RNN_ACT_TANH || activation == RNN_ACT_LOGISTIC ||
            activation == RNN_ACT_IDENTITY;
@@ -1237,10 +1247,8 @@ int rnn_class_forward(float *loss, float *logprobs, float *hs, float *hd,
     if (hd && hd == hs) return RNN_E_ALIAS;
     if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
     const int64_t N = (int64_t)T * B;
-    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
-    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
-    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
-    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+    rc = check_class_batch(inputs, targets, resets, history, N, B, V);
+    if (rc) return rc;
 
     struct rnn_layout L = layout_of(V, H, C);
     recurrence(hs, params, inputs, resets, in_mask, h0, activation, T, B, H, V);
@@ -1294,10 +1302,8 @@ int rnn_class_backward(float *grads, float *dh0, float *table, float *direct_acc
     if (direct_accum && (direct_accum == table || direct_accum == grads || direct_accum == params))
         return RNN_E_ALIAS;
     const int64_t N = (int64_t)T * B;
-    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
-    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
-    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
-    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+    rc = check_class_batch(inputs, targets, resets, history, N, B, V);
+    if (rc) return rc;
 
     struct rnn_layout L = layout_of(V, H, C);
     const float *W_hy = params + L.W_hy, *W_c = params + L.W_c;
@@ -1376,10 +1382,8 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
     if (work_size < rnn_class_workspace_size(T, B, H, V, C, M)) return RNN_E_WORKSPACE;
     if (dtable == table) return RNN_E_ALIAS;
     const int64_t N = (int64_t)T * B;
-    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
-    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
-    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
-    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+    rc = check_class_batch(inputs, targets, resets, history, N, B, V);
+    if (rc) return rc;
 
     int32_t *perm = (int32_t *)(void *)work;      /* sort_floats(N, C) <= the workspace */
     int32_t *cls = perm + N, *class_rows = cls + N;
@@ -1412,10 +1416,8 @@ int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8
     if (table_size < 1 || table_size > RNN_MAX_TABLE) return RNN_E_SIZE;
     if (!entries || !count || !seen || !inputs || !targets || !resets) return RNN_E_NULL;
     const int64_t N = (int64_t)T * B;
-    if (check_ids(inputs, N, 0, V)) return RNN_E_TOKEN;
-    if (check_ids(targets, N, -1, V)) return RNN_E_TARGET;
-    if (check_ids(resets, N, 0, 2)) return RNN_E_RESET;
-    if (history && check_ids(history, (int64_t)B * RNN_DIRECT_HISTORY, -1, V)) return RNN_E_HISTORY;
+    rc = check_class_batch(inputs, targets, resets, history, N, B, V);
+    if (rc) return rc;
 
     const uint64_t D = (uint64_t)table_size, bytes = (D + 7) / 8;
     memset(seen, 0, (size_t)bytes);
