@@ -82,7 +82,9 @@ def candidate_row(name, options, train_text, test_lines, seeds, args, work: Path
                      "pairs": pairs(model)})
         print(f"{name}, seed {seed}: valid {runs[-1]['valid']:.4f}, pairs {runs[-1]['pairs']}",
               file=sys.stderr, flush=True)
-    median = lambda key: statistics.median(run[key] for run in runs) if runs[0][key] is not None else None
+    def median(key):
+        return statistics.median(run[key] for run in runs) if runs[0][key] is not None else None
+
     return {"name": name, "valid": median("valid"), "test": median("test"), "tokens": median("tokens"),
             "pairs": [sum(run["pairs"][i] for run in runs) for i in range(3)], "runs": len(runs)}
 
