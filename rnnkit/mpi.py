@@ -44,7 +44,7 @@ from .errors import ConfigError, RnnkitError
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # How long another rank waits before it reports its own failure: rank 0 reports first
 # when all of them fail, and its MPI_Abort ends the others.
-REPORT_DELAY_SECONDS = 2.0
+REPORT_DELAY_SECONDS = 1.0
 
 
 @functools.cache
