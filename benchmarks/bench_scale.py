@@ -59,7 +59,7 @@ def digest(model) -> str:
     h = hashlib.sha256()
     for name, array in sorted(model.file_contents()[2].items()):
         h.update(name.encode())
-        h.update(array.tobytes())
+        h.update(memoryview(array).cast("B"))   # no copy: the digest must not raise the peak
     return h.hexdigest()[:16]
 
 
@@ -78,8 +78,8 @@ def child_build(corpus: list[str], unit: str, order: int, memory: str, workers: 
         model = NgramModel.train_file(corpus, order, unit=unit, memory=parse_size(memory) if memory else None)
         worker_peaks = []
     model.save(out)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rss_mib": peak_mib(), "worker_rss_mib": worker_peaks, "digest": digest(model),
+    seconds, rss = time.perf_counter() - started, peak_mib()
+    return {"seconds": seconds, "rss_mib": rss, "worker_rss_mib": worker_peaks, "digest": digest(model),
             "ngrams": model.ngram_counts(), "tokens": model.info["tokens"],
             "corpus_mib": sum(os.path.getsize(p) for p in corpus) / 2**20}
 

@@ -58,7 +58,7 @@ from .errors import ConfigError, RnnkitError
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # How long another rank waits before it reports its own failure: rank 0 reports first
 # when all of them fail, and its MPI_Abort ends the others.
-REPORT_DELAY_SECONDS = 2.0
+REPORT_DELAY_SECONDS = 1.0
 # The embedding rows and the direct-table entries a window uses are summed packed when they
 # are less than this fraction of W_xh's rows, of the table (see Exchange). Measured on 2 ranks
 # of this 2-core machine (fastest of 12): summing W_xh of V=10000, H=256 took 6.3 ms dense,

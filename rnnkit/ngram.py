@@ -170,9 +170,10 @@ class NgramModel(LanguageModel):
         """`train` on the lines of one or more UTF-8 text files (plain or gzip; a binary
         stream such as standard input also does), read a block at a time (see
         rnnkit.units.read_line_blocks) so that only the counts grow with the corpus."""
-        from .ngram_build import build, corpus_name
+        from .ngram_build import build, corpus_name, read_block_bytes
         sources = [paths] if isinstance(paths, (str, os.PathLike)) or hasattr(paths, "read") else list(paths)
-        blocks = chain.from_iterable(read_line_blocks(source) for source in sources)
+        size = read_block_bytes(kwargs.get("memory"))
+        blocks = chain.from_iterable(read_line_blocks(source, size) for source in sources)
         model = build(blocks, order, **kwargs)
         model.info["corpus"] = corpus_name(sources)
         return model

@@ -58,7 +58,7 @@ from .arpa import MAX_ORDER
 from .errors import ConfigError, CorpusError
 from .ngram import SMOOTHINGS, NgramModel
 from .spelling import SpellingModel
-from .units import Tokenizer
+from .units import READ_BLOCK_BYTES, Tokenizer
 from .vocab import BOS_ID, EOS_ID, SPECIALS, FirstOccurrence, PackedVocab, Vocab
 
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
@@ -193,6 +193,12 @@ def parse_size(text: str) -> int:
             raise ConfigError(f"memory size must be at most 100% of physical memory; got {text!r}")
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * number / 100)
     return int(number * units[suffix])
+
+
+def read_block_bytes(memory: int | None) -> int:
+    """Bytes of text read at a time: as Python lines and units a block takes up to ~30
+    times its size (a Hangul syllable is a 76-byte str), so a budget gets 1/32 of itself."""
+    return READ_BLOCK_BYTES if memory is None else int(min(READ_BLOCK_BYTES, max(memory // 32, 1 << 12)))
 
 
 class Workspace:
