@@ -30,6 +30,7 @@ import functools
 import importlib
 import io
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -186,5 +187,16 @@ def train_sentencepiece(lines: list[str], vocab_size: int, model_type: str = "un
             hard_vocab_limit=False, bos_id=-1, eos_id=-1, unk_id=0,
             num_threads=os.cpu_count() or 1, minloglevel=2)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise ConfigError(f"SentencePiece training failed: {_first_line(exc)}") from None
+        raise ConfigError(_spm_failure(exc, vocab_size)) from None
     return model.getvalue()
+
+
+def _spm_failure(exc: BaseException, vocab_size: int) -> str:
+    """SentencePiece's reason in rnnkit's terms where we know it: its own message names
+    its own options (vocab_size, character_coverage), which rnnkit users never set."""
+    reason = _first_line(exc)
+    needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", reason)
+    if needed:
+        return (f"--spm-vocab {vocab_size} is too small: SentencePiece keeps every character of this "
+                f"corpus as a piece ({int(needed.group(1)):,} of them); give at least that many")
+    return f"SentencePiece training failed: {reason}"

@@ -129,6 +129,17 @@ def test_spm_options_are_checked(tmp_path):
         Tokenizer("spm")
 
 
+def test_spm_vocabulary_smaller_than_the_characters(tmp_path):
+    """SentencePiece keeps every character as a piece: too small a --spm-vocab is named in
+    rnnkit's terms (not SentencePiece's vocab_size / character_coverage), in one line."""
+    corpus = tmp_path / "hangul.txt"
+    corpus.write_text("\n".join(chr(0xAC00 + 7 * i) + chr(0xAC01 + 7 * i) for i in range(300)) + "\n")
+    result = invoke(["train", corpus, "--type", "ngram", "--unit", "spm", "--spm-vocab", 100, "-o", tmp_path / "m"])
+    error = result.output.splitlines()[-1]   # after the progress line
+    assert result.exit_code == 1 and error.startswith("Error: --spm-vocab 100 is too small: SentencePiece keeps")
+    assert "(601 of them)" in error
+
+
 # ---------------------------------------------------------------- models
 
 @pytest.mark.parametrize("unit", ["morph", "spm"])
