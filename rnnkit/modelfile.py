@@ -74,21 +74,33 @@ def save(path, model_type: str, meta: dict, arrays: dict[str, np.ndarray]) -> No
             # form goes through json's C encoder (indent=1 made saving 5x slower)
             archive.writestr(member("meta.json"), json.dumps(header, ensure_ascii=False))
             for name, array in arrays.items():
-                buffer = io.BytesIO()
-                # np.save pads its header so that the data starts 64-aligned in the member
-                np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                data = buffer.getvalue()
+                array = np.ascontiguousarray(array)
+                npy_header = _npy_header(array)
                 info = member(f"{name}.npy")
-                info.extra = _padding(handle.tell(), info, len(data))
-                archive.writestr(info, data)
+                info.file_size = len(npy_header) + array.nbytes   # what writestr would set
+                info.extra = _padding(handle.tell(), info, info.file_size)
+                # the array's own bytes are written, not a copy of them (the biggest
+                # arrays of an n-gram model are tens of MiB, written at its peak memory)
+                with archive.open(info, "w") as data:
+                    data.write(npy_header)
+                    data.write(array.reshape(-1).view(np.uint8))
 
     write_atomic(path, write_to)
 
 
+def _npy_header(array: np.ndarray) -> bytes:
+    """The .npy header (format 1.0) np.save writes for the array, padded so that the data
+    starts 64-aligned in the member."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(array))
+    return buffer.getvalue()
+
+
 def _padding(header_offset: int, info: zipfile.ZipInfo, size: int) -> bytes:
     """The extra field that makes a member's data start at a multiple of ALIGNMENT."""
-    # zipfile.ZipFile.writestr adds a zip64 record to the local header after our extra
-    # field when size * 1.05 > ZIP64_LIMIT (tests check the alignment of written files)
+    # zipfile (ZipFile.open for writing) adds a zip64 record to the local header after
+    # our extra field when size * 1.05 > ZIP64_LIMIT (tests check the alignment of
+    # written files)
     zip64 = ZIP64_EXTRA if size * 1.05 > zipfile.ZIP64_LIMIT else 0
     start = header_offset + LOCAL_HEADER.size + len(info.filename.encode()) + PADDING_HEADER.size + zip64
     zeros = -start % ALIGNMENT
