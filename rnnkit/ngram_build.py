@@ -97,15 +97,22 @@ def build(blocks: Iterable, order: int, smoothing: str = "kn", unit: str | Token
     t0 = time.perf_counter()
     order, thresholds = check_settings(order, smoothing, unit, k, prune)
     with Workspace(memory, temp_dir) as work:
-        encoder = Encoder(Tokenizer.of(unit))
-        positions = Positions(work)
-        for block in blocks:
-            positions.append(*encoder.encode(block))
-        _check_tokens(encoder.tokens)
-        vocab = encoder.vocab()
-        tables = count_ngrams(LocalChunks(positions, work), len(vocab), order)
+        tables, vocab, spelling, counted = _count_local(blocks, unit, order, work)
+    return _estimate_model(tables, vocab, spelling, order, smoothing, unit, k, prune, thresholds, counted, t0)
+
+
+def _count_local(blocks: Iterable, unit, order: int, work: "Workspace"):
+    """(count tables, packed vocabulary, spelling model, sentences and tokens) of the
+    blocks, encoded and counted in this process; the position streams go when it returns."""
+    encoder = Encoder(Tokenizer.of(unit))
+    positions = Positions(work)
+    for block in blocks:
+        positions.append(*encoder.encode(block))
+    _check_tokens(encoder.tokens)
     counted = {"sentences": encoder.sentences, "tokens": encoder.tokens}
-    return _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0)
+    vocab, spelling = _model_vocab(encoder.vocab())
+    del encoder   # its numbering is the Python vocabulary
+    return count_ngrams(LocalChunks(positions, work), len(vocab), order), vocab, spelling, counted
 
 
 def build_sharded(client, sources: list, order: int, smoothing: str = "kn", unit: str = "word",
@@ -131,9 +138,11 @@ def build_sharded(client, sources: list, order: int, smoothing: str = "kn", unit
         states.append(client.submit(_shard_remap, client.submit(_item, future, 0), mapping, pure=False))
     del encoded, summaries
     ids.default_factory = None
-    vocab = Vocab(list(ids), ids)
+    vocab, spelling = _model_vocab(Vocab(list(ids), ids))
+    del ids
     tables = count_ngrams(ShardChunks(client, states), len(vocab), order)
-    model = _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0, client)
+    model = _estimate_model(tables, vocab, spelling, order, smoothing, unit, k, prune, thresholds, counted, t0,
+                            client)
     model.info["corpus"] = corpus_name(sources)
     return model
 
@@ -148,8 +157,20 @@ def _check_tokens(tokens: int) -> None:
         raise CorpusError("the training text has no tokens (empty corpus)")
 
 
-def _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds, counted, t0, client=None):
-    """The NgramModel of the count tables (smoothing on the cluster of `client` if given)."""
+def _model_vocab(vocab: Vocab) -> tuple[PackedVocab, SpellingModel]:
+    """The model's vocabulary, packed, and its spelling model (fitted on the distinct
+    training units: an n-gram's vocabulary). Made before counting, so that the Python
+    vocabulary (a str and a dict entry per unit, ~130 bytes a unit) is let go before the
+    counts grow and the spelling model's set of units comes and goes while little is held."""
+    spelling = SpellingModel.train([vocab.tokens])
+    packed = PackedVocab.from_vocab(vocab)
+    del packed.tokens   # let the strs go with the Vocab; decoded again only if asked for
+    return packed, spelling
+
+
+def _estimate_model(tables, vocab, spelling, order, smoothing, unit, k, prune, thresholds, counted, t0, client=None):
+    """The NgramModel of the count tables (smoothing on the cluster of `client` if given);
+    `vocab` is the PackedVocab of _model_vocab."""
     V = len(vocab)
     keep = _prune_masks(tables, order, thresholds)
     info = {"smoothing": smoothing, **counted, "types": V - len(SPECIALS),
@@ -163,15 +184,12 @@ def _estimate_model(tables, vocab, order, smoothing, unit, k, prune, thresholds,
     else:
         estimates = _estimate_backoff(tables, order, V, keep, smoothing, k, info)
     keys, prob, bo, extendable = _backoff_model(tables, order, V, keep, estimates)
-    # the query structures a model file stores (see NgramModel): the packed vocabulary
-    # and a hash table per order
-    packed = PackedVocab.from_vocab(vocab)
+    # the query structures a model file stores (see NgramModel): a hash table per order
     hash_tables = kernel.ngram_hash_tables(keys, V)
     info["ngrams"] = [V] + [len(keys[n]) for n in range(2, order + 1)]
     info["train_seconds"] = round(time.perf_counter() - t0, 3)
-    # the spelling model is fitted on the distinct training units: an n-gram's vocabulary
-    return NgramModel(order, packed, keys, prob, bo, unit=unit, smoothing=smoothing, info=info,
-                      spelling=SpellingModel.train([vocab.tokens]), extendable=extendable, tables=hash_tables)
+    return NgramModel(order, vocab, keys, prob, bo, unit=unit, smoothing=smoothing, info=info,
+                      spelling=spelling, extendable=extendable, tables=hash_tables)
 
 
 # ---------------------------------------------------------------- memory and spill files
@@ -877,8 +895,10 @@ def _log10(values) -> np.ndarray:
 
 def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list, list]:
     """The model's sorted keys, log10 probs, log10 backoffs and KenLM's extendable flags
-    per order (kept n-grams only), built as the estimates arrive; each order's table is
-    let go once the next order no longer needs it."""
+    per order (kept n-grams only), built as the estimates arrive. Each order's count
+    table and prune mask are let go (the lists emptied in place: the caller hands them
+    over) once the next order no longer needs them, and all of them once the model is
+    built, so the hash tables are made without the counts beside them."""
     keys, prob, bo, extendable = [None, None], [None], [None], [None]
     remap = [None] * (order + 1)  # old index -> new index where an order lost n-grams
     for n, p, gamma in estimates:
@@ -903,9 +923,11 @@ def _backoff_model(tables, order, V, keep, estimates) -> tuple[list, list, list,
                 if remap[n - 1] is not None:
                     suffix = remap[n - 1][suffix]
                 keys.append(_arpa.ngram_keys(suffix, _first(tables, n, V)[kept], V))
-            tables[n - 1] = {"count": tables[n - 1]["count"]}
+            tables[n - 1] = keep[n - 1] = remap[n - 1] = None
         if not kept.all():
             remap[n] = np.cumsum(kept) - 1
+    tables.clear()
+    keep.clear()
     bo.append(None)
     extendable.append(None)
     return keys, prob, bo, extendable
