@@ -5,14 +5,18 @@ gzip files and standard input, read a block at a time."""
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
+import tracemalloc
+import zipfile
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnnkit import ngram_build
+from rnnkit import kernel, modelfile, ngram_build
 from rnnkit.cli import cli
 from rnnkit.errors import ConfigError, CorpusError
 from rnnkit.ngram import NgramModel
@@ -115,6 +119,59 @@ def test_spill_files_are_removed_when_the_build_fails(tmp_path, spills):
     with pytest.raises(CorpusError, match="line 3"):
         ngram_build.build(blocks(), 3, memory=ngram_build.MIN_MEMORY, temp_dir=tmp_path)
     assert spills and not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- what the build holds
+#
+# tracemalloc sees NumPy's arrays and Python's objects, so these hold to the byte on any
+# machine, unlike the process's RSS (benchmarks/bench_scale.py measures that).
+
+@pytest.mark.parametrize("memory", [None, ngram_build.MIN_MEMORY])
+def test_the_hash_tables_are_built_beside_the_model_alone(ptb, tmp_path, monkeypatch, memory):
+    """When the build makes the hash tables (its last and biggest step), what it holds is
+    the model's other arrays: the counts, prune masks, position streams and the Python
+    vocabulary (strs and a dict, several times the packed one) are gone."""
+    held = []
+    build_tables = kernel.ngram_hash_tables
+
+    def spy(keys, V):
+        held.append(tracemalloc.get_traced_memory()[0])
+        return build_tables(keys, V)
+    monkeypatch.setattr(kernel, "ngram_hash_tables", spy)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        model = NgramModel.train_file(ptb, 5, memory=memory, temp_dir=tmp_path)
+    finally:
+        tracemalloc.stop()
+    arrays = model.file_contents()[2]
+    model_bytes = sum(array.nbytes for name, array in arrays.items() if not name.startswith("table_"))
+    assert len(held) == 1 and held[0] - before < 1.1 * model_bytes
+    # the strs are decoded again when asked for: the units in first-occurrence order
+    words = (word for line in read_lines(ptb) for word in line.split())
+    assert model.vocab.tokens == list(dict.fromkeys(chain(["<unk>", "<s>", "</s>"], words)))
+
+
+def test_save_writes_the_arrays_themselves(tmp_path):
+    """Each member holds what np.save writes (any shape, dtype, order), and saving a big
+    array allocates next to nothing: its bytes go to the file, not into a copy first."""
+    arrays = {"f": np.arange(12, dtype=np.float32).reshape(3, 4), "i": np.arange(5, dtype=np.int64),
+              "u": np.zeros(0, dtype=np.uint8), "scalar": np.array(2.5, dtype=np.float32),
+              "strided": np.arange(20, dtype=np.int64)[::3], "fortran": np.asfortranarray(np.ones((2, 3), np.float32))}
+    modelfile.save(tmp_path / "m.model", "ngram", {}, arrays)
+    with zipfile.ZipFile(tmp_path / "m.model") as archive:
+        for name, array in arrays.items():
+            expected = io.BytesIO()
+            np.save(expected, np.ascontiguousarray(array), allow_pickle=False)
+            assert archive.read(f"{name}.npy") == expected.getvalue()
+    big = {"keys": np.arange(2 << 20, dtype=np.int64)}   # 16 MiB
+    tracemalloc.start()
+    try:
+        modelfile.save(tmp_path / "big.model", "ngram", {}, big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
 
 
 def test_memory_sizes():
