@@ -23,8 +23,12 @@ Bounded memory (`memory`, `temp_dir`: lmplz's -S and -T)
     chunk at a time with explicit reads (no memory maps, whose pages would count as
     resident). Both paths run the same code, and the arithmetic is per record in the
     same functions, so the model is the same to the bit. What stays in memory whatever
-    the budget: the vocabulary, and the distinct n-grams of every order with their
-    counts and indices (the model being built, about 30 bytes an n-gram).
+    the budget: the vocabulary, packed into bytes before counting (the Python strs and
+    dict that numbered the units, ~130 bytes a unit, go then), and the distinct n-grams
+    of every order with their counts and indices (about 21 bytes an n-gram), which turn
+    into the model (about 30 bytes an n-gram with its hash tables): each order's counts
+    go once the model has what it needs of them, and the hash tables are built after the
+    last has gone: the counts and the hash tables are never held together.
 
 Sharded over Dask (`build_sharded`, rnnkit/sharding.py)
     The chunks are shards of the text by byte range on the workers (ShardChunks): each
