@@ -935,3 +935,13 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
     out->state = keep ? found[keep] * NGRAM_STATE_LENGTHS + keep : 0;
     return RNN_OK;
 }
+
+/* ------------------------------------------------------------------------------------
+ * the table rnnkit._ngram_py calls through (see rnn.h)
+ * ---------------------------------------------------------------------------------- */
+
+static const ngram_functions functions = {ngram_unit_id, ngram_score_text, ngram_base_score};
+
+const ngram_functions *ngram_function_table(void) {
+    return &functions;
+}
