@@ -46,6 +46,9 @@
  * cache misses in flight at once instead of one. */
 #define NGRAM_BLOCK 64
 
+/* Orders above the unigram whose entries a block fetches ahead of matching (match_block). */
+#define NGRAM_AHEAD 2
+
 /* ------------------------------------------------------------------------------------
  * status
  * ---------------------------------------------------------------------------------- */
@@ -540,10 +543,19 @@ static void match_exactly(stream *s, int i) {
     s->match[i] = n;
 }
 
-/* Longest matches for every member. Every order's entry of every member is fetched at
- * once (the hashes need only the words); then the matches are taken order by order on
- * the fingerprints, which by then are in the cache; the keys, fetched meanwhile,
- * confirm them all at the end, and a member whose fingerprint fitted another key is
+/* The hash of member i's n-gram of order n + ahead from its order-n hash. */
+static uint64_t hash_ahead(const stream *s, int i, int n, uint64_t hash, int ahead) {
+    for (int k = n; k < n + ahead; k++) hash = ngram_hash(hash, word_before(s, i, k));
+    return hash;
+}
+
+/* Longest matches for every member. The entries of the first NGRAM_AHEAD orders above
+ * the unigram are fetched for every member at once (the hashes need only the words);
+ * then the matches are taken order by order on the fingerprints, which by then are in
+ * the cache, and a member that matches order n has its entry of order n + NGRAM_AHEAD
+ * fetched (most words match no bigram, so fetching every order of every member up front
+ * would spend the memory system on entries nobody reads). The keys, fetched meanwhile,
+ * confirm the matches all at the end; a member whose fingerprint fitted another key is
  * matched again exactly. */
 static void match_block(stream *s) {
     const ngram_model *m = s->m;
@@ -557,7 +569,7 @@ static void match_block(stream *s) {
         if (m->order > 1) PREFETCH(m->backoff[1] + word);
         hash[i] = word_hash(word);
         uint64_t h = hash[i];
-        for (int n = 2; n <= top_order(s, i); n++) {
+        for (int n = 2; n <= top_order(s, i) && n <= 1 + NGRAM_AHEAD; n++) {
             h = ngram_hash(h, word_before(s, i, n - 1));
             PREFETCH(m->table[n] + slot_of(h, m->table_size[n]));
         }
@@ -573,6 +585,10 @@ static void match_block(stream *s) {
             PREFETCH(m->keys[n] + found);
             PREFETCH(m->prob[n] + found);
             if (n < m->order) PREFETCH(m->backoff[n] + found);
+            if (n + NGRAM_AHEAD <= top_order(s, i)) {
+                uint64_t ahead = hash_ahead(s, i, n, hash[i], NGRAM_AHEAD);
+                PREFETCH(m->table[n + NGRAM_AHEAD] + slot_of(ahead, m->table_size[n + NGRAM_AHEAD]));
+            }
             s->index[i][n - 1] = (int32_t)found;
             s->match[i] = n;
             if (n < top_order(s, i)) next[kept++] = i;
@@ -898,6 +914,7 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
     found[1] = word;
     hash[1] = word_hash(word);
     PREFETCH(m->prob[1] + word);
+    if (m->order > 1) PREFETCH(m->extendable[1] + word);   /* read below when only the unigram matches */
     for (int n = 2; n <= top; n++) {
         hash[n] = ngram_hash(hash[n - 1], context[n - 2]);
         PREFETCH(m->table[n] + slot_of(hash[n], m->table_size[n]));
