@@ -349,9 +349,39 @@ static int nfc_whatever_the_context(Py_UCS4 c) {
     return c < 0x300 || (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0x3131 && c <= 0x318E);
 }
 
-/* An NFC str's UTF-8 bytes as str.encode("utf-8", "surrogatepass") gives them (a lone
- * surrogate has bytes, in no vocabulary): an ASCII str's own, else written to buffer
- * (SENTENCE_BYTES). 1: done; 0: not NFC, or too long for the buffer; -1: an error. */
+/* One character as UTF-8; a lone surrogate as "surrogatepass" writes it. */
+static unsigned char *put_utf8(unsigned char *out, Py_UCS4 c) {
+    if (c < 0x80) {
+        *out++ = (unsigned char)c;
+    } else if (c < 0x800) {
+        *out++ = (unsigned char)(0xC0 | (c >> 6));
+        *out++ = (unsigned char)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        *out++ = (unsigned char)(0xE0 | (c >> 12));
+        *out++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        *out++ = (unsigned char)(0x80 | (c & 0x3F));
+    } else {
+        *out++ = (unsigned char)(0xF0 | (c >> 18));
+        *out++ = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+        *out++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        *out++ = (unsigned char)(0x80 | (c & 0x3F));
+    }
+    return out;
+}
+
+/* The characters of one kind of str as UTF-8; *quick: all are NFC whatever the context. */
+#define ENCODE(TYPE)                                                   \
+    do {                                                               \
+        const TYPE *in = (const TYPE *)data;                           \
+        for (Py_ssize_t i = 0; i < n; i++) {                           \
+            quick &= nfc_whatever_the_context(in[i]);                  \
+            out = put_utf8(out, in[i]);                                \
+        }                                                              \
+    } while (0)
+
+/* An NFC str's UTF-8 bytes as str.encode("utf-8", "surrogatepass") gives them: an ASCII
+ * str's own, else written to buffer (SENTENCE_BYTES). 1: done; 0: not NFC, or too long
+ * for the buffer; -1: an error. */
 static int nfc_utf8(PyObject *text, char *buffer, const char **bytes, Py_ssize_t *size) {
 #if PY_VERSION_HEX < 0x030C0000   /* before 3.12 a str made by the legacy API may not be ready */
     if (PyUnicode_READY(text) < 0) return -1;
@@ -362,29 +392,16 @@ static int nfc_utf8(PyObject *text, char *buffer, const char **bytes, Py_ssize_t
         *size = n;
         return 1;
     }
-    int kind = PyUnicode_KIND(text);
+    int kind = PyUnicode_KIND(text), quick = 1;
     const void *data = PyUnicode_DATA(text);
-    if (n > SENTENCE_BYTES / (kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4)) return 0;
-    int quick = 1;
     unsigned char *out = (unsigned char *)buffer;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        quick &= nfc_whatever_the_context(c);
-        if (c < 0x80) {
-            *out++ = (unsigned char)c;
-        } else if (c < 0x800) {
-            *out++ = (unsigned char)(0xC0 | (c >> 6));
-            *out++ = (unsigned char)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            *out++ = (unsigned char)(0xE0 | (c >> 12));
-            *out++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            *out++ = (unsigned char)(0x80 | (c & 0x3F));
-        } else {
-            *out++ = (unsigned char)(0xF0 | (c >> 18));
-            *out++ = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
-            *out++ = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
-            *out++ = (unsigned char)(0x80 | (c & 0x3F));
-        }
+    if (n > SENTENCE_BYTES / (kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4)) return 0;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        ENCODE(Py_UCS1);
+    } else if (kind == PyUnicode_2BYTE_KIND) {
+        ENCODE(Py_UCS2);
+    } else {
+        ENCODE(Py_UCS4);
     }
     if (!quick) {
         PyObject *answer = PyObject_CallFunctionObjArgs(is_normalized, nfc_name, text, NULL);
