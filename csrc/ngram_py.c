@@ -15,17 +15,19 @@
  *           copy of every query) and the object that owns the arrays, so they cannot go
  *           while it lives. Made only by rnnkit/kernel.py (ngram_query), the one place
  *           that checks what reaches C; its constructor trusts its arguments.
- *           score(): NgramModel.score of one str.
+ *           score(): NgramModel.score of one str; word_id(): a word's id through a cache
+ *           of the words seen (rnnkit.kenlm's words, C's and Python's).
  *   Kenlm   rnnkit.kenlm.Model's score, BaseScore, BaseFullScore, BeginSentenceWrite and
  *           NullContextWrite on an n-gram model.
  *
  * How: this file converts Python objects and calls the table's functions; it decides no
- * score. A call it cannot take whole (another type, keywords, a word not yet in the
- * scorer's cache, a string that is not NFC or too long, a status other than 0) goes to
- * the Python implementation of the same call, which answers it or raises rnnkit's error:
- * for Kenlm the method of the same name on the Model's class, for Query.score its caller
- * (it returns None). So the semantics and every error message stay in one place. Nothing
- * is allocated per call but the result; the GIL is held (the calls are short).
+ * score. A call it cannot take whole (another type, keywords, a sentence that is not an
+ * NFC str or is too long, a status other than 0) goes to the Python implementation of
+ * the same call, which answers it or raises rnnkit's error: for Kenlm the method of the
+ * same name on the Model's class, for Query.score its caller (it returns None). So the
+ * semantics and every error message stay in one place. Nothing is allocated per call but
+ * the result (and, for a word not seen before, room in the cache); the GIL is held (the
+ * calls are short).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -342,6 +344,17 @@ static void Query_dealloc(Query *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Whether a str's characters can be read (before 3.12 one made by the legacy API may not
+ * hold them yet); 0: an error. */
+static int ready(PyObject *text) {
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(text) == 0;
+#else
+    (void)text;
+    return 1;
+#endif
+}
+
 /* Hangul syllables, the compatibility jamo and everything below U+0300 are NFC whatever
  * surrounds them (UAX #15 quick check: NFC_QC = Yes, combining class 0), and they are
  * nearly all of Korean text; any other character asks unicodedata.is_normalized. */
@@ -383,9 +396,7 @@ static unsigned char *put_utf8(unsigned char *out, Py_UCS4 c) {
  * str's own, else written to buffer (SENTENCE_BYTES). 1: done; 0: not NFC, or too long
  * for the buffer; -1: an error. */
 static int nfc_utf8(PyObject *text, char *buffer, const char **bytes, Py_ssize_t *size) {
-#if PY_VERSION_HEX < 0x030C0000   /* before 3.12 a str made by the legacy API may not be ready */
-    if (PyUnicode_READY(text) < 0) return -1;
-#endif
+    if (!ready(text)) return -1;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (PyUnicode_IS_ASCII(text)) {
         *bytes = (const char *)PyUnicode_DATA(text);
@@ -498,7 +509,7 @@ static int make_room(Query *query) {
 
 /* The vocabulary id of a str (NFC-normalised, UTF-8, looked up), through the cache; -1: an error. */
 static int64_t word_id(Query *query, PyObject *word) {
-    Py_hash_t hash = PyUnicode_Type.tp_hash(word);
+    Py_hash_t hash = ready(word) ? PyUnicode_Type.tp_hash(word) : -1;
     if (hash == -1) return -1;
     int kind = PyUnicode_KIND(word);
     Py_ssize_t size = PyUnicode_GET_LENGTH(word) * kind;
@@ -690,7 +701,7 @@ static PyObject *Kenlm_BaseFullScore(Kenlm *self, PyObject *const *args, Py_ssiz
 
 /* BeginSentenceWrite / NullContextWrite: write `code` to a State given positionally. */
 static PyObject *write_state(Kenlm *self, const char *name, int64_t code, PyObject *const *args, Py_ssize_t nargs,
-                       PyObject *kwnames) {
+                             PyObject *kwnames) {
     if (nargs != 1 || kwnames || !self->owner || !is_state(args[0])) return in_python(self, name, args, nargs, kwnames);
     state_write_code((State *)args[0], code, self->owner);
     Py_RETURN_NONE;

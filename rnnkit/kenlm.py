@@ -28,6 +28,13 @@ lm/model.cc, checked against the real module in tests/test_kenlm_api.py:
   are. A State() never written is the null context, as KenLM's zeroed State is.
   BaseScore, score and full_scores run in C (csrc/ngram.c: one hash probe per order, the
   float32 sums KenLM makes, in its order); nothing before the state is re-scored.
+- State is a C type (csrc/ngram_py.c) for every model: an n-gram state is its code,
+  unboxed. On an n-gram model, score, BaseScore, BaseFullScore, BeginSentenceWrite and
+  NullContextWrite are C functions of the interpreter (rnnkit._ngram_py, as kenlm's are
+  Cython's) in front of this module's methods: they take a str (NFC, or normalised in
+  Python) and States of the model, given positionally, and hand every other call to the
+  method of the same name below, which answers it or raises, so both give the same
+  numbers and errors. A word's id comes from a cache of the words seen (one memory access).
 
 What a "word" is: one unit of the model. For word models these are KenLM's words
 (split on ASCII whitespace only, as KenLM splits); for char models one character (the
@@ -71,12 +78,14 @@ Where rnnkit differs from kenlm:
 - FullScoreReturn is a named tuple: the same read-only fields, and it also unpacks.
 - The n-gram length of an RNN (and of a mixture with one) grows with the sentence;
   kenlm's never exceeds the order.
-- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm): score
-  and full_scores are one C call per sentence, at about kenlm's speed. BaseScore is a
-  Python call around one C call, some 2-2.5 times slower than kenlm's: its C part alone
-  takes about as long as kenlm's whole call (the model's hash probes miss the cache
-  alike), and the Python around it (the State objects, the call) costs as much again.
-  An RNN's BaseScore costs one kernel step (the full next-unit softmax).
+- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm in the same
+  run): score is one C call per sentence (its lookups overlap, where kenlm's run word
+  after word) and beats kenlm's; full_scores is one C call plus a Python generator.
+  BaseScore is about as fast as kenlm's or a little faster: the call costs half of
+  kenlm's, the memory accesses somewhat more (an n-gram's probability is one access
+  beyond its hash table entry, where KenLM keeps it in the entry). An RNN's BaseScore
+  costs one kernel step (the full next-unit softmax).
+- States do not pickle (nor do kenlm's).
 - `path` is the absolute path as bytes, as kenlm's; repr(Model) is kenlm's. Loading
   prints nothing (kenlm prints its progress on stderr).
 """
