@@ -550,7 +550,8 @@ static uint64_t key_at(const stream *s, int i, int n) {
  * ends one. In lmplz's models <unk> ends none (nor <s>): an OOV word, some words in
  * seven, needs no probe above the unigram. */
 static int ends_no_bigram(const ngram_model *m, int64_t word) {
-    return m->order < 2 || m->count[2] == 0 || (uint64_t)m->keys[2][0] >= (uint64_t)(word + 1) * (uint64_t)m->vocab.size;
+    if (m->order < 2 || m->count[2] == 0) return 1;
+    return (uint64_t)m->keys[2][0] >= (uint64_t)(word + 1) * (uint64_t)m->vocab.size;
 }
 
 /* The highest order member i can match: its n-grams do not reach before its segment. */

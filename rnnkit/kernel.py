@@ -1029,8 +1029,9 @@ def ngram_query(tables: NgramTables, split, slack) -> _ngram_py.Query:
     as every argument that reaches C; the entry points check their own arguments' types."""
     tables, slack = _model(tables), _real("slack", slack, 0.0, 1.0)
     code = -1 if split is None else _split_code(split)
-    return _ngram_py.Query(int(ffi.cast("uintptr_t", tables.struct)), int(ffi.cast("uintptr_t", lib.ngram_function_table())),
-                           tables, code, slack)
+    address = int(ffi.cast("uintptr_t", tables.struct))
+    functions = int(ffi.cast("uintptr_t", lib.ngram_function_table()))
+    return _ngram_py.Query(address, functions, tables, code, slack)
 
 
 def ngram_base_scorer(tables: NgramTables, slack):
