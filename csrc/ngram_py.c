@@ -200,22 +200,20 @@ static PyObject *State_deepcopy(State *self, PyObject *memo) {
 /* _write(owner, (length, key, data)): what the Python scorers write. An n-gram's key (its
  * state code, or () at length 0) is kept as the code, so that every n-gram state is one. */
 static PyObject *State_write(State *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t length;
-    PyObject *owner, *key, *data;
-    if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 3) {
-        PyErr_SetString(config_error, "State._write takes (owner, (length, key, data))");
+    PyObject *raw = nargs == 2 ? args[1] : NULL;
+    Py_ssize_t length = -1;
+    if (raw && PyTuple_Check(raw) && PyTuple_GET_SIZE(raw) == 3 && PyLong_Check(PyTuple_GET_ITEM(raw, 0)))
+        length = PyLong_AsSsize_t(PyTuple_GET_ITEM(raw, 0));
+    if (length < 0) {
+        PyErr_Clear();   /* a length beyond Py_ssize_t */
+        PyErr_SetString(config_error, "State._write takes (owner, (length >= 0, key, data))");
         return NULL;
     }
-    owner = args[0];
-    length = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[1], 0));
-    if (length == -1 && PyErr_Occurred()) return NULL;
-    key = PyTuple_GET_ITEM(args[1], 1);
-    data = PyTuple_GET_ITEM(args[1], 2);
+    PyObject *owner = args[0], *key = PyTuple_GET_ITEM(raw, 1), *data = PyTuple_GET_ITEM(raw, 2);
     int64_t code = -1;
     if (PyLong_CheckExact(key)) {
         int overflow;
         long long value = PyLong_AsLongLongAndOverflow(key, &overflow);
-        if (value == -1 && PyErr_Occurred()) return NULL;
         if (!overflow && value > 0 && value % NGRAM_STATE_LENGTHS == length) code = value;
     } else if (PyTuple_CheckExact(key) && PyTuple_GET_SIZE(key) == 0 && length == 0) {
         code = 0;

@@ -186,10 +186,16 @@ def test_state_writes_of_the_python_scorers_and_other_kinds(word, paths):
     one_line(caught.value)
 
 
-def test_state_takes_no_arguments_and_can_be_subclassed(word):
+def test_state_takes_no_arguments_refuses_odd_writes_and_can_be_subclassed(word):
     for args, kwargs in (((1,), {}), ((), {"length": 3})):
         with pytest.raises(ConfigError, match="takes no arguments") as caught:
             rk.State(*args, **kwargs)
+        one_line(caught.value)
+
+    for args in ((), ("owner",), ("owner", (1, 2)), ("owner", ("1", 2, 3)), ("owner", (-1, 2, 3)),
+                 ("owner", (2**70, 2, 3))):
+        with pytest.raises(ConfigError, match="_write takes") as caught:
+            rk.State()._write(*args)
         one_line(caught.value)
 
     class Mine(rk.State):
