@@ -46,6 +46,9 @@
  * cache misses in flight at once instead of one. */
 #define NGRAM_BLOCK 64
 
+/* Orders above the unigram whose entries a block fetches ahead of matching (match_block). */
+#define NGRAM_AHEAD 2
+
 /* ------------------------------------------------------------------------------------
  * status
  * ---------------------------------------------------------------------------------- */
@@ -402,6 +405,26 @@ static int is_space(uint8_t c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
+/* The end of the word that starts at text[i] (before `end`). A separator is below 0x21,
+ * and so is nothing else of most text (UTF-8 beyond ASCII is 0x80 and above): eight
+ * bytes at a time are tested for such a byte, and the lowest one flagged is the first
+ * (the subtraction's borrows run only upwards); from there, byte by byte. */
+static int64_t word_end(const uint8_t *text, int64_t i, int64_t end) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && (defined(__GNUC__) || defined(__clang__))
+    for (; i + 8 <= end; i += 8) {
+        uint64_t x;
+        memcpy(&x, text + i, 8);
+        uint64_t low = (x - 0x2121212121212121ULL) & ~x & 0x8080808080808080ULL;
+        if (low) {
+            i += __builtin_ctzll(low) / 8;
+            break;
+        }
+    }
+#endif
+    while (i < end && !is_space(text[i])) i++;
+    return i;
+}
+
 /* The next unit of text[*at..end) under `split`; returns 0 at the end. */
 static int next_unit(int split, const uint8_t *text, int64_t *at, int64_t end, int64_t *start, int64_t *length) {
     int64_t i = *at;
@@ -409,7 +432,7 @@ static int next_unit(int split, const uint8_t *text, int64_t *at, int64_t end, i
         while (i < end && is_space(text[i])) i++;
         if (i == end) return 0;
         *start = i;
-        while (i < end && !is_space(text[i])) i++;
+        i = word_end(text, i, end);
     } else if (split == NGRAM_SPLIT_CHARS) {
         if (i == end) return 0;
         *start = i;
@@ -522,7 +545,18 @@ static uint64_t key_at(const stream *s, int i, int n) {
     return (uint64_t)s->index[i][n - 2] * (uint64_t)s->m->vocab.size + (uint64_t)word_before(s, i, n - 1);
 }
 
+/* Whether no bigram ends in `word`: bigrams are numbered in key order, key = (index of
+ * the last word) * V + first word, so the first bigram's last word is the lowest that
+ * ends one. In lmplz's models <unk> ends none (nor <s>): an OOV word, some words in
+ * seven, needs no probe above the unigram. */
+static int ends_no_bigram(const ngram_model *m, int64_t word) {
+    if (m->order < 2 || m->count[2] == 0) return 1;
+    return (uint64_t)m->keys[2][0] >= (uint64_t)(word + 1) * (uint64_t)m->vocab.size;
+}
+
+/* The highest order member i can match: its n-grams do not reach before its segment. */
 static int top_order(const stream *s, int i) {
+    if (ends_no_bigram(s->m, s->at[i].word)) return 1;
     return s->at[i].offset + 1 < s->m->order ? (int)s->at[i].offset + 1 : s->m->order;
 }
 
@@ -540,28 +574,38 @@ static void match_exactly(stream *s, int i) {
     s->match[i] = n;
 }
 
-/* Longest matches for every member. Every order's entry of every member is fetched at
- * once (the hashes need only the words); then the matches are taken order by order on
- * the fingerprints, which by then are in the cache; the keys, fetched meanwhile,
- * confirm them all at the end, and a member whose fingerprint fitted another key is
+/* The hash of member i's n-gram of order n + ahead from its order-n hash. */
+static uint64_t hash_ahead(const stream *s, int i, int n, uint64_t hash, int ahead) {
+    for (int k = n; k < n + ahead; k++) hash = ngram_hash(hash, word_before(s, i, k));
+    return hash;
+}
+
+/* Longest matches for every member. The entries of the first NGRAM_AHEAD orders above
+ * the unigram are fetched for every member at once (the hashes need only the words);
+ * then the matches are taken order by order on the fingerprints, which by then are in
+ * the cache, and a member that matches order n has its entry of order n + NGRAM_AHEAD
+ * fetched (most words match no bigram, so fetching every order of every member up front
+ * would spend the memory system on entries nobody reads). The keys, fetched meanwhile,
+ * confirm the matches all at the end; a member whose fingerprint fitted another key is
  * matched again exactly. */
 static void match_block(stream *s) {
     const ngram_model *m = s->m;
-    int active[NGRAM_BLOCK], next[NGRAM_BLOCK], count = 0;
+    int active[NGRAM_BLOCK], next[NGRAM_BLOCK], top[NGRAM_BLOCK], count = 0;
     uint64_t hash[NGRAM_BLOCK];
     for (int i = 0; i < s->size; i++) {
         int64_t word = s->at[i].word;
+        top[i] = top_order(s, i);
         s->match[i] = 1;
         s->index[i][0] = (int32_t)word;
         PREFETCH(m->prob[1] + word);
         if (m->order > 1) PREFETCH(m->backoff[1] + word);
         hash[i] = word_hash(word);
         uint64_t h = hash[i];
-        for (int n = 2; n <= top_order(s, i); n++) {
+        for (int n = 2; n <= top[i] && n <= 1 + NGRAM_AHEAD; n++) {
             h = ngram_hash(h, word_before(s, i, n - 1));
             PREFETCH(m->table[n] + slot_of(h, m->table_size[n]));
         }
-        if (top_order(s, i) > 1) active[count++] = i;
+        if (top[i] > 1) active[count++] = i;
     }
     for (int n = 2; n <= m->order && count; n++) {
         int kept = 0;
@@ -573,9 +617,13 @@ static void match_block(stream *s) {
             PREFETCH(m->keys[n] + found);
             PREFETCH(m->prob[n] + found);
             if (n < m->order) PREFETCH(m->backoff[n] + found);
+            if (n + NGRAM_AHEAD <= top[i]) {
+                uint64_t ahead = hash_ahead(s, i, n, hash[i], NGRAM_AHEAD);
+                PREFETCH(m->table[n + NGRAM_AHEAD] + slot_of(ahead, m->table_size[n + NGRAM_AHEAD]));
+            }
             s->index[i][n - 1] = (int32_t)found;
             s->match[i] = n;
-            if (n < top_order(s, i)) next[kept++] = i;
+            if (n < top[i]) next[kept++] = i;
         }
         memcpy(active, next, (size_t)kept * sizeof(int));
         count = kept;
@@ -894,10 +942,11 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
      * fingerprint that fits the wrong key: matched again, exactly) */
     int64_t found[NGRAM_MAX_ORDER + 1];
     uint64_t hash[NGRAM_MAX_ORDER + 1];
-    int top = m->order < length + 1 ? m->order : length + 1, match = 1;
+    int top = ends_no_bigram(m, word) ? 1 : m->order < length + 1 ? m->order : length + 1, match = 1;
     found[1] = word;
     hash[1] = word_hash(word);
     PREFETCH(m->prob[1] + word);
+    if (m->order > 1) PREFETCH(m->extendable[1] + word);   /* read below when only the unigram matches */
     for (int n = 2; n <= top; n++) {
         hash[n] = ngram_hash(hash[n - 1], context[n - 2]);
         PREFETCH(m->table[n] + slot_of(hash[n], m->table_size[n]));
@@ -934,4 +983,14 @@ int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double s
     out->oov = word == 0;
     out->state = keep ? found[keep] * NGRAM_STATE_LENGTHS + keep : 0;
     return RNN_OK;
+}
+
+/* ------------------------------------------------------------------------------------
+ * the table rnnkit._ngram_py calls through (see rnn.h)
+ * ---------------------------------------------------------------------------------- */
+
+static const ngram_functions functions = {ngram_unit_id, ngram_score_text, ngram_base_score};
+
+const ngram_functions *ngram_function_table(void) {
+    return &functions;
 }

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 7 };
+enum rnn_abi { RNN_ABI_VERSION = 8 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -394,5 +394,17 @@ int ngram_score_text(const ngram_model *m, int split, const char *text, int64_t 
 
 /* KenLM's BaseFullScore: word id `word` after `state`, float32. */
 int ngram_base_score(const ngram_model *m, int64_t state, int64_t word, double slack, ngram_step *out);
+
+/* The query functions rnnkit._ngram_py (csrc/ngram_py.c, CPython's own entry points for
+ * the hottest calls) runs. That module does not link this code: rnnkit/kernel.py hands it
+ * this table's address with a model's, so there is one compiled copy of every query. */
+typedef struct {
+    int (*unit_id)(const ngram_vocab *vocab, const char *unit, int64_t size, int64_t *id);
+    int (*score_text)(const ngram_model *m, int split, const char *text, int64_t text_size, int bos, int eos,
+                      int precision, double slack, double *total, double *bad_value);
+    int (*base_score)(const ngram_model *m, int64_t state, int64_t word, double slack, ngram_step *out);
+} ngram_functions;
+
+const ngram_functions *ngram_function_table(void);
 
 #endif /* RNNKIT_RNN_H */

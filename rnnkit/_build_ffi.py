@@ -1,8 +1,13 @@
-"""cffi build script for the C kernel (out-of-line API mode). Never imported at run time.
+"""Build script for the C kernel's two modules. Never imported at run time.
 
-setup.py names `ffibuilder` in `cffi_modules`; `python rnnkit/_build_ffi.py` builds the
-module in place for development. The cdef is read from csrc/rnn.h itself (minus its
-preprocessor lines) so the header and the binding cannot drift apart.
+rnnkit._rnn_cffi: cffi, out-of-line API mode. setup.py names `ffibuilder` in
+`cffi_modules`; `python rnnkit/_build_ffi.py` builds it in place for development. The
+cdef is read from csrc/rnn.h itself (minus its preprocessor lines) so the header and the
+binding cannot drift apart.
+
+rnnkit._ngram_py: csrc/ngram_py.c, a CPython extension (setup.py's ext_modules, from
+`ngram_py_extension()`) for the n-gram calls made once per word or sentence; it calls the
+kernel's query functions through the table kernel.py hands it, so it links nothing else.
 """
 
 import os
@@ -44,6 +49,14 @@ def compile_args() -> list:
         return ["/O2"]
     # -O3 and nothing that relaxes IEEE semantics (no -ffast-math): the softmax needs it.
     return ["-O3", "-std=c99", "-Wall", "-Wextra"] + thread_args() + sanitizer_args()
+
+
+def ngram_py_extension():
+    """rnnkit._ngram_py, built with the kernel's flags (the sanitizer's too)."""
+    from setuptools import Extension
+
+    return Extension("rnnkit._ngram_py", sources=[os.path.relpath(CSRC / "ngram_py.c")], include_dirs=[str(CSRC)],
+                     extra_compile_args=compile_args(), extra_link_args=sanitizer_args())
 
 
 ffibuilder = cffi.FFI()

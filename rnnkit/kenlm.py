@@ -28,6 +28,13 @@ lm/model.cc, checked against the real module in tests/test_kenlm_api.py:
   are. A State() never written is the null context, as KenLM's zeroed State is.
   BaseScore, score and full_scores run in C (csrc/ngram.c: one hash probe per order, the
   float32 sums KenLM makes, in its order); nothing before the state is re-scored.
+- State is a C type (csrc/ngram_py.c) for every model: an n-gram state is its code,
+  unboxed. On an n-gram model, score, BaseScore, BaseFullScore, BeginSentenceWrite and
+  NullContextWrite are C functions of the interpreter (rnnkit._ngram_py, as kenlm's are
+  Cython's) in front of this module's methods: they take a str (NFC, or normalised in
+  Python) and States of the model, given positionally, and hand every other call to the
+  method of the same name below, which answers it or raises, so both give the same
+  numbers and errors. A word's id comes from a cache of the words seen (one memory access).
 
 What a "word" is: one unit of the model. For word models these are KenLM's words
 (split on ASCII whitespace only, as KenLM splits); for char models one character (the
@@ -71,19 +78,20 @@ Where rnnkit differs from kenlm:
 - FullScoreReturn is a named tuple: the same read-only fields, and it also unpacks.
 - The n-gram length of an RNN (and of a mixture with one) grows with the sentence;
   kenlm's never exceeds the order.
-- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm): score
-  and full_scores are one C call per sentence, at about kenlm's speed. BaseScore is a
-  Python call around one C call, some 2-2.5 times slower than kenlm's: its C part alone
-  takes about as long as kenlm's whole call (the model's hash probes miss the cache
-  alike), and the Python around it (the State objects, the call) costs as much again.
-  An RNN's BaseScore costs one kernel step (the full next-unit softmax).
+- Speed (an n-gram model: benchmarks/bench_ngram.py measures it against kenlm in the same
+  run): score is one C call per sentence (its lookups overlap, where kenlm's run word
+  after word) and beats kenlm's; full_scores is one C call plus a Python generator.
+  BaseScore is about as fast as kenlm's or a little faster: the call costs half of
+  kenlm's, the memory accesses somewhat more (an n-gram's probability is one access
+  beyond its hash table entry, where KenLM keeps it in the entry). An RNN's BaseScore
+  costs one kernel step (the full next-unit softmax).
+- States do not pickle (nor do kenlm's).
 - `path` is the absolute path as bytes, as kenlm's; repr(Model) is kenlm's. Loading
   prints nothing (kenlm prints its progress on stderr).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import sys
@@ -93,7 +101,8 @@ import numpy as np
 
 from . import loader
 from .errors import ConfigError
-from .kernel import NGRAM_STATE_LENGTHS, NotAProbability
+from .kernel import NGRAM_STATE_LENGTHS, NotAProbability   # first: unbuilt, it says how to build the C modules
+from ._ngram_py import Kenlm, State
 from .lm import POSITIVE_SLACK, checked
 from .mix import MixModel
 from .ngram import NgramModel, not_a_probability
@@ -104,8 +113,6 @@ from .vocab import BOS_ID, EOS, UNK_ID
 # the order of a model that conditions on the whole history (an RNN)
 UNBOUNDED_ORDER = sys.maxsize
 _F32 = np.float32
-# distinct words an n-gram Model remembers the ids of (then it starts over)
-WORD_CACHE = 1 << 20
 
 
 class FullScoreReturn(NamedTuple):
@@ -119,57 +126,14 @@ class FullScoreReturn(NamedTuple):
         return f"FullScoreReturn({self.log_prob!r}, {self.ngram_length!r}, {self.oov!r})"
 
 
-@functools.total_ordering
-class State:
-    """The context a model scores the next word in (kenlm.State): default-constructible,
-    copyable, comparable and hashable; BeginSentenceWrite, NullContextWrite and BaseScore
-    write it. A State never written is the null context."""
-
-    __slots__ = ("_length", "_key", "_data", "_owner")
-
-    def __init__(self):
-        self._length, self._key, self._data, self._owner = 0, (), (), None
-
-    def _write(self, owner, raw: tuple) -> None:
-        self._owner = owner
-        self._length, self._key, self._data = raw
-
-    def _order_key(self) -> tuple:
-        return self._length, self._key
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, State):
-            return NotImplemented
-        return self._order_key() == other._order_key()
-
-    def __lt__(self, other) -> bool:
-        if not isinstance(other, State):
-            return NotImplemented
-        return self._order_key() < other._order_key()
-
-    def __hash__(self) -> int:
-        return hash(self._order_key())
-
-    def __copy__(self) -> "State":
-        twin = State()
-        twin._length, twin._key, twin._data, twin._owner = self._length, self._key, self._data, self._owner
-        return twin
-
-    def __deepcopy__(self, memo=None) -> "State":
-        # the fields are never changed in place (BaseScore writes new ones), so sharing them is safe
-        return copy.copy(self)
-
-    def __repr__(self) -> str:
-        return f"State(length={self._length})"
-
-
 # ---------------------------------------------------------------- per-model scoring
-# A scorer's raw state is (length, key, data): length and key are what States compare,
-# data what the next step needs. step(raw, word) -> (log10, n-gram length, next raw).
+# A scorer's raw state is (length, key, data): length and key are what States compare
+# (State is csrc/ngram_py.c's: an n-gram's key, its state code, is kept unboxed), data what
+# the next step needs. step(raw, word) -> (log10, n-gram length, next raw).
 
 class _NgramScorer:
     """KenLM's state machine (FullScore in lm/model.cc), in C on NgramModel's arrays
-    (NgramModel.kenlm_steppers). The raw state is (length, state code, None): the code
+    (NgramModel.kenlm_stepper). The raw state is (length, state code, None): the code
     names the n-gram the state holds (its words and their backoffs follow from it), so
     equal codes are equal states; the null context is (0, (), None), as State()'s."""
 
@@ -178,9 +142,9 @@ class _NgramScorer:
     def __init__(self, model: NgramModel):
         self.model = model
         self.order = model.order
-        self.vocab = model.vocab
-        self.base, self.full_base = model.kenlm_steppers()
-        self.word_ids: dict = {}   # word as given -> id: NFC and lookup once per word
+        self.stepper = model.kenlm_stepper()
+        # word as given -> id (NFC, looked up): in C, through a cache of the words seen
+        self.word_id = model.c_query.word_id
 
     def begin(self) -> tuple:
         # KenLM's begin-sentence state always holds <s> (a unigram: its index is its id)
@@ -189,19 +153,9 @@ class _NgramScorer:
     def null(self) -> tuple:
         return 0, (), None
 
-    def word_id(self, word: str) -> int:
-        try:
-            return self.word_ids[word]
-        except KeyError:
-            pass
-        if len(self.word_ids) >= WORD_CACHE:   # any number of distinct words, bounded memory
-            self.word_ids.clear()
-        found = self.word_ids[word] = self.vocab.id(nfc(word))
-        return found
-
     def step(self, raw: tuple, word: str) -> tuple:
         try:
-            log10, code, length, _ = self.full_base(raw[1] or 0, self.word_id(word))
+            log10, code, length, _ = self.stepper(raw[1] or 0, self.word_id(word))
         except NotAProbability as exc:
             not_a_probability(exc)
         return log10, length, self.raw(code)
@@ -311,8 +265,12 @@ class Model:
         self._scorer = scorer_for(self._lm)
         self._vocab = self._lm.vocab
         self._ngram = self._lm if isinstance(self._lm, NgramModel) else None
-        if self._ngram is not None:   # decoders call BaseScore for every word
-            self.BaseScore = _ngram_base_score(self, self._scorer)
+        if self._ngram is not None:
+            # called once per word or sentence: C entry points (csrc/ngram_py.c) in front of
+            # this class's methods, which take every case the C code does not
+            fast = Kenlm(self._ngram.c_query, self._scorer, FullScoreReturn, self._scorer.begin()[1], self)
+            self.score, self.BaseScore, self.BaseFullScore = fast.score, fast.BaseScore, fast.BaseFullScore
+            self.BeginSentenceWrite, self.NullContextWrite = fast.BeginSentenceWrite, fast.NullContextWrite
 
     @property
     def order(self) -> int:
@@ -408,41 +366,6 @@ class Model:
 
 class LanguageModel(Model):
     """Backwards compatibility stub (as in kenlm). Use Model."""
-
-
-def _ngram_base_score(model: Model, scorer: _NgramScorer):
-    """Model.BaseScore for an n-gram model: what Model._base and _NgramScorer.step do,
-    with their layers folded into one function of local names."""
-    word_ids, word_id, base, read = scorer.word_ids, scorer.word_id, scorer.base, model._read
-
-    def BaseScore(in_state: State, word: str, out_state: State) -> float:
-        try:
-            wid = word_ids[word]
-        except (KeyError, TypeError):
-            if not isinstance(word, str):
-                raise ConfigError(f"a word must be a str, got {type(word).__name__}") from None
-            wid = word_id(word)
-        try:
-            key = in_state._key if in_state._owner is scorer else read(in_state)[1]
-        except AttributeError:
-            raise ConfigError(f"expected a kenlm State, got {type(in_state).__name__}") from None
-        try:
-            log10, code = base(key or 0, wid)
-        except NotAProbability as exc:
-            not_a_probability(exc)
-        try:
-            out_state._owner = scorer
-        except AttributeError:
-            raise ConfigError(f"expected a kenlm State, got {type(out_state).__name__}") from None
-        if code:
-            out_state._length, out_state._key = code % NGRAM_STATE_LENGTHS, code
-        else:
-            out_state._length, out_state._key = 0, ()
-        out_state._data = None
-        return log10
-
-    BaseScore.__doc__ = Model.BaseScore.__doc__
-    return BaseScore
 
 
 def _check_state(state) -> State:

@@ -1,4 +1,5 @@
-"""The only module that touches the C kernel's cffi `ffi` / `lib`.
+"""The only module that touches the C kernel's cffi `ffi` / `lib` (and the one that hands a
+model's C view to rnnkit._ngram_py, the CPython entry points of the hottest n-gram calls).
 
 Every array reaches C through `_pointer` (dtype, C order, alignment, shape consistent
 with T, B, H, V, writability where C writes) and every scalar through `_integer` or
@@ -33,6 +34,7 @@ from .layout import (MAX_TABLE, ClassForwardCache, ForwardCache, next_history,  
                      param_shapes, param_views)                                  # as reference)
 
 try:
+    from . import _ngram_py
     from ._rnn_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - a checkout not built in place, or a broken install
     # Python (`python -m ...`, `python -c`) puts the current directory first on sys.path, so
@@ -43,11 +45,11 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 7
-if lib.rnn_abi_version() != ABI_VERSION:  # pragma: no cover - stale build
+ABI_VERSION = 8
+if lib.rnn_abi_version() != ABI_VERSION or _ngram_py.ABI_VERSION != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
-        f"rnnkit's C kernel has ABI {lib.rnn_abi_version()}, this Python code expects "
-        f"{ABI_VERSION}: rebuild with `pip install -e .` in a checkout, `pip install .` otherwise"
+        f"rnnkit's C kernel has ABI {lib.rnn_abi_version()} (rnnkit._ngram_py {_ngram_py.ABI_VERSION}), this "
+        f"Python code expects {ABI_VERSION}: rebuild with `pip install -e .` in a checkout, `pip install .` otherwise"
     )
 
 ACTIVATIONS = {"tanh": lib.RNN_ACT_TANH, "logistic": lib.RNN_ACT_LOGISTIC,
@@ -1019,14 +1021,27 @@ def ngram_text_scorer(tables: NgramTables, split, precision, slack):
     return score
 
 
-def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
-    """KenLM's BaseScore on one model at the least cost per call (decoders call it for
-    every word): a function (state code, word id) -> (log10 as a float32 value, state
-    code after the word), or with full=True (log10, state code, n-gram length, oov).
-    The model and slack are checked here, once; per call, that the state code and the
-    word id are ints, and C checks their values (NGRAM_E_STATE, RNN_E_TOKEN). A state
-    code is index * NGRAM_STATE_LENGTHS + length (0: the null context)."""
-    tables, slack, full = _model(tables), _real("slack", slack, 0.0, 1.0), _flag("full", full)
+def ngram_query(tables: NgramTables, split, slack) -> _ngram_py.Query:
+    """The model's C view for rnnkit._ngram_py (csrc/ngram_py.c), the CPython entry points
+    of the calls made once per word or sentence: the struct's address, csrc/ngram.c's
+    function table's, and `tables`, held so that its arrays outlive the view. `split`:
+    how C splits the model's sentences (C_SPLITS), None where it does not. Checked here,
+    as every argument that reaches C; the entry points check their own arguments' types."""
+    tables, slack = _model(tables), _real("slack", slack, 0.0, 1.0)
+    code = -1 if split is None else _split_code(split)
+    address = int(ffi.cast("uintptr_t", tables.struct))
+    functions = int(ffi.cast("uintptr_t", lib.ngram_function_table()))
+    return _ngram_py.Query(address, functions, tables, code, slack)
+
+
+def ngram_base_scorer(tables: NgramTables, slack):
+    """KenLM's BaseFullScore on one model: a function (state code, word id) -> (log10 as
+    a float32 value, state code after the word, n-gram length, oov). The model and slack
+    are checked here, once; per call, that the state code and the word id are ints, and
+    C checks their values (NGRAM_E_STATE, RNN_E_TOKEN). A state code is index *
+    NGRAM_STATE_LENGTHS + length (0: the null context). rnnkit.kenlm's per-word calls on
+    an n-gram model run in rnnkit._ngram_py (ngram_query); this is their Python path's."""
+    tables, slack = _model(tables), _real("slack", slack, 0.0, 1.0)
     run, struct, local = lib.ngram_base_score, tables.struct, threading.local()
 
     def step(state, word):
@@ -1042,6 +1057,6 @@ def ngram_base_scorer(tables: NgramTables, slack, *, full: bool = False):
             raise _bad_step_call(state, word) from None
         if status:
             _check_status(status, bad_value=out.log10)
-        return (out.log10, out.state, out.length, bool(out.oov)) if full else (out.log10, out.state)
+        return out.log10, out.state, out.length, bool(out.oov)
 
     return step

@@ -424,6 +424,9 @@ class NgramModel(LanguageModel):
     def score(self, sentence, bos: bool = True, eos: bool = True) -> float:
         """log10 P(w1 .. wn </s> | <s>), split, looked up and scored in one C call (the
         sum is numpy's sum of token_logprobs, as the base class defines it)."""
+        total = self.c_query.score(sentence, bos, eos)   # None: not one it takes (see csrc/ngram_py.c)
+        if total is not None:
+            return total
         if sentence.__class__ is str and self._split_mode:
             try:
                 total = self._text_scorers[0](self._utf8(sentence), True if bos else False, True if eos else False)
@@ -432,6 +435,13 @@ class NgramModel(LanguageModel):
             if total is not None:
                 return total
         return super().score(sentence, bos, eos)   # a list of units, morph or spm, or a very long sentence
+
+    @functools.cached_property
+    def c_query(self):
+        """The model's C view for the CPython entry points (rnnkit._ngram_py.Query, made by
+        kernel.ngram_query): score() above and rnnkit.kenlm's calls per word and sentence.
+        Jamo text is decomposed in Python first, so C does not split it here."""
+        return kernel.ngram_query(self._query, None if self._jamo else self._split_mode, POSITIVE_SLACK)
 
     @functools.cached_property
     def _text_scorers(self) -> tuple:
@@ -546,12 +556,11 @@ class NgramModel(LanguageModel):
         (logp, match, oov, _, _), = self._token_scores([sentence], bos, eos, precision="float32")
         return list(zip(logp.tolist(), match.tolist(), oov.tolist()))
 
-    def kenlm_steppers(self) -> tuple:
-        """KenLM's BaseScore and BaseFullScore in C (kernel.ngram_base_scorer): functions
-        (state code, word id) -> (log10, state code) and (log10, state code, n-gram
-        length, oov); they raise kernel.NotAProbability (see not_a_probability)."""
-        return (kernel.ngram_base_scorer(self._query, POSITIVE_SLACK),
-                kernel.ngram_base_scorer(self._query, POSITIVE_SLACK, full=True))
+    def kenlm_stepper(self):
+        """KenLM's BaseFullScore in C (kernel.ngram_base_scorer): a function (state code,
+        word id) -> (log10, state code, n-gram length, oov); it raises
+        kernel.NotAProbability (see not_a_probability)."""
+        return kernel.ngram_base_scorer(self._query, POSITIVE_SLACK)
 
     # ------------------------------------------------------------ incremental state, sampling
 

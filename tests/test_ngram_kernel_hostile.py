@@ -65,7 +65,7 @@ def exercise(tables, rng) -> None:
         ids = rng.integers(0, tables.vocab.size, 12).astype(np.int64)
         outcome(kernel.ngram_score_ids, tables, ids, np.array([5, 7], dtype=np.int64), bos=True, eos=True,
                 precision=precision, slack=1e-4)
-    step = kernel.ngram_base_scorer(tables, 1e-4, full=True)
+    step = kernel.ngram_base_scorer(tables, 1e-4)
     state = 0
     for word in rng.integers(0, tables.vocab.size, 6).tolist():
         status, result = outcome(step, state, word)

@@ -121,7 +121,7 @@ def test_long_sentences_take_the_batch_path(models):
 
 def word_chain(model, words, bos=True):
     """rnnkit.kenlm's BaseFullScore chain through the C state machine."""
-    base = model.kenlm_steppers()[1]
+    base = model.kenlm_stepper()
     state = 129 if bos else 0   # <s> (id 1) as a unigram, length 1
     out = []
     for word in words + ["</s>"]:
