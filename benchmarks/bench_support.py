@@ -33,10 +33,19 @@ def skip(missing: str) -> int:
 
 def positive_int(text: str) -> int:
     """argparse type for counts and sizes that must be at least 1."""
+    return whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for sizes where 0 means "none"."""
+    return whole_number(text, 0)
+
+
+def whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
     return value
