@@ -1517,7 +1517,7 @@ struct step_job {
 
 /* The decay and the average of params[lo, hi), right after the step wrote them (still in
  * cache: a second loop over the slice costs no memory traffic beyond the average's). */
-static void decay_and_average(const struct step_job *job, int64_t lo, int64_t hi) {
+static inline void decay_and_average(const struct step_job *job, int64_t lo, int64_t hi) {
     float *restrict p = job->params, *restrict a = job->average;
     const float shrink = job->shrink, fraction = job->fraction;
     for (int64_t i = lo; i < hi; i++) p[i] *= shrink;
@@ -1532,6 +1532,10 @@ static void decay_and_average(const struct step_job *job, int64_t lo, int64_t hi
 /* Blocks of this many floats (16 KiB) keep the decay and average passes in L1. */
 #define RNN_STEP_BLOCK 4096
 
+/* Adam's loop vectorises because the kernel is built with -fno-math-errno (a sqrtf that
+ * may set errno cannot be a vector instruction; rnnkit/_build_ffi.py); IEEE sqrt and
+ * division are correctly rounded in vector and scalar form alike. */
+RNN_MULTIVERSION
 static void step_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
     const struct step_job *job = (const struct step_job *)ctx;
     float *restrict p = job->params, *restrict m = job->m, *restrict v = job->v;
