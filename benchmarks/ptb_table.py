@@ -74,7 +74,12 @@ def main() -> int:
                              "and add its rows, with its epoch time against the RNN's")
     parser.add_argument("--direct-order", type=int, default=4, help="RNNME's direct connections: n-gram order")
     parser.add_argument("--direct-size", type=positive_int, default=16_777_216, help="RNNME's table entries")
-    parser.add_argument("--direct-lr", type=float, default=None, help="RNNME's table rate per token")
+    parser.add_argument("--direct-lr", type=float, default=None,
+                        help="RNNME's table rate per token (TrainConfig's default: 0.03 sgd, 0.3 adagrad)")
+    parser.add_argument("--direct-optimizer", choices=["sgd", "adagrad"], default="sgd",
+                        help="how RNNME's table learns (TrainConfig.direct_optimizer)")
+    parser.add_argument("--direct-l2", type=float, default=None,
+                        help="RNNME's table L2 per use of an entry (TrainConfig's default: 1e-6)")
     args = parser.parse_args()
     splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
     missing = first_missing(*splits)
@@ -116,8 +121,10 @@ def main() -> int:
         rnn = train(train_lines, valid_lines, rnn_config(args), output_path=args.out / "ptb.rnn.model", notify=note)
     rows += rnn_rows("RNN", rnn, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.rnnme:
+        table = {name: value for name, value in (("direct_lr", args.direct_lr), ("direct_l2", args.direct_l2))
+                 if value is not None}
         config = rnn_config(args, classes="auto", direct_order=args.direct_order, direct_size=args.direct_size,
-                            **({} if args.direct_lr is None else {"direct_lr": args.direct_lr}))
+                            direct_optimizer=args.direct_optimizer, **table)
         rnnme = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnnme.model", notify=note)
         rows += rnn_rows("RNNME", rnnme, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.also_rnn:
@@ -137,8 +144,10 @@ def main() -> int:
           f"{len(rnn.record['epochs'])} epochs\n")
     if args.rnnme:
         o = rnnme.output_settings()
+        me = rnnme.hyper
         print(f"RNNME: the same RNN with {o['classes']} output classes and direct connections of order "
-              f"{o['direct_order']} in a {o['direct_size']:,}-entry table\n")
+              f"{o['direct_order']} in a {o['direct_size']:,}-entry table ({me['direct_optimizer']}, rate "
+              f"{me['direct_lr'] if me['direct_lr'] is not None else 'default'}, L2 {me['direct_l2']})\n")
     print("| model | paper | rnnkit | training time | tokens/s | s per epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
