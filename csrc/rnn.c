@@ -1394,13 +1394,29 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
     return RNN_OK;
 }
 
+/* Marks bits [i, end) of the bitmap `seen`: whole bytes at once (a run is a class's
+ * units, tens to thousands of entries, marked for every feature of every position). */
+static void mark_run(uint8_t *seen, uint64_t i, uint64_t end) {
+    for (; i < end && (i & 7); i++) seen[i >> 3] |= (uint8_t)(1u << (i & 7));
+    if (end - i >= 8) {
+        memset(seen + (i >> 3), 0xFF, (size_t)((end - i) >> 3));
+        i += (end - i) & ~(uint64_t)7;
+    }
+    for (; i < end; i++) seen[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
 /* Marks in the bitmap `seen` the entries of len units from unit o of feature f. */
 static void mark_entries(uint8_t *seen, uint64_t f, uint64_t o, int len, uint64_t D) {
-    uint64_t i = (f + o) % D;
-    for (int j = 0; j < len; j++) {
-        seen[i >> 3] |= (uint8_t)(1u << (i & 7));
-        if (++i == D) i = 0;
+    uint64_t i = (f + o) % D, n = (uint64_t)len;
+    if (n >= D) {                    /* a table smaller than the run: all of it */
+        mark_run(seen, 0, D);
+        return;
     }
+    if (n > D - i) {                 /* the run wraps around the table's end */
+        mark_run(seen, 0, n - (D - i));
+        n = D - i;
+    }
+    mark_run(seen, i, i + n);
 }
 
 int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
@@ -1433,9 +1449,15 @@ int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8
             mark_entries(seen, f[k], (uint64_t)C + start, class_start[c + 1] - start, D);
         }
     }
-    /* the marked entries in ascending order (bits past D are never marked) */
+    /* the marked entries in ascending order (bits past D are never marked), skipping
+     * eight empty bytes at a time */
     int64_t listed = 0;
     for (uint64_t byte = 0; byte < bytes; byte++) {
+        uint64_t word;
+        if (!(byte & 7) && byte + 8 <= bytes && (memcpy(&word, seen + byte, 8), word == 0)) {
+            byte += 7;
+            continue;
+        }
         for (unsigned bits = seen[byte], b = 0; bits; bits >>= 1, b++) {
             if (!(bits & 1)) continue;
             if (listed == capacity) return RNN_E_SIZE;
