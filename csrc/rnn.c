@@ -1675,7 +1675,8 @@ int rnn_average_catch_up(float *average, const float *raw, const int32_t *synced
         if (s < 0 || s > step) return RNN_E_ARGUMENT;
     }
     struct catch_up_job job = {average, raw, synced, index, log_decay, step};
-    parallel_for(threads_for(n, 1 << 18), n, catch_up_slice, &job);
+    /* scattered reads: a window's ~400k entries of a PTB RNNME table are worth two threads */
+    parallel_for(threads_for(n, 1 << 16), n, catch_up_slice, &job);
     return RNN_OK;
 }
 
