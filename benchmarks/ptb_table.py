@@ -12,6 +12,8 @@ prints test perplexities beside the paper's, with training time and tokens/s.
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
     python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
     python benchmarks/ptb_table.py --threads 2 --rnnme            # + RNNME and RNNME + KN5 rows
+    python benchmarks/ptb_table.py --threads 2 --rnnme --direct-optimizer adagrad --direct-lr 0.1 \
+        --rnnme-weight-decay 0.5 --rnnme-epochs 7 --rnn-model ptb-models/ptb.rnn.model   # RNNME's best settings
     python benchmarks/ptb_table.py --max-lines 500 --hidden 8 --epochs 1 --out /tmp/ptb  # seconds
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
@@ -80,6 +82,10 @@ def main() -> int:
                         help="how RNNME's table learns (TrainConfig.direct_optimizer)")
     parser.add_argument("--direct-l2", type=float, default=None,
                         help="RNNME's table L2 per use of an entry (TrainConfig's default: 1e-6)")
+    parser.add_argument("--rnnme-epochs", type=positive_int, default=None,
+                        help="RNNME's planned run (default: --epochs; its epoch costs a fraction of the RNN's)")
+    parser.add_argument("--rnnme-weight-decay", type=float, default=None,
+                        help="RNNME's weight decay (default: --weight-decay)")
     args = parser.parse_args()
     splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
     missing = first_missing(*splits)
@@ -125,6 +131,9 @@ def main() -> int:
                  if value is not None}
         config = rnn_config(args, classes="auto", direct_order=args.direct_order, direct_size=args.direct_size,
                             direct_optimizer=args.direct_optimizer, **table)
+        config.epochs = args.rnnme_epochs or args.epochs
+        if args.rnnme_weight_decay is not None:
+            config.weight_decay = args.rnnme_weight_decay
         rnnme = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnnme.model", notify=note)
         rows += rnn_rows("RNNME", rnnme, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.also_rnn:
@@ -147,7 +156,8 @@ def main() -> int:
         me = rnnme.hyper
         print(f"RNNME: the same RNN with {o['classes']} output classes and direct connections of order "
               f"{o['direct_order']} in a {o['direct_size']:,}-entry table ({me['direct_optimizer']}, rate "
-              f"{me['direct_lr'] if me['direct_lr'] is not None else 'default'}, L2 {me['direct_l2']})\n")
+              f"{me['direct_lr'] if me['direct_lr'] is not None else 'default'}, L2 {me['direct_l2']}); "
+              f"weight decay {me['weight_decay']}, {len(rnnme.record['epochs'])} epochs\n")
     print("| model | paper | rnnkit | training time | tokens/s | s per epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
