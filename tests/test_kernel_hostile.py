@@ -417,8 +417,8 @@ def test_optimizers_hostile(data):
     arrays = {"sgd": ["params", "grads", "average"], "adam": ["params", "grads", "m", "v", "average"],
               "clip": ["grads"]}[op]
     written = {"sgd": ["params", "average"], "adam": ["params", "m", "v", "average"], "clip": ["grads"]}[op]
-    scalars = {"sgd": ["lr", "shrink", "fraction"], "adam": ["step", "lr", "beta1", "beta2", "eps", "shrink", "fraction"],
-               "clip": ["max_norm"]}[op]
+    scalars = {"sgd": ["lr", "shrink", "fraction"],
+               "adam": ["step", "lr", "beta1", "beta2", "eps", "shrink", "fraction"], "clip": ["max_norm"]}[op]
     corrupt = data.draw(st.sets(st.sampled_from(arrays + scalars), min_size=1, max_size=2), label="corrupt")
     # clip's grads alone sets the length: another length is another valid call, not a hostile one
     kinds = {k: c for k, c in WRITE_KINDS.items() if op != "clip" or k not in ("longer", "shorter", "wider")}
