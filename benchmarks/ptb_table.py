@@ -12,6 +12,8 @@ prints test perplexities beside the paper's, with training time and tokens/s.
     python benchmarks/ptb_table.py --rnn-model ptb-models/ptb.rnn.model  # table of a trained RNN
     python benchmarks/ptb_table.py --rnn-model a.model --also-rnn b.model  # + a row mixing both with KN5
     python benchmarks/ptb_table.py --threads 2 --rnnme            # + RNNME and RNNME + KN5 rows
+    python benchmarks/ptb_table.py --threads 2 --rnnme --direct-optimizer adagrad --direct-lr 0.1 \
+        --rnnme-weight-decay 0.5 --rnnme-epochs 7 --rnn-model ptb-models/ptb.rnn.model   # RNNME's best settings
     python benchmarks/ptb_table.py --max-lines 500 --hidden 8 --epochs 1 --out /tmp/ptb  # seconds
 
 Reads ../shared/data/ptb (or $RNNKIT_SHARED/data/ptb); exits cleanly when it is absent.
@@ -74,7 +76,16 @@ def main() -> int:
                              "and add its rows, with its epoch time against the RNN's")
     parser.add_argument("--direct-order", type=int, default=4, help="RNNME's direct connections: n-gram order")
     parser.add_argument("--direct-size", type=positive_int, default=16_777_216, help="RNNME's table entries")
-    parser.add_argument("--direct-lr", type=float, default=None, help="RNNME's table rate per token")
+    parser.add_argument("--direct-lr", type=float, default=None,
+                        help="RNNME's table rate per token (TrainConfig's default: 0.03 sgd, 0.3 adagrad)")
+    parser.add_argument("--direct-optimizer", choices=["sgd", "adagrad"], default="sgd",
+                        help="how RNNME's table learns (TrainConfig.direct_optimizer)")
+    parser.add_argument("--direct-l2", type=float, default=None,
+                        help="RNNME's table L2 per use of an entry (TrainConfig's default: 1e-6)")
+    parser.add_argument("--rnnme-epochs", type=positive_int, default=None,
+                        help="RNNME's planned run (default: --epochs; its epoch costs a fraction of the RNN's)")
+    parser.add_argument("--rnnme-weight-decay", type=float, default=None,
+                        help="RNNME's weight decay (default: --weight-decay)")
     args = parser.parse_args()
     splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
     missing = first_missing(*splits)
@@ -116,8 +127,13 @@ def main() -> int:
         rnn = train(train_lines, valid_lines, rnn_config(args), output_path=args.out / "ptb.rnn.model", notify=note)
     rows += rnn_rows("RNN", rnn, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.rnnme:
+        table = {name: value for name, value in (("direct_lr", args.direct_lr), ("direct_l2", args.direct_l2))
+                 if value is not None}
         config = rnn_config(args, classes="auto", direct_order=args.direct_order, direct_size=args.direct_size,
-                            **({} if args.direct_lr is None else {"direct_lr": args.direct_lr}))
+                            direct_optimizer=args.direct_optimizer, **table)
+        config.epochs = args.rnnme_epochs or args.epochs
+        if args.rnnme_weight_decay is not None:
+            config.weight_decay = args.rnnme_weight_decay
         rnnme = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnnme.model", notify=note)
         rows += rnn_rows("RNNME", rnnme, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.also_rnn:
@@ -137,8 +153,11 @@ def main() -> int:
           f"{len(rnn.record['epochs'])} epochs\n")
     if args.rnnme:
         o = rnnme.output_settings()
+        me = rnnme.hyper
         print(f"RNNME: the same RNN with {o['classes']} output classes and direct connections of order "
-              f"{o['direct_order']} in a {o['direct_size']:,}-entry table\n")
+              f"{o['direct_order']} in a {o['direct_size']:,}-entry table ({me['direct_optimizer']}, rate "
+              f"{me['direct_lr'] if me['direct_lr'] is not None else 'default'}, L2 {me['direct_l2']}); "
+              f"weight decay {me['weight_decay']}, {len(rnnme.record['epochs'])} epochs\n")
     print("| model | paper | rnnkit | training time | tokens/s | s per epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in rows:

@@ -1394,13 +1394,29 @@ int rnn_class_direct_gradient(float *dtable, float *work, int64_t work_size,
     return RNN_OK;
 }
 
+/* Marks bits [i, end) of the bitmap `seen`: whole bytes at once (a run is a class's
+ * units, tens to thousands of entries, marked for every feature of every position). */
+static void mark_run(uint8_t *seen, uint64_t i, uint64_t end) {
+    for (; i < end && (i & 7); i++) seen[i >> 3] |= (uint8_t)(1u << (i & 7));
+    if (end - i >= 8) {
+        memset(seen + (i >> 3), 0xFF, (size_t)((end - i) >> 3));
+        i += (end - i) & ~(uint64_t)7;
+    }
+    for (; i < end; i++) seen[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
 /* Marks in the bitmap `seen` the entries of len units from unit o of feature f. */
 static void mark_entries(uint8_t *seen, uint64_t f, uint64_t o, int len, uint64_t D) {
-    uint64_t i = (f + o) % D;
-    for (int j = 0; j < len; j++) {
-        seen[i >> 3] |= (uint8_t)(1u << (i & 7));
-        if (++i == D) i = 0;
+    uint64_t i = (f + o) % D, n = (uint64_t)len;
+    if (n >= D) {                    /* a table smaller than the run: all of it */
+        mark_run(seen, 0, D);
+        return;
     }
+    if (n > D - i) {                 /* the run wraps around the table's end */
+        mark_run(seen, 0, n - (D - i));
+        n = D - i;
+    }
+    mark_run(seen, i, i + n);
 }
 
 int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8_t *seen,
@@ -1433,9 +1449,15 @@ int rnn_direct_entries(int64_t *entries, int64_t *count, int64_t capacity, uint8
             mark_entries(seen, f[k], (uint64_t)C + start, class_start[c + 1] - start, D);
         }
     }
-    /* the marked entries in ascending order (bits past D are never marked) */
+    /* the marked entries in ascending order (bits past D are never marked), skipping
+     * eight empty bytes at a time */
     int64_t listed = 0;
     for (uint64_t byte = 0; byte < bytes; byte++) {
+        uint64_t word;
+        if (!(byte & 7) && byte + 8 <= bytes && (memcpy(&word, seen + byte, 8), word == 0)) {
+            byte += 7;
+            continue;
+        }
         for (unsigned bits = seen[byte], b = 0; bits; bits >>= 1, b++) {
             if (!(bits & 1)) continue;
             if (listed == capacity) return RNN_E_SIZE;
@@ -1491,17 +1513,10 @@ int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
 
 /* Slices of the flat-buffer loops below, for parallel_for. */
 struct vec_job {
-    float *x;                   /* (n,) params for SGD, grads for clipping */
-    const float *g;             /* (n,) grads for SGD */
-    float scale;                /* lr for SGD, the clip factor for scaling */
+    float *x;                   /* (n,) grads for clipping */
+    float scale;                /* the clip factor */
     double *partial;            /* (threads,) sums of squares */
 };
-
-static void sgd_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
-    struct vec_job *job = (struct vec_job *)ctx;
-    (void)slice;
-    for (int64_t i = lo; i < hi; i++) job->x[i] -= job->scale * job->g[i];
-}
 
 static void sum_squares_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
     struct vec_job *job = (struct vec_job *)ctx;
@@ -1514,13 +1529,79 @@ static void scale_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; i++) job->x[i] *= job->scale;
 }
 
-int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n) {
+/* One SGD or Adam step with rnn.h's weight decay and average (m == NULL: SGD). */
+struct step_job {
+    float *params, *m, *v, *average;
+    const float *grads;
+    float lr;                   /* SGD: the rate; Adam: lr / (1 - beta1^step) */
+    float beta1, beta2, eps, inv_sqrt_bc2, shrink, fraction;
+};
+
+/* The decay and the average of params[lo, hi), right after the step wrote them (still in
+ * cache: a second loop over the slice costs no memory traffic beyond the average's). */
+static inline void decay_and_average(const struct step_job *job, int64_t lo, int64_t hi) {
+    float *restrict p = job->params, *restrict a = job->average;
+    const float shrink = job->shrink, fraction = job->fraction;
+    for (int64_t i = lo; i < hi; i++) p[i] *= shrink;
+    if (a)
+        for (int64_t i = lo; i < hi; i++) {
+            float d = p[i] - a[i];
+            d *= fraction;
+            a[i] += d;
+        }
+}
+
+/* Blocks of this many floats (16 KiB) keep the decay and average passes in L1. */
+#define RNN_STEP_BLOCK 4096
+
+/* Adam's loop vectorises because the kernel is built with -fno-math-errno (a sqrtf that
+ * may set errno cannot be a vector instruction; rnnkit/_build_ffi.py); IEEE sqrt and
+ * division are correctly rounded in vector and scalar form alike. */
+RNN_MULTIVERSION
+static void step_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct step_job *job = (const struct step_job *)ctx;
+    float *restrict p = job->params, *restrict m = job->m, *restrict v = job->v;
+    const float *restrict g = job->grads;
+    const float lr = job->lr, beta1 = job->beta1, beta2 = job->beta2, eps = job->eps;
+    const float inv_sqrt_bc2 = job->inv_sqrt_bc2;
+    (void)slice;
+    for (int64_t start = lo; start < hi; start += RNN_STEP_BLOCK) {
+        int64_t end = start + RNN_STEP_BLOCK < hi ? start + RNN_STEP_BLOCK : hi;
+        if (!m) {
+            for (int64_t i = start; i < end; i++) p[i] -= lr * g[i];
+        } else {
+            /* PyTorch's arrangement: p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps) */
+            for (int64_t i = start; i < end; i++) {
+                m[i] = beta1 * m[i] + (1.0f - beta1) * g[i];
+                v[i] = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+                p[i] -= lr * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+            }
+        }
+        decay_and_average(job, start, end);
+    }
+}
+
+static int check_step(const float *params, const float *grads, float lr, float shrink,
+                      float fraction, int64_t n) {
     if (!params || !grads) return RNN_E_NULL;
     if (n < 0 || n > RNN_MAX_FLAT) return RNN_E_SIZE;
-    if (!isfinite(lr) || lr < 0.0f) return RNN_E_ARGUMENT;
+    if (!isfinite(lr) || lr < 0.0f || !(shrink >= 0.0f && shrink <= 1.0f) ||
+        !(fraction >= 0.0f && fraction <= 1.0f))
+        return RNN_E_ARGUMENT;
+    return RNN_OK;
+}
+
+static void run_step(struct step_job *job, int64_t n) {
     /* memory-bound: two cores stream faster than one */
-    struct vec_job job = {params, grads, lr, NULL};
-    parallel_for(threads_for(n, 1 << 20), n, sgd_slice, &job);
+    parallel_for(threads_for(n, 1 << 20), n, step_slice, job);
+}
+
+int rnn_sgd_update(float *params, float *average, const float *grads, float lr, float shrink,
+                   float fraction, int64_t n) {
+    int rc = check_step(params, grads, lr, shrink, fraction, n);
+    if (rc) return rc;
+    struct step_job job = {params, NULL, NULL, average, grads, lr, 0, 0, 0, 0, shrink, fraction};
+    run_step(&job, n);
     return RNN_OK;
 }
 
@@ -1535,24 +1616,67 @@ int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, con
     return RNN_OK;
 }
 
-int rnn_adam_update(float *params, float *m, float *v, const float *grads,
-                    float lr, float beta1, float beta2, float eps, int64_t step, int64_t n) {
-    if (!params || !m || !v || !grads) return RNN_E_NULL;
-    if (n < 0 || n > RNN_MAX_FLAT) return RNN_E_SIZE;
-    if (!isfinite(lr) || lr < 0.0f || !(beta1 >= 0.0f && beta1 < 1.0f) ||
-        !(beta2 >= 0.0f && beta2 < 1.0f) || !(eps > 0.0f) || !isfinite(eps) || step < 1)
+int rnn_adam_update(float *params, float *m, float *v, float *average, const float *grads,
+                    float lr, float beta1, float beta2, float eps, int64_t step, float shrink,
+                    float fraction, int64_t n) {
+    int rc = check_step(params, grads, lr, shrink, fraction, n);
+    if (rc) return rc;
+    if (!m || !v) return RNN_E_NULL;
+    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f) || !(eps > 0.0f) ||
+        !isfinite(eps) || step < 1)
         return RNN_E_ARGUMENT;
-    /* PyTorch's arrangement: p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps) */
     double bc1 = 1.0 - pow((double)beta1, (double)step);
     double bc2 = 1.0 - pow((double)beta2, (double)step);
-    float step_size = (float)(lr / bc1);
-    float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    for (int64_t i = 0; i < n; i++) {
-        float g = grads[i];
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-        params[i] -= step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+    struct step_job job = {params, m, v, average, grads, (float)(lr / bc1), beta1, beta2, eps,
+                           (float)(1.0 / sqrt(bc2)), shrink, fraction};
+    run_step(&job, n);
+    return RNN_OK;
+}
+
+struct catch_up_job {
+    float *average;
+    const float *raw;
+    const int32_t *synced;
+    const int64_t *index;       /* NULL: entries lo..hi-1 themselves */
+    const double *log_decay;
+    int64_t step;
+};
+
+static void catch_up_slice(void *ctx, int slice, int64_t lo, int64_t hi) {
+    const struct catch_up_job *job = (const struct catch_up_job *)ctx;
+    const double now = job->log_decay[job->step];
+    /* entries used together were mostly synced together: one exp per run of equal steps */
+    int32_t last = -1;
+    float weight = 0.0f;
+    (void)slice;
+    for (int64_t k = lo; k < hi; k++) {
+        int64_t i = job->index ? job->index[k] : k;
+        int32_t s = job->synced[i];
+        if (s != last) {
+            last = s;
+            weight = (float)-expm1(now - job->log_decay[s]);   /* 1 - p, accurate for p near 1 */
+        }
+        float d = job->raw[i] - job->average[i];
+        d *= weight;
+        job->average[i] += d;
     }
+}
+
+int rnn_average_catch_up(float *average, const float *raw, const int32_t *synced, int64_t size,
+                         const int64_t *index, int64_t n, const double *log_decay, int64_t steps,
+                         int64_t step) {
+    if (!average || !raw || !synced || !log_decay) return RNN_E_NULL;
+    if (size < 0 || size > RNN_MAX_FLAT || steps < 1 || (index && n < 0)) return RNN_E_SIZE;
+    if (step < 0 || step >= steps) return RNN_E_ARGUMENT;
+    if (!index) n = size;
+    for (int64_t k = 0; k < n; k++) {
+        if (index && (index[k] < (k ? index[k - 1] + 1 : 0) || index[k] >= size)) return RNN_E_INDEX;
+        int32_t s = synced[index ? index[k] : k];
+        if (s < 0 || s > step) return RNN_E_ARGUMENT;
+    }
+    struct catch_up_job job = {average, raw, synced, index, log_decay, step};
+    /* scattered reads: a window's ~400k entries of a PTB RNNME table are worth two threads */
+    parallel_for(threads_for(n, 1 << 16), n, catch_up_slice, &job);
     return RNN_OK;
 }
 
@@ -1564,7 +1688,7 @@ int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n) {
      * deterministic for a given thread count. */
     double partial[RNN_MAX_THREADS] = {0};
     int nt = threads_for(n, 1 << 20);
-    struct vec_job job = {grads, NULL, 0.0f, partial};
+    struct vec_job job = {grads, 0.0f, partial};
     parallel_for(nt, n, sum_squares_slice, &job);
     double sq = 0.0;
     for (int t = 0; t < nt; t++) sq += partial[t];

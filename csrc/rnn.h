@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum rnn_abi { RNN_ABI_VERSION = 8 };
+enum rnn_abi { RNN_ABI_VERSION = 9 };
 
 enum rnn_limits {
     RNN_MAX_DIM = 1073741824,       /* 2^30: largest T, B, H, V or C */
@@ -258,17 +258,43 @@ int rnn_class_step(float *h_out, float *class_logprobs, float *logprobs,
                    const float *table, int64_t table_size, int direct_order,
                    int activation, int B, int H, int V, int C);
 
-/* Optimizers over flat buffers of n floats. */
+/* Optimizers over flat buffers of n floats. The SGD and Adam steps also take, in the same
+ * pass (one read and write of each buffer per step instead of three or four), the two
+ * things a trainer does to the weights after the step:
+ *   params[i] *= shrink      decoupled weight decay (AdamW's: 1 - lr * weight_decay; 1: none)
+ *   average[i] += fraction * (params[i] - average[i])    a moving average of the weights
+ *                            (average NULL: none; fraction in [0, 1])
+ * each as its own float operation, in that order, so the result is the one of the step
+ * followed by separate passes, bit for bit. average must not alias the other buffers. */
 /* params -= lr * grads */
-int rnn_sgd_update(float *params, const float *grads, float lr, int64_t n);
+int rnn_sgd_update(float *params, float *average, const float *grads, float lr, float shrink,
+                   float fraction, int64_t n);
 /* params[index[k]] -= lr * grads[k] for k < n: the step of a sparse gradient (the direct
  * table's, summed across processes: rnnkit/mpi.py) on params of `size` floats. index (n,)
  * rises strictly within [0, size); else RNN_E_INDEX and nothing is written. */
 int rnn_sparse_sgd_update(float *params, int64_t size, const int64_t *index, const float *grads,
                           float lr, int64_t n);
 /* Adam (Kingma & Ba) with bias correction; step counts from 1; m, v start at zero. */
-int rnn_adam_update(float *params, float *m, float *v, const float *grads,
-                    float lr, float beta1, float beta2, float eps, int64_t step, int64_t n);
+int rnn_adam_update(float *params, float *m, float *v, float *average, const float *grads,
+                    float lr, float beta1, float beta2, float eps, int64_t step, float shrink,
+                    float fraction, int64_t n);
+/* A moving average kept lazily, for an array that changes at a few entries per step (the
+ * direct table: rnnkit/train.py). Entry i of `average` is up to date with step synced[i],
+ * and raw[i] has not changed since; it catches up to step `step` with the product p of the
+ * decays of the steps between, at once:
+ *   p = exp(log_decay[step] - log_decay[synced[i]]),
+ *   average[i] += (1 - p) * (raw[i] - average[i])
+ * (the steps' average[i] += (1 - decay) * (raw[i] - average[i]) one by one, up to rounding).
+ * The caller then records that entry i is up to date with `step` (synced is only read, so a
+ * caught-up copy of the average leaves the lazy state as it was). log_decay (steps,) holds
+ * the running sums of the logs of the decays: log_decay[t] - log_decay[s] is the log of the
+ * product of the decays of steps s+1 .. t. For the n entries index (n,) (rising strictly
+ * within [0, size)), or every entry of the arrays of `size` when index is NULL (n is then
+ * not read). RNN_E_INDEX for a bad index, RNN_E_ARGUMENT for a step outside [0, steps) or a
+ * synced value outside [0, step]: nothing is written then. */
+int rnn_average_catch_up(float *average, const float *raw, const int32_t *synced, int64_t size,
+                         const int64_t *index, int64_t n, const double *log_decay, int64_t steps,
+                         int64_t step);
 /* Global-norm clipping: norm receives ||grads||_2 before clipping; when it exceeds
  * max_norm the gradients are scaled by max_norm / norm. max_norm <= 0 only measures. */
 int rnn_clip_grad_norm(float *norm, float *grads, float max_norm, int64_t n);

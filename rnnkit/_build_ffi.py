@@ -48,7 +48,10 @@ def compile_args() -> list:
     if sys.platform == "win32":
         return ["/O2"]
     # -O3 and nothing that relaxes IEEE semantics (no -ffast-math): the softmax needs it.
-    return ["-O3", "-std=c99", "-Wall", "-Wextra"] + thread_args() + sanitizer_args()
+    # -fno-math-errno changes no result (the kernel never reads errno; sqrt is correctly
+    # rounded as an instruction or a call) but lets GCC vectorise loops that call sqrtf:
+    # Adam's pass over the weights ran 3x faster (GCC ignores it as a function attribute).
+    return ["-O3", "-std=c99", "-fno-math-errno", "-Wall", "-Wextra"] + thread_args() + sanitizer_args()
 
 
 def ngram_py_extension():

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - a checkout not built in place, 
         "to use the installed rnnkit); otherwise reinstall with `pip install .`"
     ) from None
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 if lib.rnn_abi_version() != ABI_VERSION or _ngram_py.ABI_VERSION != ABI_VERSION:  # pragma: no cover - stale build
     raise ImportError(
         f"rnnkit's C kernel has ABI {lib.rnn_abi_version()} (rnnkit._ngram_py {_ngram_py.ABI_VERSION}), this "
@@ -78,7 +78,7 @@ __all__ = [
     "set_num_threads", "get_num_threads", "forward", "backward", "step",
     "ClassForwardCache", "next_history", "class_forward", "class_backward", "class_step",
     "class_direct_gradient", "direct_entries",
-    "sgd_update", "sparse_sgd_update", "adam_update", "clip_grad_norm",
+    "sgd_update", "sparse_sgd_update", "adam_update", "average_catch_up", "clip_grad_norm",
 ]
 
 
@@ -765,14 +765,31 @@ def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0,
 # optimizers
 # ----------------------------------------------------------------------------------
 
-def sgd_update(params, grads, lr):
-    """params -= lr * grads, in place."""
+def sgd_update(params, grads, lr, *, shrink=1.0, average=None, fraction=0.0):
+    """params -= lr * grads, in place; then the weight decay and the average (_after_step)."""
     shape = _flat_shape("params", params)
     lr = _real("lr", lr, 0.0, FLOAT32_MAX)
     p_params = _pointer("params", params, np.float32, shape, writable=True)
     p_grads = _pointer("grads", grads, np.float32, shape)
-    _check_disjoint([("params", params)], [("grads", grads)])
-    _run(lib.rnn_sgd_update, p_params, p_grads, lr, params.size)
+    p_average, shrink, fraction = _after_step(params, average, shrink, fraction, [("params", params)],
+                                              [("grads", grads)])
+    _run(lib.rnn_sgd_update, p_params, p_average, p_grads, lr, shrink, fraction, params.size)
+
+
+def _after_step(params, average, shrink, fraction, written: list, read: list) -> tuple:
+    """(average's pointer or NULL, shrink, fraction) of an optimizer step that then, in the
+    same pass, multiplies params by `shrink` (decoupled weight decay; 1: none) and moves
+    `average` (None: none), an array like params, by `fraction` of the way to them (rnn.h);
+    checks that no buffer the step writes (`written`, `average`) shares memory with
+    another or with the ones it reads."""
+    shrink = _real("shrink", shrink, 0.0, 1.0)
+    fraction = _real("fraction", fraction, 0.0, 1.0)
+    p_average = ffi.NULL
+    if average is not None:
+        p_average = _pointer("average", average, np.float32, params.shape, writable=True)
+        written = written + [("average", average)]
+    _check_disjoint(written, read)
+    return p_average, shrink, fraction
 
 
 def sparse_sgd_update(params, index, grads, lr):
@@ -789,8 +806,10 @@ def sparse_sgd_update(params, index, grads, lr):
          ids={lib.RNN_E_INDEX: ("index", index, 0, params.size)})
 
 
-def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    """One Adam step (bias-corrected; step counts from 1), updating params, m, v in place."""
+def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *, shrink=1.0,
+                average=None, fraction=0.0):
+    """One Adam step (bias-corrected; step counts from 1), updating params, m, v in place;
+    then the weight decay and the average (_after_step)."""
     shape = _flat_shape("params", params)
     step = _integer("step", step, 1, INT64_MAX)
     lr = _real("lr", lr, 0.0, FLOAT32_MAX)
@@ -801,8 +820,32 @@ def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8)
     p_grads = _pointer("grads", grads, np.float32, shape)
     p_m = _pointer("m", m, np.float32, shape, writable=True)
     p_v = _pointer("v", v, np.float32, shape, writable=True)
-    _check_disjoint([("params", params), ("m", m), ("v", v)], [("grads", grads)])
-    _run(lib.rnn_adam_update, p_params, p_m, p_v, p_grads, lr, beta1, beta2, eps, step, params.size)
+    p_average, shrink, fraction = _after_step(params, average, shrink, fraction,
+                                              [("params", params), ("m", m), ("v", v)], [("grads", grads)])
+    _run(lib.rnn_adam_update, p_params, p_m, p_v, p_average, p_grads, lr, beta1, beta2, eps, step,
+         shrink, fraction, params.size)
+
+
+def average_catch_up(average, raw, synced, log_decay, step, index=None):
+    """Bring a lazily kept moving average up to date with step `step` (rnn.h gives the rule):
+    the entries `index` (int64, rising strictly), or all when None, of `average` (float32),
+    each up to date with step synced[i] (int32; only read: the caller records the new step)
+    and moving towards `raw`, which has not changed since; log_decay (float64, longer than
+    step) holds the running sums of the log decays."""
+    shape = _flat_shape("average", average)
+    p_log_decay, steps = _vector("log_decay", log_decay, np.float64)
+    step = _integer("step", step, 0, steps - 1)
+    p_average = _pointer("average", average, np.float32, shape, writable=True)
+    p_raw = _pointer("raw", raw, np.float32, shape)
+    p_synced = _pointer("synced", synced, np.int32, shape)
+    p_index, n = (ffi.NULL, 0) if index is None else _vector("index", index, np.int64)
+    _check_disjoint([("average", average)],
+                    [("raw", raw), ("synced", synced), ("log_decay", log_decay), ("index", index)])
+    status = _cffi(lib.rnn_average_catch_up, p_average, p_raw, p_synced, average.size, p_index, n,
+                   p_log_decay, steps, step)
+    if status == lib.RNN_E_ARGUMENT:   # the step is in range (checked above): a synced step is not
+        raise KernelError(f"synced must hold steps in [0, {step}]{_first_bad_id('synced', synced, 0, step + 1)}")
+    _check_status(status, ids={lib.RNN_E_INDEX: ("index", index, 0, average.size)})
 
 
 def clip_grad_norm(grads, max_norm):

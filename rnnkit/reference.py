@@ -411,8 +411,16 @@ def class_step(params, h, tokens, *, V, class_start, table=None, direct_order=0,
     return h_new, logprobs
 
 
-def sgd_update(params, grads, lr):
+def sgd_update(params, grads, lr, *, shrink=1.0, average=None, fraction=0.0):
     params -= lr * grads
+    _after_step(params, shrink, average, fraction)
+
+
+def _after_step(params, shrink, average, fraction):
+    """kernel.py's: the decoupled weight decay, then the moving average."""
+    params *= np.float32(shrink)
+    if average is not None:
+        average += np.float32(fraction) * (params - average)
 
 
 def sparse_sgd_update(params, index, grads, lr):
@@ -421,7 +429,8 @@ def sparse_sgd_update(params, index, grads, lr):
     params[index] -= lr * grads
 
 
-def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, *, shrink=1.0,
+                average=None, fraction=0.0):
     m *= beta1
     m += (1 - beta1) * grads
     v *= beta2
@@ -429,6 +438,19 @@ def adam_update(params, grads, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8)
     bias1 = 1 - beta1 ** step
     bias2 = 1 - beta2 ** step
     params -= (lr / bias1) * m / (np.sqrt(v) / np.sqrt(bias2) + eps)
+    _after_step(params, shrink, average, fraction)
+
+
+def average_catch_up(average, raw, synced, log_decay, step, index=None):
+    """Same contract as kernel.average_catch_up."""
+    index = np.arange(average.size) if index is None else index
+    if index.size and (index[0] < 0 or index[-1] >= average.size or (np.diff(index) < 1).any()):
+        raise KernelError("sparse index not rising strictly within [0, size)")
+    missed = synced[index]
+    if not 0 <= step < log_decay.size or ((missed < 0) | (missed > step)).any():
+        raise KernelError(f"synced must hold steps in [0, {step}]")
+    weight = (-np.expm1(log_decay[step] - log_decay[missed])).astype(np.float32)
+    average[index] += weight * (raw[index] - average[index])
 
 
 def clip_grad_norm(grads, max_norm):

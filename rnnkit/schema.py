@@ -18,7 +18,9 @@ Limits:
                 from 0 to V, the class layer in the weights; direct connections of order
                 1..MAX_DIRECT_ORDER (10) with a table of direct_size (1..2^40) entries,
                 finite like the weights; a resumable file's AdaGrad sums of squares
-                for it (`direct_accum`) of the same size, finite and >= 0
+                for it (`direct_accum`) of the same size, finite and >= 0; a mid-epoch
+                checkpoint's lazily kept average of it (`carry_direct_average`, finite,
+                and `carry_direct_synced`, steps in 0..train_state.step): both or neither
     weights     RNN weights and Adam's moments finite, |w| <= MAX_WEIGHT (1e30), which
                 keeps every logit finite in float32 for tanh and logistic units
     n-grams     keys increasing and in range (a pass over each order: ~5 ms per 4M keys);
@@ -385,6 +387,10 @@ SQUARES = ("adam_v", "direct_accum")   # sums of squares: never negative
 EPOCH_START = "epoch_start_"   # a mid-epoch checkpoint's copy of each at the epoch's start (train.py)
 CARRIED_STATE = "carry_h"      # a mid-epoch checkpoint's hidden state, lanes x hidden (train.py)
 CARRIED_HISTORY = "carry_history"   # and its direct history, lanes x DIRECT_HISTORY input ids or -1
+# and, with a direct table behind an average, the average as the run keeps it (lazily) and the
+# step each entry of it is up to date with (train.TableAverage); its direct_table is that caught up
+CARRIED_AVERAGE = "carry_direct_average"
+CARRIED_SYNCED = "carry_direct_synced"
 
 
 def _output_layer(meta: dict, field: str) -> tuple[int, int]:
@@ -447,6 +453,20 @@ def _rnn_arrays(meta: dict, arrays: dict, field: str = "", prefix: str = "") -> 
             raise SchemaError(f"array {prefix + CARRIED_HISTORY!r} must have a row per lane of "
                               f"{prefix + CARRIED_STATE!r} ({lanes}), got {history.shape[0]}")
         _values_within(history, prefix + CARRIED_HISTORY, -1, V - 1, f"input ids in 0..{V - 1} or -1")
+    if table_size and (prefix + CARRIED_AVERAGE in arrays or prefix + CARRIED_SYNCED in arrays):
+        _lazy_average(meta, arrays, prefix, table_size, lanes)
+
+
+def _lazy_average(meta: dict, arrays: dict, prefix: str, table_size: int, lanes: int | None) -> None:
+    """A mid-epoch checkpoint's lazily kept table average: both arrays, beside the carried state."""
+    average_name, synced_name = prefix + CARRIED_AVERAGE, prefix + CARRIED_SYNCED
+    if average_name not in arrays or synced_name not in arrays or lanes is None:
+        raise SchemaError(f"arrays {average_name!r} and {synced_name!r} come together, with "
+                          f"{prefix + CARRIED_STATE!r} (a mid-epoch checkpoint)")
+    _finite_weights(_take(arrays, average_name, np.float32, table_size), average_name)
+    step = meta.get("train_state", {}).get("step", 0)
+    _values_within(_take(arrays, synced_name, np.int64, table_size), synced_name, 0, step,
+                   f"training steps in 0..{step} (train_state.step)")
 
 
 def _ngram_arrays(meta: dict, arrays: dict, prefix: str = "") -> None:

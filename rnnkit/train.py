@@ -27,8 +27,11 @@ along with the carried hidden state.
 With `average` > 0 the optimizer steps a raw copy of the weights and the model keeps an
 exponential moving average of them, which is what validation, the model file and its
 users see (Polyak averaging; on PTB after 3 epochs, valid perplexity 140.9 for the
-average vs 143.7 for the raw weights). The direct table is averaged the same way, its
-raw copy being what backward updates: one more pass over the table per step.
+average vs 143.7 for the raw weights). The optimizer steps, the weight decay and the
+average take one pass over the weights together (kernel.adam_update). The direct table is
+averaged the same way, its raw copy being what backward updates, but lazily: an entry's
+average catches up only when its raw value is about to change, and the whole table's at
+each epoch's end (TableAverage).
 
 Checkpoints. After each epoch the current state (always equal to the best, since a
 worse epoch is rolled back) is written atomically to the output file, with the
@@ -43,7 +46,9 @@ train_state["epoch"] + 1, the epoch's running loss and token sums, its seconds, 
 bptt and lane count that fix what a window is) and holds two more kinds of arrays:
 `carry_h`, the hidden state carried into the next window (lanes x H), with direct
 connections also `carry_history` (the direct history carried with it, lanes x 8 ids),
-and `epoch_start_*`, the weights, direct table and optimizer state at the start of the
+with a table average also `carry_direct_average` and `carry_direct_synced` (the average
+as the run keeps it, lazily, and its lazy state; the file's `direct_table` is it caught
+up), and `epoch_start_*`, the weights, direct table and optimizer state at the start of the
 epoch. What is "the best" there: its `params` are the current weights, which no
 validation pass has seen (a pass per checkpoint would cost too much); they are what
 scoring with the file uses, since after part of an epoch they are usually better than
@@ -64,8 +69,9 @@ import numpy as np
 from . import batching, idcorpus, kernel, modelfile
 from .errors import CorpusError, ModelFileError, RnnkitError
 from .interrupts import Interrupted, StopSignals
-from .layout import MAX_DIRECT_ORDER, frequency_classes, param_views
-from .schema import CARRIED_HISTORY, CARRIED_STATE, EPOCH_START   # a mid-epoch checkpoint's extra arrays
+from .layout import MAX_DIRECT_ORDER, frequency_classes, param_shapes
+from .schema import (CARRIED_AVERAGE, CARRIED_HISTORY, CARRIED_STATE, CARRIED_SYNCED,  # a mid-epoch
+                     EPOCH_START, MAX_STEP)                                            # checkpoint's extra arrays
 from .rnnlm import RNNModel, corpus_stats
 from .spelling import SpellingModel
 from .units import Tokenizer
@@ -128,7 +134,9 @@ class TrainConfig:
     # bits/char for SGD's best rate, 4.408 for AdaGrad at 0.3; 100k lines, 16M entries,
     # 4.136 and 3.907). Over many epochs of a small text it fits the rare n-grams too well
     # (the bundled sample's default run: best valid 4.167 for SGD, 4.179 for AdaGrad at
-    # 0.1, 4.244 at 0.3, rolled back from epoch 3 on).
+    # 0.1, 4.244 at 0.3, rolled back from epoch 3 on). PTB (word, H 256, 100 classes, order
+    # 4, 16M entries, benchmarks/ptb_table.py's 5 epochs; test perplexity): SGD 0.03 116.58,
+    # AdaGrad 0.05 116.51, 0.1 113.84, 0.2 115.14, 0.3 118.34 (valid worse from epoch 4 on).
     direct_lr: float | None = None
     direct_l2: float = 1e-6            # its L2 per use of an entry
     direct_optimizer: str = "sgd"      # "sgd" or "adagrad"
@@ -244,13 +252,14 @@ class Trainer:
         self.lanes = train_lanes
         self.grads = np.zeros_like(model.params)
         self.table = model.direct_table   # the table backward updates
+        self.table_average = None
         if config.average > 0:
             # the optimizer steps the raw weights (and backward the raw table); model.params
             # is their moving average, which validation, the saved model and its users see
             self.weights = model.optimizer_arrays.setdefault("raw_params", model.params.copy())
             if model.direct_table is not None:
                 self.table = model.optimizer_arrays.setdefault("raw_direct_table", model.direct_table.copy())
-                self.table_scratch = np.empty_like(self.table)
+                self.table_average = TableAverage(model, self.table, self.average_decay)
         else:
             for name in ("raw_params", "raw_direct_table"):
                 model.optimizer_arrays.pop(name, None)
@@ -290,9 +299,11 @@ class Trainer:
         scale = np.float32(1.0 / (1.0 - p))
         return {name: (rng.random(shape, dtype=np.float32) >= p) * scale for name in ("in_mask", "out_mask")}
 
-    def step(self, inputs, targets, resets, h0, history=None) -> tuple[float, int, np.ndarray, np.ndarray | None]:
+    def step(self, inputs, targets, resets, h0, history=None,
+             synced=None) -> tuple[float, int, np.ndarray, np.ndarray | None]:
         """One window: (summed loss, predicted tokens, the state and the direct history
-        (None without direct connections) to carry into the next window)."""
+        (None without direct connections) to carry into the next window). `synced`: the
+        table average's lazy state (TableAverage), with one."""
         model = self.model
         count = int((targets >= 0).sum())
         window = inputs, targets, resets, history
@@ -306,6 +317,8 @@ class Trainer:
         carried = state, carried_history
         if count == 0:
             return 0.0, 0, *carried
+        if synced is not None:   # before backward (or the ranks' summed step) changes the table
+            self.table_average.catch_up(synced, window, self.step_count)
         self.grads.fill(0.0)
         table_step = None
         if model.classes:
@@ -322,20 +335,7 @@ class Trainer:
         self.step_count += 1
         if self.config.optimizer == "adam":
             self.lr = self.adam_rate()
-        # W_xh (the first V*H values) is an embedding: each row only learns from the
-        # positions holding its token, so it gets a larger rate than the dense matrices
-        # (tinyshakespeare, 1 epoch of Adam: valid 2.469 -> 2.384 bits/char with 10x).
-        n = model.V * model.hidden
-        for part, scale in ((slice(0, n), self.config.embedding_scale()), (slice(n, None), 1.0)):
-            if self.config.optimizer == "adam":
-                kernel.adam_update(self.weights[part], self.grads[part], self.m[part], self.v[part],
-                                   self.step_count, self.lr * scale)
-            else:
-                kernel.sgd_update(self.weights[part], self.grads[part], self.lr * scale)
-        if self.config.weight_decay > 0:
-            self.decay_weights()
-        if self.weights is not model.params:
-            self.update_average()
+        self.update_weights()
         return loss, count, *carried
 
     def class_backward(self, count: int) -> tuple | None:
@@ -365,35 +365,50 @@ class Trainer:
                               direct_lr=rate if direct and table_step is None else 0.0, direct_l2=l2)
         return table_step
 
-    def decay_weights(self) -> None:
-        """Decoupled weight decay (AdamW's, which for SGD is plain L2): W_xh, W_hh and W_hy
-        shrink by lr * weight_decay each step, at the base rate (W_xh too); biases do not.
-        On PTB (H=256, 5 epochs) valid perplexity went from 129.5 without it to 125.7 with
-        0.05, 122.1 with 0.1, 118.0 with 0.2 and 116.5 with 0.3."""
-        shrink = np.float32(1.0 - self.lr * self.config.weight_decay)
-        views = param_views(self.weights, self.model.V, self.model.hidden, self.model.classes)
-        for name in ("W_xh", "W_hh", "W_hy", "W_c"):
-            if name in views:
-                views[name] *= shrink
+    def update_weights(self) -> None:
+        """The optimizer's step on each part of the weights, with in the same pass (rnn.h) the
+        decoupled weight decay and the moving average (model.params, with `average` > 0).
+        W_xh (the first V*H values) is an embedding: each row only learns from the positions
+        holding its token, so it gets a larger rate than the dense matrices (tinyshakespeare, 1
+        epoch of Adam: valid 2.469 -> 2.384 bits/char with 10x). Weight decay (AdamW's, which
+        for SGD is plain L2): W_xh, W_hh, W_hy and W_c shrink by lr * weight_decay each step,
+        at the base rate (W_xh too); biases do not. On PTB (H=256, 5 epochs) valid perplexity
+        went from 129.5 without it to 125.7 with 0.05, 122.1 with 0.1, 118.0 with 0.2 and
+        116.5 with 0.3."""
+        config, model = self.config, self.model
+        shrink = 1.0 - self.lr * config.weight_decay
+        average = None if self.weights is model.params else model.params
+        fraction = 0.0 if average is None else 1.0 - self.average_decay(self.step_count)
+        offset = 0
+        for name, shape in param_shapes(model.V, model.hidden, model.classes):
+            part = slice(offset, offset + math.prod(shape))
+            offset = part.stop
+            lr = self.lr * (config.embedding_scale() if name == "W_xh" else 1.0)
+            after = {"shrink": shrink if len(shape) == 2 else 1.0, "fraction": fraction,
+                     "average": None if average is None else average[part]}
+            if config.optimizer == "adam":
+                kernel.adam_update(self.weights[part], self.grads[part], self.m[part], self.v[part],
+                                   self.step_count, lr, **after)
+            else:
+                kernel.sgd_update(self.weights[part], self.grads[part], lr, **after)
 
-    def update_average(self) -> None:
-        """params += (1 - d) (weights - params), and the same for the direct table. The
-        decay ramps up as (1 + t) / (10 + t), so early on the average follows the weights
-        instead of dragging the random initialisation along, and later spans roughly the
-        last 1 / (1 - d) steps."""
-        t = self.step_count
-        fraction = np.float32(1.0 - min(self.config.average, (1.0 + t) / (10.0 + t)))
-        _move_towards(self.model.params, self.weights, fraction, self.grads)   # the gradient is spent
-        if self.table is not self.model.direct_table:
-            _move_towards(self.model.direct_table, self.table, fraction, self.table_scratch)
+    def average_decay(self, step: int) -> float:
+        """The moving average's decay at `step`: it ramps up as (1 + t) / (10 + t), so early
+        on the average follows the weights instead of dragging the random initialisation
+        along, and later spans roughly the last 1 / (1 - `average`) steps."""
+        return min(self.config.average, (1.0 + step) / (10.0 + step))
 
     def epoch(self, cursor: "EpochCursor", deadline: float | None, progress=None, after_step=None) -> bool:
         """Run the epoch's windows from cursor.window on, advancing the cursor; after each
         step call progress, then after_step(cursor). True when the time budget ran out."""
         epoch_tokens = self.lanes.tokens
         started, seconds_before = time.perf_counter(), cursor.seconds
+        if self.table_average is not None and cursor.synced is None:
+            cursor.synced = self.table_average.fresh_state(self.step_count)
+        out_of_time = False
         for inputs, targets, resets in self.lanes.windows(self.config.bptt, cursor.window):
-            loss, count, cursor.h, cursor.history = self.step(inputs, targets, resets, cursor.h, cursor.history)
+            loss, count, cursor.h, cursor.history = self.step(inputs, targets, resets, cursor.h, cursor.history,
+                                                              cursor.synced)
             cursor.window += 1
             cursor.loss += loss
             cursor.tokens += count
@@ -405,15 +420,70 @@ class Trainer:
             if after_step is not None:
                 after_step(cursor)
             if deadline is not None and time.perf_counter() >= deadline:
-                return True
-        return False
+                out_of_time = True
+                break
+        if self.table_average is not None:   # validation and the saved model read the whole average
+            self.table_average.flush(cursor.synced, self.step_count)
+        return out_of_time
 
 
-def _move_towards(average: np.ndarray, raw: np.ndarray, fraction: np.float32, scratch: np.ndarray) -> None:
-    """average += fraction (raw - average), in place, with scratch of the same shape."""
-    np.subtract(raw, average, out=scratch)
-    scratch *= fraction
-    average += scratch
+class TableAverage:
+    """The moving average of the direct table (with `average` > 0), kept lazily. Backward
+    changes the raw table at the entries a window uses only (kernel.direct_entries), so an
+    entry's average is brought up to date just before its raw value changes, with the
+    product of the decays of the steps it missed (kernel.average_catch_up), and the whole
+    table's at each epoch's end, before validation, and in the copy that a mid-epoch
+    checkpoint saves. Up to rounding it is the average a pass over the whole table per step
+    keeps, which took half of an RNNME step on PTB (16M entries, H 256: 41 of 79 ms).
+    The lazy state, `synced` (int32, the step each entry's average is up to date with), is
+    the epoch cursor's: a mid-epoch checkpoint stores it and the lazy average."""
+
+    def __init__(self, model: RNNModel, raw: np.ndarray, decay):
+        self.model, self.raw, self.decay = model, raw, decay
+        self.log_decay = np.zeros(1)   # log_decay[t]: the sum of log decay(s) for s = 1 .. t
+
+    def fresh_state(self, step: int) -> np.ndarray:
+        """`synced` where every entry's average is up to date with `step`."""
+        self.extend(step)
+        return np.full(self.raw.size, step, np.int32)
+
+    def catch_up(self, synced: np.ndarray, window: tuple, step: int) -> None:
+        """Before the raw table changes at the entries the (whole) window uses."""
+        model = self.model
+        inputs, targets, resets, history = window
+        entries = kernel.direct_entries(inputs, targets, resets, history=history, V=model.V,
+                                        class_start=model.class_start, direct_order=model.direct_order,
+                                        table_size=self.raw.size)
+        self.extend(step)
+        kernel.average_catch_up(model.direct_table, self.raw, synced, self.log_decay, step, entries)
+        synced[entries] = step
+
+    def flush(self, synced: np.ndarray, step: int) -> None:
+        self.extend(step)
+        kernel.average_catch_up(self.model.direct_table, self.raw, synced, self.log_decay, step)
+        synced.fill(step)
+
+    def flushed(self, synced: np.ndarray, step: int) -> np.ndarray:
+        """A copy of the whole average up to date with `step`; the lazy state stays as it is."""
+        self.extend(step)
+        table = self.model.direct_table.copy()
+        kernel.average_catch_up(table, self.raw, synced, self.log_decay, step)
+        return table
+
+    def extend(self, step: int) -> None:
+        """log_decay through `step`, summed one step after the other from step 1 whenever it
+        is computed, so that a resumed run's sums are the uninterrupted run's."""
+        if step > MAX_STEP:
+            raise RnnkitError(f"the direct table's average counts steps up to {MAX_STEP:,}; "
+                              f"this run is at step {step:,}")
+        have = self.log_decay.size
+        if step < have:
+            return
+        sums = np.empty(max(step + 1, 2 * have))
+        sums[:have] = self.log_decay
+        for t in range(have, sums.size):
+            sums[t] = sums[t - 1] + math.log(self.decay(t))
+        self.log_decay = sums
 
 
 @dataclass
@@ -425,6 +495,7 @@ class EpochCursor:
     tokens: int = 0       # their predicted tokens
     seconds: float = 0.0  # their training time
     history: np.ndarray | None = None   # the direct history carried with h (lanes x DIRECT_HISTORY)
+    synced: np.ndarray | None = None    # the direct table's lazy average state (TableAverage), with one
 
 
 class TrainingInterrupted(Interrupted):
@@ -493,6 +564,9 @@ class Checkpoints:
         carried = {CARRIED_STATE: cursor.h}
         if cursor.history is not None:   # model files store integers as int64
             carried[CARRIED_HISTORY] = cursor.history.astype(np.int64)
+        if cursor.synced is not None:    # the file's users read the whole average, a resumed run the lazy one
+            arrays["direct_table"] = trainer.table_average.flushed(cursor.synced, trainer.step_count)
+            carried.update({CARRIED_AVERAGE: self.model.direct_table, CARRIED_SYNCED: cursor.synced.astype(np.int64)})
         modelfile.save(self.path, kind, {**meta, "train_state": state},
                        {**arrays, **carried, **{EPOCH_START + name: array for name, array in self.best.items()}})
         self.wrote()
@@ -513,9 +587,10 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
     worse epoch rolls back to, and a checkpoint's second copy) plus one window's
     activations (hidden states, masks, and the T x B x V softmax gradient, or with classes
     the T x B x (C + largest class) one), plus the direct table, its epoch-start copy and
-    a checkpoint's copy (with an average also the raw table, its epoch-start copy and the
-    scratch the average is computed in; with AdaGrad its sums of squares and their two
-    copies)."""
+    a checkpoint's copy (with an average also the raw table, its epoch-start copy, the
+    average's lazy state (TableAverage: int32 per entry) and what a mid-epoch checkpoint
+    adds, the average caught up and the lazy state as int64; with AdaGrad its sums of
+    squares and their two copies)."""
     C = config.class_count(V)
     params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V + C * (config.hidden + 1)
     copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
@@ -526,7 +601,7 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
 
 def table_bytes(config: TrainConfig) -> int:
     """The direct table's part of training_bytes."""
-    copies = 3 + (3 if config.average > 0 else 0) + (3 if config.direct_optimizer == "adagrad" else 0)
+    copies = 3 + (6 if config.average > 0 else 0) + (3 if config.direct_optimizer == "adagrad" else 0)
     return 4 * copies * config.direct_size if config.direct_order else 0
 
 
@@ -699,13 +774,15 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
     partial = model.train_state.pop("partial", None)
     arrays = model.optimizer_arrays
     h, history = arrays.pop(CARRIED_STATE, None), arrays.pop(CARRIED_HISTORY, None)
+    average, synced = arrays.pop(CARRIED_AVERAGE, None), arrays.pop(CARRIED_SYNCED, None)
     best = {name[len(EPOCH_START):]: arrays.pop(name) for name in list(arrays) if name.startswith(EPOCH_START)}
     if partial is None:
         return None
     try:
         window, windows, bptt, n_lanes = (int(partial[k]) for k in ("window", "windows", "bptt", "lanes"))
         cursor = EpochCursor(window, h, float(partial["loss"]), int(partial["tokens"]), float(partial["seconds"]),
-                             None if history is None else history.astype(np.int32))
+                             None if history is None else history.astype(np.int32),
+                             None if synced is None else synced.astype(np.int32))
     except (KeyError, TypeError, ValueError):
         raise ModelFileError("mid-epoch checkpoint: train_state.partial must hold the numbers window, windows, "
                              f"bptt, lanes, loss, tokens and seconds, got {str(partial)[:80]}") from None
@@ -717,6 +794,8 @@ def _resume_point(model: RNNModel, lanes: batching.Lanes, config: TrainConfig) -
         # the schema checked its shape and ids when it is there
         raise ModelFileError(f"mid-epoch checkpoint: no {CARRIED_HISTORY} array (the direct history of "
                              f"each of its {n_lanes} lanes)")
+    if average is not None:   # the table average goes on lazily (the file's table is this one caught up)
+        model.direct_table = average
     now = (lanes.num_windows(config.bptt), config.bptt, lanes.width)
     if (windows, bptt, n_lanes) != now:
         raise RnnkitError(f"cannot resume mid-epoch: the checkpoint stands at step {window:,} of {windows:,} "

@@ -394,25 +394,31 @@ OPTIMIZER_SCALARS = {   # name: (valid values, invalid values)
     "beta2": ([0.999], [1.0, -0.5] + BAD_REALS),
     "eps": ([1e-8, 1e-3], [0.0, -1e-8] + BAD_REALS),
     "max_norm": ([0.5, 0.0, -1.0, math.inf], [math.nan, "1", None, True, [1.0], 1j]),
+    "shrink": ([1.0, 0.99, 0], [1.01, -0.1] + BAD_REALS),
+    "fraction": ([0.0, 0.001, 1], [1.5, -0.1] + BAD_REALS),
 }
 
 
 @HOSTILE
 @given(st.data())
 def test_optimizers_hostile(data):
-    """sgd_update, adam_update and clip_grad_norm with hostile buffers (read-only,
-    bytes-backed, strided, wrong dtype or length, aliasing one another) and scalars:
-    KernelError with every buffer untouched, or the reference's update."""
+    """sgd_update, adam_update (with the weight decay and the average of their single pass)
+    and clip_grad_norm with hostile buffers (read-only, bytes-backed, strided, wrong dtype
+    or length, aliasing one another) and scalars: KernelError with every buffer untouched,
+    or the reference's update."""
     n = data.draw(st.integers(1, 40), label="n")
     rng = np.random.default_rng(data.draw(st.integers(0, 999), label="seed"))
     clean = {"params": rng.standard_normal(n).astype(np.float32),
              "grads": rng.standard_normal(n).astype(np.float32),
              "m": (rng.standard_normal(n) * 0.1).astype(np.float32),
-             "v": rng.random(n).astype(np.float32)}
+             "v": rng.random(n).astype(np.float32),
+             "average": rng.standard_normal(n).astype(np.float32)}
     op = data.draw(st.sampled_from(["sgd", "adam", "clip"]), label="op")
-    arrays = {"sgd": ["params", "grads"], "adam": ["params", "grads", "m", "v"], "clip": ["grads"]}[op]
-    written = {"sgd": ["params"], "adam": ["params", "m", "v"], "clip": ["grads"]}[op]
-    scalars = {"sgd": ["lr"], "adam": ["step", "lr", "beta1", "beta2", "eps"], "clip": ["max_norm"]}[op]
+    arrays = {"sgd": ["params", "grads", "average"], "adam": ["params", "grads", "m", "v", "average"],
+              "clip": ["grads"]}[op]
+    written = {"sgd": ["params", "average"], "adam": ["params", "m", "v", "average"], "clip": ["grads"]}[op]
+    scalars = {"sgd": ["lr", "shrink", "fraction"],
+               "adam": ["step", "lr", "beta1", "beta2", "eps", "shrink", "fraction"], "clip": ["max_norm"]}[op]
     corrupt = data.draw(st.sets(st.sampled_from(arrays + scalars), min_size=1, max_size=2), label="corrupt")
     # clip's grads alone sets the length: another length is another valid call, not a hostile one
     kinds = {k: c for k, c in WRITE_KINDS.items() if op != "clip" or k not in ("longer", "shorter", "wider")}
@@ -421,8 +427,9 @@ def test_optimizers_hostile(data):
     for name in sorted(arrays, key=lambda a: a in written):    # read arrays first: aliases
         if name in written:
             made = [args[a] for a in args if isinstance(args[a], np.ndarray)]
-            args[name], cls = draw_output(data, arena, name, clean[name], corrupt,
-                                          alias=made[-1] if made else None, kinds=kinds)
+            args[name], cls = draw_output(data, arena, name, clean[name], corrupt,   # no average: none
+                                          alias=made[-1] if made else None, none_is_valid=name == "average",
+                                          kinds=kinds)
         else:
             args[name], cls = draw_array(data, arena, name, clean[name], READ_KINDS, corrupt)
             arena.keep(args[name])
@@ -440,12 +447,13 @@ def test_optimizers_hostile(data):
         for array, snapshot in before:
             assert array.tobytes() == snapshot.tobytes(), "a refused call wrote into a buffer"
         return
-    expected = {name: clean[name].copy() for name in arrays}
+    expected = {name: None if args[name] is None else clean[name].copy() for name in arrays}
     r_function = {"sgd": reference.sgd_update, "adam": reference.adam_update,
                   "clip": reference.clip_grad_norm}[op]
     r_result = r_function(**expected, **{name: args[name] for name in scalars})
     for name in written:
-        assert_close(args[name], expected[name])
+        if args[name] is not None:
+            assert_close(args[name], expected[name])
     if op == "clip":
         assert_close(result, r_result)
 

@@ -177,6 +177,41 @@ def test_adagrad_sums_in_a_checkpoint(models, tmp_path, accum, message):
             assert load_error(path) == message.replace("direct_accum", name)
 
 
+LAZY = {"carry_direct_average": np.full(64, 0.5, np.float32), "carry_direct_synced": np.arange(64) % 4}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({}, None),
+    ({"carry_direct_average": None}, "arrays 'carry_direct_average' and 'carry_direct_synced' come together, "
+                                     "with 'carry_h' (a mid-epoch checkpoint)"),
+    ({"carry_direct_synced": np.arange(64) % 5},
+     "array 'carry_direct_synced' must hold training steps in 0..3 (train_state.step), found 4"),
+    ({"carry_direct_synced": np.full(64, -1)},
+     "array 'carry_direct_synced' must hold training steps in 0..3 (train_state.step), found -1"),
+    ({"carry_direct_synced": np.zeros(64, np.float32)},
+     "array 'carry_direct_synced' must be int64 of shape (64,), got float32 of shape (64,)"),
+    ({"carry_direct_average": np.full(64, np.nan, np.float32)},
+     "array 'carry_direct_average' must hold finite values in -1e+30..1e+30, found nan"),
+    ({"carry_direct_average": np.zeros(65, np.float32)},
+     "array 'carry_direct_average' must be float32 of shape (64,), got float32 of shape (65,)"),
+])
+def test_lazy_table_average_in_a_checkpoint(models, tmp_path, change, message):
+    """A mid-epoch checkpoint's lazily kept table average (train.TableAverage) loads as
+    training state when both arrays are there, the table's size, the average finite and
+    the steps within the file's; otherwise one line names them. make_models' RNNME file
+    stands at step 3."""
+    meta, members = read_members(models["rnnme"])
+    assert meta["train_state"]["step"] == 3
+    arrays = {name: array for name, array in {**LAZY, **change}.items() if array is not None}
+    path = tmp_path / "lazy.model"
+    write_members(path, meta, members + [(f"{name}.npy", npy(array)) for name, array in arrays.items()])
+    if message is None:
+        loaded = rnnkit.load(path).optimizer_arrays
+        assert all(np.array_equal(loaded[name], array) for name, array in arrays.items())
+    else:
+        assert load_error(path) == message
+
+
 def test_export_leaves_the_adagrad_sums_out(tmp_path):
     """A model trained with AdaGrad keeps its sums of squares for --resume; a copy for
     scoring (resumable=False, as `rnnkit export` writes) drops them and scores the same."""
