@@ -53,7 +53,7 @@ from .vocab import SPECIALS
 MAX_HIDDEN = 65536
 MAX_WEIGHT = 1e30          # (H + 2) * MAX_WEIGHT stays far below float32's 3.4e38
 MAX_DEPTH = 10             # training records nest 3 deep; describe() and json.dumps recurse
-MAX_STEP = 2**31 - 1       # Adam's step count is a C int in the kernel
+MAX_STEP = 2**31 - 1       # optimizer steps a model file may record: far beyond any run (the kernel takes int64)
 MAX_COUNT = 2**53          # counts are summed as floats: exact up to here, never infinite
 
 
