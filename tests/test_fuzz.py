@@ -303,10 +303,11 @@ def mutate(rng, draft) -> list[str]:
     return applied
 
 
-def outcome(path) -> str:
-    """'error' or 'scored'; anything else fails the test."""
+def judged(scores_of) -> str:
+    """'error' (a one-line RnnkitError) or 'scored' (every score a log10 probability) for
+    the scores scores_of() returns; anything else fails the test."""
     try:
-        scores = rnnkit.load(path).score_many(SENTENCES)
+        scores = scores_of()
     except RnnkitError as exc:
         message = str(exc)
         assert message and "\n" not in message, f"multi-line error: {message!r}"
@@ -314,6 +315,11 @@ def outcome(path) -> str:
     for score in scores:
         assert not math.isnan(score) and score <= 0, f"score {score} is not a log10 probability"
     return "scored"
+
+
+def outcome(path) -> str:
+    """'error' or 'scored' through score_many."""
+    return judged(lambda: rnnkit.load(path).score_many(SENTENCES))
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +408,7 @@ def mutate_mapped(rng: random.Random, data: bytes) -> tuple[bytes, str]:
 
 def mapped_outcome(path) -> str:
     """'error' or 'scored' through score_many, score, token_logprobs and rnnkit.kenlm."""
-    try:
+    def scores_of() -> list:
         model = rnnkit.load(path)
         scores = list(model.score_many(SENTENCES)) + [model.score(s) for s in SENTENCES]
         scores += [float(v) for s in SENTENCES for v in model.token_logprobs(s)]
@@ -412,14 +418,8 @@ def mapped_outcome(path) -> str:
         for word in SENTENCES[0].split() + ["zzz", "</s>"]:
             scores.append(lm.BaseScore(state, word, out))
             state, out = out, state
-        scores += [lm.score(s) for s in SENTENCES] + [r[0] for s in SENTENCES for r in lm.full_scores(s)]
-    except RnnkitError as exc:
-        message = str(exc)
-        assert message and "\n" not in message, f"multi-line error: {message!r}"
-        return "error"
-    for score in scores:
-        assert not math.isnan(score) and score <= 0, f"score {score} is not a log10 probability"
-    return "scored"
+        return scores + [lm.score(s) for s in SENTENCES] + [r[0] for s in SENTENCES for r in lm.full_scores(s)]
+    return judged(scores_of)
 
 
 @pytest.mark.parametrize("kind", ["ngram", "mix"])
