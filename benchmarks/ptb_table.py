@@ -86,6 +86,9 @@ def main() -> int:
                         help="RNNME's planned run (default: --epochs; its epoch costs a fraction of the RNN's)")
     parser.add_argument("--rnnme-weight-decay", type=float, default=None,
                         help="RNNME's weight decay (default: --weight-decay)")
+    parser.add_argument("--rnnme-hidden", type=positive_int, default=None,
+                        help="RNNME's hidden size (default: --hidden; its class-factored output lets a larger H "
+                             "cost less than the RNN's full softmax)")
     args = parser.parse_args()
     splits = [data_dir("ptb") / f"ptb.{split}.txt" for split in ("train", "valid", "test")]
     missing = first_missing(*splits)
@@ -134,6 +137,7 @@ def main() -> int:
         config.epochs = args.rnnme_epochs or args.epochs
         if args.rnnme_weight_decay is not None:
             config.weight_decay = args.rnnme_weight_decay
+        config.hidden = args.rnnme_hidden or args.hidden
         rnnme = train(train_lines, valid_lines, config, output_path=args.out / "ptb.rnnme.model", notify=note)
         rows += rnn_rows("RNNME", rnnme, ngrams[5], valid_lines, test_lines, args.out, note)
     if args.also_rnn:
@@ -154,7 +158,8 @@ def main() -> int:
     if args.rnnme:
         o = rnnme.output_settings()
         me = rnnme.hyper
-        print(f"RNNME: the same RNN with {o['classes']} output classes and direct connections of order "
+        print(f"RNNME: the same RNN{f' at H={rnnme.hidden}' if rnnme.hidden != rnn.hidden else ''} "
+              f"with {o['classes']} output classes and direct connections of order "
               f"{o['direct_order']} in a {o['direct_size']:,}-entry table ({me['direct_optimizer']}, rate "
               f"{me['direct_lr'] if me['direct_lr'] is not None else 'default'}, L2 {me['direct_l2']}); "
               f"weight decay {me['weight_decay']}, {len(rnnme.record['epochs'])} epochs\n")
@@ -169,7 +174,8 @@ def main() -> int:
               f"| {speed} | {per_epoch} |")
     timed = {row["model"]: row["train_s"] / row["epochs"] for row in rows if "epochs" in row}
     if "RNNME" in timed:
-        print(f"\nAn RNNME epoch takes {timed['RNN'] / timed['RNNME']:.1f}x less time than an RNN epoch.")
+        sizes = f" (RNNME H={rnnme.hidden}, RNN H={rnn.hidden})" if rnnme.hidden != rnn.hidden else ""
+        print(f"\nAn RNNME epoch takes {timed['RNN'] / timed['RNNME']:.1f}x less time than an RNN epoch{sizes}.")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0
