@@ -581,7 +581,7 @@ def encode_lines(tokenizer: Tokenizer, vocab: Vocab, lines: list) -> list[np.nda
     return [vocab.encode(units) for units in tokenizer.split_lines(lines)]
 
 
-def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
+def training_bytes(V: int, config: TrainConfig, largest_class: int = 0, data_parallel: bool = False) -> int:
     """About how much memory training takes: the parameter-sized buffers (weights, gradient,
     Adam's two moments, the raw weights behind an average, the epoch-start copy that a
     worse epoch rolls back to, and a checkpoint's second copy) plus one window's
@@ -590,28 +590,30 @@ def training_bytes(V: int, config: TrainConfig, largest_class: int = 0) -> int:
     a checkpoint's copy (with an average also the raw table, its epoch-start copy, the
     average's lazy state (TableAverage: int32 per entry) and what a mid-epoch checkpoint
     adds, the average caught up and the lazy state as int64; with AdaGrad its sums of
-    squares and their two copies)."""
+    squares and their two copies; data-parallel over MPI ranks, the table gradient that the
+    ranks sum, rnnkit/mpi.py)."""
     C = config.class_count(V)
     params = 2 * V * config.hidden + config.hidden ** 2 + config.hidden + V + C * (config.hidden + 1)
     copies = 2 + (2 if config.optimizer == "adam" else 0) + (1 if config.average > 0 else 0)
     output = C + largest_class if C else V
     window = config.bptt * config.batch * (output + 4 * config.hidden)
-    return 4 * (2 * copies * params + 2 * window) + table_bytes(config)
+    return 4 * (2 * copies * params + 2 * window) + table_bytes(config, data_parallel)
 
 
-def table_bytes(config: TrainConfig) -> int:
+def table_bytes(config: TrainConfig, data_parallel: bool = False) -> int:
     """The direct table's part of training_bytes."""
-    copies = 3 + (6 if config.average > 0 else 0) + (3 if config.direct_optimizer == "adagrad" else 0)
+    copies = (3 + (6 if config.average > 0 else 0) + (3 if config.direct_optimizer == "adagrad" else 0)
+              + (1 if data_parallel else 0))
     return 4 * copies * config.direct_size if config.direct_order else 0
 
 
-def check_memory(V: int, config: TrainConfig, largest_class: int = 0) -> None:
+def check_memory(V: int, config: TrainConfig, largest_class: int = 0, data_parallel: bool = False) -> None:
     """Refuse, with the figures, a model that cannot fit: better than a MemoryError after
     minutes of reading the corpus, or the machine swapping."""
-    need = training_bytes(V, config, largest_class)
+    need = training_bytes(V, config, largest_class, data_parallel)
     have = physical_memory_bytes()
     if have and need > have:
-        table = table_bytes(config)
+        table = table_bytes(config, data_parallel)
         knobs = "--hidden, --batch, --bptt or --max-vocab"
         if table > need / 4:
             knobs = f"--direct-size (the direct table takes {table / 2**30:,.1f} GiB), " + knobs
@@ -627,9 +629,10 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def new_model(numbered: idcorpus.Numbered, config: TrainConfig, tokenizer: Tokenizer) -> RNNModel:
+def new_model(numbered: idcorpus.Numbered, config: TrainConfig, tokenizer: Tokenizer,
+              data_parallel: bool = False) -> RNNModel:
     """A freshly initialised model: vocabulary, spelling model and class map from the unit
-    counts of the numbered training text."""
+    counts of the numbered training text (`data_parallel`: trained over MPI ranks)."""
     unit_counts = numbered.unit_counts()
     vocab = Vocab.build(unit_counts, min_count=config.min_count, max_vocab=config.max_vocab)
     V = len(vocab)
@@ -638,7 +641,7 @@ def new_model(numbered: idcorpus.Numbered, config: TrainConfig, tokenizer: Token
                          weights=np.fromiter(unit_counts.values(), dtype=np.float64, count=len(unit_counts)),
                          minlength=V)
     class_start = frequency_classes(counts, C) if C else None
-    check_memory(V, config, int(np.diff(class_start).max()) if C else 0)
+    check_memory(V, config, int(np.diff(class_start).max()) if C else 0, data_parallel)
     table = np.zeros(config.direct_size, np.float32) if config.direct_order else None
     model = RNNModel(vocab, tokenizer, config.hidden, None, stream=config.stream,
                      hyper=config.hyperparameters(), spelling=SpellingModel.train([unit_counts]),
@@ -696,7 +699,7 @@ def train(corpus, valid_lines: list[str] | None, config: TrainConfig, output_pat
             model = resume_from
             model.hyper = config.hyperparameters()   # the settings it trains on with
         else:
-            model = new_model(numbered, config, tokenizer)
+            model = new_model(numbered, config, tokenizer, data_parallel=ranks is not None)
         lanes = batching.split_lanes(numbered.stream(model.vocab, independent=not config.stream), config.batch)
     valid_ids = encode_lines(model.tokenizer, model.vocab, valid_lines)
     model.record.setdefault("corpus", {}).update(

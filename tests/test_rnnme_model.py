@@ -173,7 +173,8 @@ def test_class_memory_estimate():
     """The memory check counts the class output (C + largest class per position, not V)
     and the direct table: itself, its epoch-start and checkpoint copies, and with an
     average its raw copy, that copy's epoch start, the average's lazy state (int32) and a
-    mid-epoch checkpoint's caught-up average and int64 lazy state."""
+    mid-epoch checkpoint's caught-up average and int64 lazy state; data-parallel, the
+    table gradient the ranks sum."""
     full = training_bytes(50000, TrainConfig(hidden=64))
     classes = training_bytes(50000, TrainConfig(hidden=64, classes=224), largest_class=1000)
     direct = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8),
@@ -186,6 +187,9 @@ def test_class_memory_estimate():
     adagrad = training_bytes(50000, TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8,
                                                 direct_optimizer="adagrad"), largest_class=1000)
     assert adagrad - direct == 12 * 10**8                       # the sums of squares and their copies
+    config = TrainConfig(hidden=64, classes=224, direct_order=4, direct_size=10**8)
+    ranks = training_bytes(50000, config, largest_class=1000, data_parallel=True)
+    assert ranks - direct == 4 * 10**8                          # the table gradient that MPI ranks sum
 
 
 def test_adagrad_training():
