@@ -9,7 +9,8 @@ import pytest
 
 from rnnkit import layout, rnnlm
 from rnnkit.errors import ConfigError, RnnkitError
-from rnnkit.train import ADAGRAD_START, TrainConfig, _restore, _snapshot, train, training_bytes
+from rnnkit.train import (ADAGRAD_START, TrainConfig, _restore, _snapshot, _snapshot_arrays, train,
+                          training_bytes)
 from test_rnnlm import KOREAN, fresh_model, small_model
 
 
@@ -148,6 +149,24 @@ def test_worse_epoch_rolls_back_the_table():
     model.direct_table[:] = 1.0
     _restore(model, snapshot)
     assert not model.direct_table.any()
+
+
+def test_next_epoch_start_reuses_the_last():
+    """The next epoch's start is written over the last one's arrays (no second copy of the
+    table beside it), and a snapshot that does not fit is replaced by a new copy."""
+    model = fresh_model(TrainConfig(hidden=8, classes=4, direct_order=2, direct_size=64))
+    first = _snapshot(model)
+    arrays = {name: array for name, array in first.items()}
+    model.direct_table[:] = 2.0
+    model.params[:] += 1.0
+    second = _snapshot(model, into=first)
+    assert second is first and all(second[name] is arrays[name] for name in arrays)
+    assert (second["direct_table"] == 2.0).all() and np.array_equal(second["params"], model.params)
+    assert second["direct_table"] is not model.direct_table
+    misfit = {**first, "direct_table": np.zeros(3, np.float32)}
+    third = _snapshot(model, into=misfit)
+    assert third is not misfit and third["direct_table"].shape == model.direct_table.shape
+    assert _snapshot(model, into=_snapshot_arrays(model))["params"] is not model.params   # never itself
 
 
 def test_class_training_settings_checked():
