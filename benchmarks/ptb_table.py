@@ -86,6 +86,9 @@ def main() -> int:
                         help="RNNME's planned run (default: --epochs; its epoch costs a fraction of the RNN's)")
     parser.add_argument("--rnnme-weight-decay", type=float, default=None,
                         help="RNNME's weight decay (default: --weight-decay)")
+    parser.add_argument("--rnnme-classes", type=positive_int, default=None,
+                        help="RNNME's output classes (default: sqrt(V), RNNLM's rule; more classes cost more per "
+                             "step and factor the softmax less)")
     parser.add_argument("--rnnme-hidden", type=positive_int, default=None,
                         help="RNNME's hidden size (default: --hidden; its class-factored output lets a larger H "
                              "cost less than the RNN's full softmax)")
@@ -132,7 +135,7 @@ def main() -> int:
     if args.rnnme:
         table = {name: value for name, value in (("direct_lr", args.direct_lr), ("direct_l2", args.direct_l2))
                  if value is not None}
-        config = rnn_config(args, classes="auto", direct_order=args.direct_order, direct_size=args.direct_size,
+        config = rnn_config(args, classes=args.rnnme_classes or "auto", direct_order=args.direct_order, direct_size=args.direct_size,
                             direct_optimizer=args.direct_optimizer, **table)
         config.epochs = args.rnnme_epochs or args.epochs
         if args.rnnme_weight_decay is not None:
