@@ -135,8 +135,8 @@ def main() -> int:
     if args.rnnme:
         table = {name: value for name, value in (("direct_lr", args.direct_lr), ("direct_l2", args.direct_l2))
                  if value is not None}
-        config = rnn_config(args, classes=args.rnnme_classes or "auto", direct_order=args.direct_order, direct_size=args.direct_size,
-                            direct_optimizer=args.direct_optimizer, **table)
+        config = rnn_config(args, classes=args.rnnme_classes or "auto", direct_order=args.direct_order,
+                            direct_size=args.direct_size, direct_optimizer=args.direct_optimizer, **table)
         config.epochs = args.rnnme_epochs or args.epochs
         if args.rnnme_weight_decay is not None:
             config.weight_decay = args.rnnme_weight_decay
